@@ -1,0 +1,109 @@
+"""Deploy-form ONNX vs the reference exported as-is, ONNX Runtime FP32 on CPU.
+
+    python benches/bench_deploy_vs_reference.py [--arch rmt-t] [--size 224] [--threads 2] [--rounds 30]
+
+Measures in one process, interleaved (A B C D A B C D …), the median of --rounds runs each:
+  (a) our deploy-form ONNX (rmt_deploy.targets.onnx.export),
+  (b) the reference model exported directly with torch.onnx.export (torch's default
+      exporter, dynamo), and (b') with the legacy TorchScript exporter,
+  and PyTorch eager on the reference for context. Prints node counts and the ratios
+b/a and b'/a (target ≥ 1.3). Both ONNX Runtime sessions run with
+session.force_spinning_stop=1 so an idle session's threads do not steal a core.
+Absolute times are noisy on shared machines; read the ratios.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+from rmt_deploy.model.rmt import create_model
+from rmt_deploy.pipeline import parse_img_size
+from rmt_deploy.rewrite import to_deploy
+from rmt_deploy.targets import onnx as onnx_target
+from rmt_deploy.targets.onnx import _quiet_exporter
+
+
+def export_reference(model: torch.nn.Module, path: Path, x: torch.Tensor, dynamo: bool) -> None:
+    with _quiet_exporter(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (x,), str(path), dynamo=dynamo, opset_version=18,
+                          input_names=["input"], output_names=["logits"],
+                          **({"external_data": False} if dynamo else {}))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--arch", default="rmt-t")
+    ap.add_argument("--size", default="224")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=30)
+    ap.add_argument("--warmup", type=int, default=5)
+    args = ap.parse_args()
+    if args.rounds < 20:
+        ap.error("--rounds must be at least 20 for a stable median")
+
+    torch.manual_seed(0)
+    size = parse_img_size(args.size)
+    model = create_model(args.arch).eval()
+    x = torch.randn(1, 3, *size)
+    work = Path(tempfile.mkdtemp(prefix="rmt-bench-"))
+    paths = {
+        "deploy": work / "deploy.onnx",
+        "reference (dynamo)": work / "ref_dynamo.onnx",
+        "reference (torchscript)": work / "ref_ts.onnx",
+    }
+    print(f"exporting {args.arch} at {size[0]}x{size[1]} into {work} …", flush=True)
+    onnx_target.export(to_deploy(model, size), paths["deploy"], size, dynamic_batch=False, metadata={})
+    export_reference(model, paths["reference (dynamo)"], x, dynamo=True)
+    export_reference(model, paths["reference (torchscript)"], x, dynamo=False)
+
+    runners = {name: onnx_target.load(p, threads=args.threads) for name, p in paths.items()}
+    for r in runners.values():
+        r.activate()
+    feeds = {"input": x.numpy()}
+    reference_logits = model(x).detach().numpy()
+    for name, r in runners.items():
+        diff = np.abs(r.infer(feeds)["logits"] - reference_logits).max()
+        print(f"  {name:26s} max |logits - PyTorch| = {diff:.2e}")
+
+    torch.set_num_threads(args.threads)
+    calls = {name: (lambda r=r: (r.infer(feeds), r.last_inference_s)[1]) for name, r in runners.items()}
+
+    def eager() -> float:
+        start = time.perf_counter()
+        with torch.inference_mode():
+            model(x)
+        return time.perf_counter() - start
+
+    calls["pytorch eager (reference)"] = eager
+    for call in calls.values():
+        for _ in range(args.warmup):
+            call()
+    samples: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(args.rounds):
+        for name, call in calls.items():
+            samples[name].append(call())
+    median = {name: statistics.median(v) * 1000 for name, v in samples.items()}
+
+    print(f"\n{args.arch}, batch 1, {size[0]}x{size[1]}, {args.threads} threads, "
+          f"median of {args.rounds} interleaved runs (ONNX Runtime CPU, FP32)")
+    print(f"{'variant':28s} {'nodes':>6s} {'p50 ms':>8s}")
+    for name in calls:
+        nodes = len(onnx.load(str(paths[name])).graph.node) if name in paths else "-"
+        print(f"{name:28s} {nodes!s:>6s} {median[name]:8.2f}")
+    a = median["deploy"]
+    print(f"\nratio reference(dynamo)/deploy      = {median['reference (dynamo)'] / a:.2f}   (target >= 1.3)")
+    print(f"ratio reference(torchscript)/deploy = {median['reference (torchscript)'] / a:.2f}")
+    print(f"ratio pytorch-eager/deploy          = {median['pytorch eager (reference)'] / a:.2f}")
+
+
+if __name__ == "__main__":
+    main()

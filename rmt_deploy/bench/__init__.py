@@ -1,0 +1,1 @@
+"""Comparators and reports: parity, accuracy, latency, environment. No backend imports here."""

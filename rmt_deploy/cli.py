@@ -1,0 +1,236 @@
+"""rmt-deploy command line. Commands only parse options, call one library function, print.
+
+Errors become one line on stderr with a non-zero exit code (2: bad input, 1: verification
+failed or unexpected error). Set RMT_DEPLOY_DEBUG=1 to get the traceback instead.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import RmtDeployError, UserInputError
+
+app = typer.Typer(
+    name="rmt-deploy",
+    help="Ship RMT vision backbones to ONNX Runtime (TensorRT, CoreML, OpenVINO planned) with "
+         "verified numbers and a report.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+err = Console(stderr=True)
+out = Console()
+
+# Shared option declarations keep flag names and help identical across commands.
+WeightsOpt = Annotated[Optional[Path], typer.Option(
+    "--weights", "-w", help="Checkpoint (.pth/.pt/.pth.tar/.bin/.safetensors). Default: bundled demo.",
+    show_default=False)]
+ArchOpt = Annotated[Optional[str], typer.Option(
+    "--arch", help="rmt-t/s/b/l (-tl for token-label) or official names (RMT_S…). Default: detected.",
+    show_default=False)]
+ImgSizeOpt = Annotated[Optional[str], typer.Option(
+    "--img-size", help="Input size: 224 or HxW such as 256x320, multiples of 32. "
+                       "Default: checkpoint hint, else 224.", show_default=False)]
+TargetOpt = Annotated[list[str], typer.Option(
+    "--target", "-t", help="Target(s), comma-separated or repeated: onnx.")]
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder (replaced if it holds an "
+                                                          "earlier rmt-deploy report).")]
+EvalOpt = Annotated[Optional[Path], typer.Option(
+    "--eval", help="ImageFolder (accuracy + parity), flat folder or .txt list (parity only). "
+                   "Default: bundled calib/val.", show_default=False)]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+
+EXPORT_EXAMPLES = """
+[b]Examples[/b]
+
+  rmt-deploy export --target onnx                      [dim]# bundled demo model + images, offline[/dim]
+  rmt-deploy export -w rmt_s.pth --target onnx         [dim]# official checkpoint, arch detected[/dim]
+  rmt-deploy export -w ckpt.pth --arch rmt-t --img-size 256x320 --dynamic-batch --out out/
+"""
+
+
+@contextlib.contextmanager
+def _errors_to_exit():
+    """One exception → message table for every command."""
+    try:
+        yield
+    except RmtDeployError as e:
+        if os.environ.get("RMT_DEPLOY_DEBUG"):
+            raise
+        err.print(f"[bold red]error:[/bold red] {e}", highlight=False, soft_wrap=True)
+        raise typer.Exit(e.exit_code) from None
+    except KeyboardInterrupt:
+        err.print("interrupted; nothing was written")
+        raise typer.Exit(130) from None
+    except (typer.Exit, typer.Abort):
+        raise
+    except Exception as e:  # noqa: BLE001 — last resort: one line, traceback on demand
+        if os.environ.get("RMT_DEPLOY_DEBUG"):
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        err.print(f"[bold red]error:[/bold red] unexpected {type(e).__name__}: {first} "
+                  "(set RMT_DEPLOY_DEBUG=1 for the traceback)", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+
+
+class RichProgress:
+    """Spinner per step on stderr, then a check mark with the elapsed time."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+
+    @contextlib.contextmanager
+    def step(self, description: str):
+        if self.quiet:
+            yield
+            return
+        import time
+
+        start = time.perf_counter()
+        with err.status(f"{description}…", spinner="dots"):
+            yield
+        err.print(f"[green]✓[/green] {description} [dim]({time.perf_counter() - start:.1f}s)[/dim]",
+                  highlight=False)
+
+    def log(self, message: str) -> None:
+        if not self.quiet:
+            err.print(f"[yellow]![/yellow] {message}", highlight=False)
+
+
+def _split_targets(values: list[str]) -> tuple[str, ...]:
+    return tuple(t for v in values for t in v.split(",") if t.strip())
+
+
+@app.command(epilog=EXPORT_EXAMPLES)
+def export(
+    weights: WeightsOpt = None,
+    arch: ArchOpt = None,
+    img_size: ImgSizeOpt = None,
+    dynamic_batch: Annotated[bool, typer.Option("--dynamic-batch", help="Batch axis dynamic in the ONNX.")] = False,
+    target: TargetOpt = ["onnx"],  # noqa: B006 — typer reads the default
+    out_dir: OutOpt = Path("rmt-deploy-out"),
+    eval_dir: EvalOpt = None,
+    parity_samples: Annotated[int, typer.Option("--parity-samples", help="Images for the parity check.")] = 16,
+    atol: Annotated[float, typer.Option("--atol", help="Max abs logit difference allowed vs PyTorch (FP32).")] = 1e-4,
+    bench_iters: Annotated[int, typer.Option("--bench-iters", help="Timed runs for latency (0: skip).")] = 30,
+    threads: Annotated[Optional[int], typer.Option("--threads", help="ONNX Runtime threads. Default: all cores.",
+                                                   show_default=False)] = None,
+    as_json: JsonOpt = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+) -> None:
+    """Export a checkpoint to deploy-ready artifacts, verify them on real images, write a report."""
+    with _errors_to_exit():
+        from .pipeline import ExportOptions, parse_img_size, run_export
+
+        if threads is not None and threads < 1:
+            raise UserInputError("--threads must be at least 1")
+        if bench_iters < 0:
+            raise UserInputError("--bench-iters must be 0 (skip) or more")
+        if not atol > 0:
+            raise UserInputError("--atol must be a positive number")
+        opts = ExportOptions(
+            weights=weights, arch=arch, img_size=parse_img_size(img_size) if img_size else None,
+            dynamic_batch=dynamic_batch, targets=_split_targets(target), out=out_dir,
+            eval_dir=eval_dir, parity_samples=parity_samples, atol=atol, bench_iters=bench_iters,
+            threads=threads)
+        report = run_export(opts, RichProgress(quiet or as_json))
+        if as_json:
+            out.print_json(json.dumps(report))
+        else:
+            _print_export_summary(report, out_dir)
+
+
+def _print_export_summary(report: dict, out_dir: Path) -> None:
+    table = Table(title=f"{report['model']['variant']} @ {'x'.join(map(str, report['model']['input_size']))}",
+                  title_justify="left")
+    for col in ("target", "precision", "status", "size", "max diff", "top-1", "agree", "p50 ms"):
+        table.add_column(col, justify="left" if col in ("target", "precision", "status") else "right")
+    for a in report["artifacts"]:
+        acc, lat, par = a.get("accuracy") or {}, a.get("latency_ms") or {}, a.get("parity") or {}
+        table.add_row(a["target"], a["precision"], a["status"],
+                      f"{a['size_bytes'] / 1e6:.1f} MB" if a.get("size_bytes") else "—",
+                      f"{par['max_abs']:.1e}" if par else "—",
+                      f"{acc['top1']:.2f}" if acc else "—",
+                      f"{acc['agreement'] * 100:.1f}%" if acc else "—",
+                      f"{lat['p50']:.2f}" if lat else "—")
+    out.print(table)
+    out.print(f"report: {out_dir / 'report.md'}  ({out_dir / 'report.json'})", highlight=False)
+
+
+@app.command()
+def inspect(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file to describe.", show_default=False)],
+    as_json: JsonOpt = False,
+) -> None:
+    """Describe a checkpoint: architecture, parameters, classes, resolution hints, other entries."""
+    with _errors_to_exit():
+        from .model.checkpoint import inspect_checkpoint
+
+        info = inspect_checkpoint(checkpoint)
+        if as_json:
+            out.print_json(json.dumps(info))
+            return
+        table = Table(show_header=False, box=None)
+        rows = [
+            ("file", f"{info['path']} ({info['size_bytes'] / 1e6:.1f} MB, {info['format']})"),
+            ("sha256", info["sha256"]),
+            ("architecture", info["arch"] or f"[red]unknown[/red] — {info['arch_problem']}"),
+            ("parameters", f"{info['params_m']:.2f} M ({info['tensors']} tensors, {', '.join(info['dtypes'])})"),
+            ("classes", str(info["num_classes"])),
+            ("token-label head", "yes" if info["token_label"] else "no"),
+            ("weights found under", info["weights_entry"] or "(top level)"),
+            ("ignored entries", ", ".join(info["other_entries"]) or "none"),
+            ("resolution", (f"trained at {info['resolution_hint']}; " if info["resolution_hint"] else "")
+             + (info["resolution_rule"] or "")),
+        ]
+        for key, value in info["metadata"].items():
+            rows.append((f"metadata {key}", value))
+        for key, value in rows:
+            table.add_row(f"[bold]{key}[/bold]", value)
+        out.print(table)
+
+
+@app.command()
+def doctor(as_json: JsonOpt = False) -> None:
+    """Show which backends are installed and usable here, and why not."""
+    with _errors_to_exit():
+        from .doctor import diagnose
+
+        info = diagnose()
+        if as_json:
+            out.print_json(json.dumps(info))
+            return
+        m = info["machine"]
+        out.print(f"[bold]CPU[/bold] {m['cpu']}  |  INT8 instructions: "
+                  f"{', '.join(m['int8_instructions']) or 'none'}  |  ONNX Runtime providers: "
+                  f"{', '.join(m['onnxruntime_providers']) or '—'}", highlight=False)
+        colour = {"ok": "green", "missing": "yellow", "broken": "red", "unavailable": "red", "planned": "dim"}
+        pk = Table("package", "status", "detail", "for", title="Packages", title_justify="left")
+        for row in info["packages"]:
+            detail = row["detail"] + (f" — {row['install']}" if row["install"] else "")
+            pk.add_row(row["package"], f"[{colour[row['status']]}]{row['status']}[/]", detail, row["purpose"])
+        out.print(pk)
+        tg = Table("target", "status", "detail", title="Targets", title_justify="left")
+        for row in info["targets"]:
+            tg.add_row(row["target"], f"[{colour[row['status']]}]{row['status']}[/]", row["detail"])
+        out.print(tg)
+        for key, value in info["bundled"].items():
+            out.print(f"[bold]{key.replace('_', ' ')}[/bold]: {value or '[yellow]not found[/yellow]'}",
+                      highlight=False)
+
+
+def main() -> None:
+    app(prog_name="rmt-deploy")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+"""Image sets (ImageFolder, flat folder, list file) and preprocessing to model input."""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UserInputError
+
+__all__ = ["IMAGE_SUFFIXES", "ImageSet", "Preprocess", "open_image_set", "load_batch"]
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """Resize to cover ``size / crop_pct`` keeping aspect, centre-crop ``size``, normalise.
+
+    The same recipe as timm's eval transform (bicubic, crop_pct), without torchvision.
+    """
+
+    size: tuple[int, int]  # (H, W)
+    crop_pct: float = 0.875
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    interpolation: str = "bicubic"
+
+    def __call__(self, image) -> np.ndarray:
+        """PIL image (any mode) → float32 array (3, H, W)."""
+        from PIL import Image
+
+        resample = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR,
+                    "nearest": Image.NEAREST}[self.interpolation]
+        image = _to_rgb(image)
+        h, w = self.size
+        scale = max(h / image.height, w / image.width) / self.crop_pct
+        rh, rw = max(h, math.ceil(image.height * scale - 1e-6)), max(w, math.ceil(image.width * scale - 1e-6))
+        if (rh, rw) != (image.height, image.width):
+            image = image.resize((rw, rh), resample)
+        top, left = (rh - h) // 2, (rw - w) // 2
+        image = image.crop((left, top, left + w, top + h))
+        x = np.asarray(image, dtype=np.float32) / 255.0
+        x = (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        return np.ascontiguousarray(x.transpose(2, 0, 1))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _to_rgb(image):
+    """Any PIL mode → RGB the way training pipelines do it (``convert("RGB")``, alpha dropped);
+    16-bit and 32-bit integer grayscale is rescaled to 8 bits first."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        from PIL import Image
+
+        arr = np.asarray(image, dtype=np.float32)
+        peak = 65535.0 if arr.max() > 255 else 255.0
+        image = Image.fromarray(np.clip(arr / peak * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
+    return image.convert("RGB")
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """Image paths with optional integer labels (ImageFolder: sorted class folder names)."""
+
+    root: Path
+    paths: tuple[Path, ...]
+    labels: tuple[int, ...] | None
+    classes: tuple[str, ...] | None
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def subset(self, n: int) -> "ImageSet":
+        """Deterministic subset of ``n`` images spread evenly over the (class-sorted) list."""
+        if n >= len(self.paths):
+            return self
+        idx = np.linspace(0, len(self.paths) - 1, n).round().astype(int)
+        labels = None if self.labels is None else tuple(self.labels[i] for i in idx)
+        return ImageSet(self.root, tuple(self.paths[i] for i in idx), labels, self.classes)
+
+
+def open_image_set(source: str | Path, label_map: str | Path | None = None) -> ImageSet:
+    """Open an ImageFolder (class sub-folders), a flat folder of images, or a .txt list of paths.
+
+    Raises:
+        UserInputError: the source is missing, empty or holds no images.
+    """
+    root = Path(source)
+    if not root.exists():
+        raise UserInputError(f"image set not found: {root}")
+    if root.is_file():
+        if root.suffix.lower() != ".txt":
+            raise UserInputError(f"{root} is a file but not a .txt list of image paths")
+        lines = [ln.strip() for ln in root.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+        paths = tuple((root.parent / ln) if not Path(ln).is_absolute() else Path(ln) for ln in lines)
+        if not paths:
+            raise UserInputError(f"image list {root} is empty")
+        return ImageSet(root, paths, None, None)
+    subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if subdirs:
+        classes = tuple(p.name for p in subdirs)
+        if label_map is not None:
+            classes = _apply_label_map(classes, Path(label_map))
+        paths, labels = [], []
+        for label, d in enumerate(subdirs):
+            for f in sorted(d.rglob("*")):
+                if f.suffix.lower() in IMAGE_SUFFIXES:
+                    paths.append(f)
+                    labels.append(label)
+        if not paths:
+            raise UserInputError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in the class folders of {root}")
+        return ImageSet(root, tuple(paths), tuple(labels), classes)
+    paths = tuple(sorted(f for f in root.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES))
+    if not paths:
+        raise UserInputError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {root}")
+    return ImageSet(root, paths, None, None)
+
+
+def _apply_label_map(classes: tuple[str, ...], path: Path) -> tuple[str, ...]:
+    """A JSON map folder name → class name, kept in sorted-folder order."""
+    try:
+        mapping = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise UserInputError(f"cannot read label map {path}: {e}") from None
+    return tuple(str(mapping.get(c, c)) for c in classes)
+
+
+def load_batch(images: ImageSet, preprocess: Preprocess) -> tuple[np.ndarray, list[Path], list[int]]:
+    """Decode and preprocess every image; unreadable files are skipped and listed.
+
+    Returns:
+        (array (N, 3, H, W), skipped paths, indices of the images kept).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    arrays, skipped, kept = [], [], []
+    for i, path in enumerate(images.paths):
+        try:
+            with Image.open(path) as im:
+                im.load()
+                arrays.append(preprocess(im))
+            kept.append(i)
+        except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
+            skipped.append(path)
+    if not arrays:
+        raise UserInputError(f"none of the {len(images)} images in {images.root} could be decoded")
+    return np.stack(arrays), skipped, kept

@@ -1,0 +1,90 @@
+"""`rmt-deploy doctor`: which backends are installed and usable here, and why not."""
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import platform
+
+from .bench.environment import cpu_name
+from .pipeline import bundled_images, bundled_weights
+from .targets import PLANNED, TARGETS, target_module
+
+__all__ = ["diagnose"]
+
+# (package to import, distribution name, what it is for, extra that installs it)
+_COMPONENTS = (
+    ("torch", "torch", "reference model, export", None),
+    ("onnx", "onnx", "ONNX graphs", None),
+    ("onnxslim", "onnxslim", "ONNX simplification", None),
+    ("onnxruntime", "onnxruntime", "ONNX Runtime target, verification", None),
+    # Backends of planned targets: reported so users see what is already on the machine.
+    ("nncf", "nncf", "INT8 calibration (planned)", None),
+    ("openvino", "openvino", "OpenVINO target (planned)", None),
+    ("coremltools", "coremltools", "CoreML target (planned)", None),
+    ("tensorrt", "tensorrt", "TensorRT engines (planned; needs an NVIDIA GPU)", None),
+    ("tensorrt_rtx", "tensorrt-rtx-cu12", "TensorRT-RTX parser/builder check (planned)", None),
+)
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def _component(module: str, dist: str) -> tuple[str, str]:
+    try:
+        version = importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "missing", "not installed"
+    try:
+        importlib.import_module(module)
+    except Exception as e:  # noqa: BLE001 — a broken install must be reported, not crash doctor
+        return "broken", f"{version} installed but import fails: {str(e).splitlines()[0][:120]}"
+    return "ok", version
+
+
+def diagnose() -> dict:
+    """Rows for packages and targets, plus the machine facts that matter for deployment."""
+    packages = []
+    for module, dist, purpose, extra in _COMPONENTS:
+        status, detail = _component(module, dist)
+        hint = f'pip install "rmt-deploy[{extra}]"' if status != "ok" and extra else None
+        packages.append({"package": dist, "status": status, "detail": detail, "purpose": purpose,
+                         "install": hint})
+    targets = []
+    for spec in TARGETS.values():
+        reason = target_module(spec).unavailable_reason()
+        targets.append({"target": spec.name, "status": "ok" if reason is None else "unavailable",
+                        "detail": reason or f"precisions: {', '.join(spec.precisions)}"})
+    for name in sorted(set(PLANNED.values())):
+        targets.append({"target": name, "status": "planned", "detail": "not in this version yet"})
+    flags = _cpu_flags()
+    providers = []
+    try:
+        import onnxruntime
+
+        providers = onnxruntime.get_available_providers()
+    except ImportError:
+        pass
+    return {
+        "machine": {
+            "cpu": cpu_name(),
+            "platform": platform.platform(),
+            "int8_instructions": sorted(f for f in ("avx512_vnni", "avx_vnni", "amx_int8", "amx_bf16")
+                                        if f in flags),
+            "onnxruntime_providers": providers,
+        },
+        "packages": packages,
+        "targets": targets,
+        "bundled": {
+            "demo_checkpoint": str(bundled_weights()) if bundled_weights().exists() else None,
+            "calibration_images": str(bundled_images("train")) if bundled_images("train").exists() else None,
+            "evaluation_images": str(bundled_images("val")) if bundled_images("val").exists() else None,
+        },
+    }

@@ -1,0 +1,1 @@
+"""RMT reference model, variants and checkpoint loading."""

@@ -1,0 +1,433 @@
+"""RMT (Retentive Networks Meet Vision Transformers) — reference PyTorch implementation.
+
+Paper: Fan et al., "RMT: Retentive Networks Meet Vision Transformers", CVPR 2024.
+Original code: github.com/qhfan/RMT, ``classfication_release/RMT.py`` (classifiers) and
+``classification_token_label_release/RMT.py`` (token-labelling ``*`` models).
+
+This is an independent implementation of the same network. It keeps the official
+state-dict layout (``patch_embed.proj.N``, ``layers.i.Relpos``, ``layers.i.blocks.j``,
+``layers.i.downsample``, ``proj``/``norm``/``head``/``aux_head``) so official checkpoints
+load with ``strict=True``, and it follows the official order of operations so that it is a
+faithful baseline for the deploy form (``rmt_deploy.rewrite``). Differences:
+
+- no timm/fvcore/einops: DropPath and the initialisers are written here;
+- swish is ``x * sigmoid(x)`` instead of a custom autograd Function (same values);
+- the token-label model returns ``head(cls) + 0.5 * max_tokens(aux_head(tokens))`` in
+  eval mode only (the MixToken training path is not reproduced);
+- variants are rows of one table (``VARIANTS``) instead of one function each.
+
+Tokens are channels-last (B, H, W, C) throughout the trunk, as in the original.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "RMTConfig",
+    "VARIANTS",
+    "ALIASES",
+    "RMT",
+    "create_model",
+    "resolve_variant",
+    "UnknownVariantError",
+]
+
+Stage4 = tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
+class RMTConfig:
+    """Architecture numbers of one RMT variant (DESIGN §2, one row per variant)."""
+
+    embed_dims: tuple[int, ...]
+    depths: tuple[int, ...]
+    num_heads: tuple[int, ...]
+    init_values: tuple[float, ...]
+    heads_ranges: tuple[float, ...]
+    mlp_ratios: tuple[float, ...]
+    chunk_stages: tuple[bool, ...]  # True: decomposed (row then column) retention
+    layerscales: tuple[bool, ...]
+    layer_init_value: float = 1e-6
+    projection: int = 1024
+    num_classes: int = 1000
+    token_label: bool = False
+    in_chans: int = 3
+    drop_path_rate: float = 0.0
+
+    def __post_init__(self) -> None:
+        n = len(self.embed_dims)
+        per_stage = ("depths", "num_heads", "init_values", "heads_ranges", "mlp_ratios",
+                     "chunk_stages", "layerscales")
+        for name in per_stage:
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"RMTConfig.{name} needs {n} entries, one per stage")
+        for dim, heads in zip(self.embed_dims, self.num_heads):
+            if dim % heads or (dim // heads) % 2:
+                raise ValueError(f"embed dim {dim} must split into {heads} heads of even size")
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.embed_dims)
+
+    @property
+    def stride(self) -> int:
+        """Total downsampling: /4 stem, /2 per merge."""
+        return 4 * 2 ** (self.num_stages - 1)
+
+
+_T = dict(embed_dims=(64, 128, 256, 512), depths=(2, 2, 8, 2), num_heads=(4, 4, 8, 16),
+          init_values=(2, 2, 2, 2), heads_ranges=(4, 4, 6, 6), mlp_ratios=(3, 3, 3, 3),
+          chunk_stages=(True, True, False, False), layerscales=(False,) * 4)
+_S = dict(embed_dims=(64, 128, 256, 512), depths=(3, 4, 18, 4), num_heads=(4, 4, 8, 16),
+          init_values=(2, 2, 2, 2), heads_ranges=(4, 4, 6, 6), mlp_ratios=(4, 4, 3, 3),
+          chunk_stages=(True, True, True, False), layerscales=(False,) * 4)
+_B = dict(embed_dims=(80, 160, 320, 512), depths=(4, 8, 25, 8), num_heads=(5, 5, 10, 16),
+          init_values=(2, 2, 2, 2), heads_ranges=(5, 5, 6, 6), mlp_ratios=(4, 4, 3, 3),
+          chunk_stages=(True, True, True, False), layerscales=(False, False, True, True))
+_L = dict(embed_dims=(112, 224, 448, 640), depths=(4, 8, 25, 8), num_heads=(7, 7, 14, 20),
+          init_values=(2, 2, 2, 2), heads_ranges=(6, 6, 6, 6), mlp_ratios=(4, 4, 3, 3),
+          chunk_stages=(True, True, True, False), layerscales=(False, False, True, True))
+# The bundled demo: same blocks, narrower and shallower, 10 classes (rmt_deploy/assets).
+_DEMO = dict(embed_dims=(32, 64, 96, 128), depths=(1, 1, 2, 1), num_heads=(2, 2, 4, 4),
+             init_values=(2, 2, 2, 2), heads_ranges=(4, 4, 6, 6), mlp_ratios=(3, 3, 3, 3),
+             chunk_stages=(True, True, False, False), layerscales=(False,) * 4,
+             projection=256, num_classes=10)
+
+VARIANTS: dict[str, RMTConfig] = {
+    "rmt-t": RMTConfig(**_T),
+    "rmt-t-tl": RMTConfig(**_T, token_label=True),
+    "rmt-s": RMTConfig(**_S),
+    "rmt-s-tl": RMTConfig(**_S, token_label=True),
+    "rmt-b": RMTConfig(**_B),
+    "rmt-b-tl": RMTConfig(**_B, token_label=True),
+    "rmt-l": RMTConfig(**_L),
+    "rmt-l-tl": RMTConfig(**_L, token_label=True),
+    "rmt-demo": RMTConfig(**_DEMO),
+}
+
+# Official function names in qhfan/RMT → ours.
+ALIASES: dict[str, str] = {"rmt_t3": "rmt-t", "rmt_s": "rmt-s", "rmt_m2": "rmt-b", "rmt_l6": "rmt-l"}
+
+
+class UnknownVariantError(ValueError):
+    """Raised for an architecture name that is neither a variant nor an alias."""
+
+
+def resolve_variant(name: str) -> str:
+    """Normalise a user-given architecture name (``RMT_S``, ``rmt_s``, ``rmt-s``) to ours."""
+    key = name.strip().lower()
+    key = ALIASES.get(key, key).replace("_", "-")
+    if key in VARIANTS:
+        return key
+    close = difflib.get_close_matches(key, list(VARIANTS), n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    raise UnknownVariantError(
+        f"unknown architecture '{name}'{hint} (choose from {', '.join(VARIANTS)})")
+
+
+# ---------------------------------------------------------------- helpers
+
+
+class DropPath(nn.Module):
+    """Stochastic depth per sample; identity at inference."""
+
+    def __init__(self, p: float = 0.0) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.p
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+
+class DWConv2d(nn.Module):
+    """Depthwise conv applied to channels-last tokens."""
+
+    def __init__(self, dim: int, kernel_size: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(dim, dim, kernel_size, 1, kernel_size // 2, groups=dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+
+
+def rotate_pairs(x: torch.Tensor) -> torch.Tensor:
+    """Map each channel pair (a, b) to (-b, a) — the official 'rotate every two'."""
+    even, odd = x[..., 0::2], x[..., 1::2]
+    return torch.stack((-odd, even), dim=-1).flatten(-2)
+
+
+def apply_rotary(x: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor) -> torch.Tensor:
+    return x * cos + rotate_pairs(x) * sin
+
+
+class RelPos(nn.Module):
+    """Rotary angles and per-head decay rates of one stage.
+
+    ``angle`` and ``decay`` are persistent because official checkpoints store them.
+    The tables for a given resolution are derived on each call here; the deploy form
+    turns them into constant buffers (``rmt_deploy.rewrite``).
+    """
+
+    def __init__(self, dim: int, num_heads: int, init_value: float, heads_range: float) -> None:
+        super().__init__()
+        half = dim // num_heads // 2
+        angle = 1.0 / (10000 ** torch.linspace(0, 1, half))
+        self.register_buffer("angle", angle.repeat_interleave(2))
+        heads = torch.arange(num_heads, dtype=torch.float)
+        self.register_buffer("decay", torch.log(1 - 2 ** (-init_value - heads_range * heads / num_heads)))
+
+    def rotary(self, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """sin and cos tables (h, w, head_dim); the position is the flat index i*w + j."""
+        index = torch.arange(h * w).to(self.decay)
+        phase = index[:, None] * self.angle[None, :]
+        return torch.sin(phase).reshape(h, w, -1), torch.cos(phase).reshape(h, w, -1)
+
+    def decay_1d(self, n: int) -> torch.Tensor:
+        """(heads, n, n): decay_h * |i - j| along one axis."""
+        index = torch.arange(n).to(self.decay)
+        dist = (index[:, None] - index[None, :]).abs()
+        return dist * self.decay[:, None, None]
+
+    def decay_2d(self, h: int, w: int) -> torch.Tensor:
+        """(heads, h*w, h*w): decay_h * Manhattan distance between flat positions."""
+        ii, jj = torch.meshgrid(torch.arange(h).to(self.decay), torch.arange(w).to(self.decay),
+                                indexing="ij")
+        grid = torch.stack((ii, jj), dim=-1).reshape(h * w, 2)
+        dist = (grid[:, None, :] - grid[None, :, :]).abs().sum(-1)
+        return dist * self.decay[:, None, None]
+
+
+# ---------------------------------------------------------------- blocks
+
+
+class MaSA(nn.Module):
+    """Manhattan Self-Attention (retention) with explicit decay.
+
+    ``decomposed=True`` runs the row pass then the column pass (stages with
+    ``chunk_stages``); otherwise one pass over all tokens with the 2-D decay.
+    """
+
+    def __init__(self, dim: int, num_heads: int, decomposed: bool) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scaling = self.head_dim ** -0.5
+        self.decomposed = decomposed
+        self.q_proj = nn.Linear(dim, dim)
+        self.k_proj = nn.Linear(dim, dim)
+        self.v_proj = nn.Linear(dim, dim)
+        self.lepe = DWConv2d(dim, 5)
+        self.out_proj = nn.Linear(dim, dim)
+        for proj in (self.q_proj, self.k_proj, self.v_proj):
+            nn.init.xavier_normal_(proj.weight, gain=2 ** -2.5)
+        nn.init.xavier_normal_(self.out_proj.weight)
+        nn.init.zeros_(self.out_proj.bias)
+
+    def forward(self, x: torch.Tensor, relpos: RelPos) -> torch.Tensor:
+        b, h, w, c = x.shape
+        n, d = self.num_heads, self.head_dim
+        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        lepe = self.lepe(v)
+        k = k * self.scaling
+        sin, cos = relpos.rotary(h, w)
+        q = apply_rotary(q.view(b, h, w, n, d).permute(0, 3, 1, 2, 4), sin, cos)  # (b n h w d)
+        k = apply_rotary(k.view(b, h, w, n, d).permute(0, 3, 1, 2, 4), sin, cos)
+        if self.decomposed:
+            out = self._decomposed(q, k, v.view(b, h, w, n, d), relpos)
+        else:
+            out = self._whole(q, k, v.view(b, h, w, n, d), relpos)
+        return self.out_proj(out.reshape(b, h, w, c) + lepe)
+
+    @staticmethod
+    def _decomposed(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, relpos: RelPos) -> torch.Tensor:
+        h, w = q.shape[2], q.shape[3]
+        # Row pass: attend along W inside each row.
+        qw, kw = q.transpose(1, 2), k.transpose(1, 2)  # (b h n w d)
+        attn = torch.softmax(qw @ kw.transpose(-1, -2) + relpos.decay_1d(w), dim=-1)
+        v = attn @ v.permute(0, 1, 3, 2, 4)  # (b h n w d)
+        # Column pass on that result: attend along H inside each column.
+        qh, kh = q.permute(0, 3, 1, 2, 4), k.permute(0, 3, 1, 2, 4)  # (b w n h d)
+        attn = torch.softmax(qh @ kh.transpose(-1, -2) + relpos.decay_1d(h), dim=-1)
+        out = attn @ v.permute(0, 3, 2, 1, 4)  # (b w n h d)
+        return out.permute(0, 3, 1, 2, 4)  # (b h w n d)
+
+    @staticmethod
+    def _whole(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, relpos: RelPos) -> torch.Tensor:
+        b, n, h, w, d = q.shape
+        q, k = q.flatten(2, 3), k.flatten(2, 3)  # (b n l d)
+        v = v.permute(0, 3, 1, 2, 4).flatten(2, 3)
+        attn = torch.softmax(q @ k.transpose(-1, -2) + relpos.decay_2d(h, w), dim=-1)
+        return (attn @ v).transpose(1, 2)  # (b l n d)
+
+
+class ConvFFN(nn.Module):
+    """fc1 → GELU → h + dwconv3x3(h) → fc2."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+        self.dwconv = DWConv2d(hidden, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.gelu(self.fc1(x))
+        return self.fc2(h + self.dwconv(h))
+
+
+class RetBlock(nn.Module):
+    """CPE (``pos``) → retention → FFN, each residual; optional layer scale."""
+
+    def __init__(self, dim: int, num_heads: int, ffn_dim: int, decomposed: bool,
+                 drop_path: float = 0.0, layerscale: bool = False, init_value: float = 1e-6) -> None:
+        super().__init__()
+        self.pos = DWConv2d(dim, 3)
+        self.retention_layer_norm = nn.LayerNorm(dim, eps=1e-6)
+        self.retention = MaSA(dim, num_heads, decomposed)
+        self.final_layer_norm = nn.LayerNorm(dim, eps=1e-6)
+        self.ffn = ConvFFN(dim, ffn_dim)
+        self.drop_path = DropPath(drop_path)
+        self.layerscale = layerscale
+        if layerscale:
+            self.gamma_1 = nn.Parameter(torch.full((1, 1, 1, dim), init_value))
+            self.gamma_2 = nn.Parameter(torch.full((1, 1, 1, dim), init_value))
+
+    def forward(self, x: torch.Tensor, relpos: RelPos) -> torch.Tensor:
+        x = x + self.pos(x)
+        attn = self.retention(self.retention_layer_norm(x), relpos)
+        if self.layerscale:
+            attn = self.gamma_1 * attn
+        x = x + self.drop_path(attn)
+        ffn = self.ffn(self.final_layer_norm(x))
+        if self.layerscale:
+            ffn = self.gamma_2 * ffn
+        return x + self.drop_path(ffn)
+
+
+class PatchMerging(nn.Module):
+    """conv3x3 stride 2 → BN, channels-last in and out."""
+
+    def __init__(self, dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.reduction = nn.Conv2d(dim, out_dim, 3, 2, 1)
+        self.norm = nn.BatchNorm2d(out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.reduction(x.permute(0, 3, 1, 2))).permute(0, 2, 3, 1)
+
+
+class Stage(nn.Module):
+    """``depth`` blocks sharing one RelPos, then an optional merge."""
+
+    def __init__(self, cfg: RMTConfig, i: int, drop_paths: list[float]) -> None:
+        super().__init__()
+        dim, heads = cfg.embed_dims[i], cfg.num_heads[i]
+        self.Relpos = RelPos(dim, heads, cfg.init_values[i], cfg.heads_ranges[i])
+        self.blocks = nn.ModuleList(
+            RetBlock(dim, heads, int(cfg.mlp_ratios[i] * dim), cfg.chunk_stages[i], dp,
+                     cfg.layerscales[i], cfg.layer_init_value)
+            for dp in drop_paths)
+        last = i == cfg.num_stages - 1
+        self.downsample = None if last else PatchMerging(dim, cfg.embed_dims[i + 1])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x, self.Relpos)
+        return x if self.downsample is None else self.downsample(x)
+
+
+class PatchEmbed(nn.Module):
+    """Stem: four 3x3 convs (strides 2,1,2,1) with BN, GELU between → /4, channels-last."""
+
+    def __init__(self, in_chans: int, dim: int) -> None:
+        super().__init__()
+        half = dim // 2
+        self.proj = nn.Sequential(
+            nn.Conv2d(in_chans, half, 3, 2, 1), nn.BatchNorm2d(half), nn.GELU(),
+            nn.Conv2d(half, half, 3, 1, 1), nn.BatchNorm2d(half), nn.GELU(),
+            nn.Conv2d(half, dim, 3, 2, 1), nn.BatchNorm2d(dim), nn.GELU(),
+            nn.Conv2d(dim, dim, 3, 1, 1), nn.BatchNorm2d(dim),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).permute(0, 2, 3, 1)
+
+
+# ---------------------------------------------------------------- model
+
+
+class RMT(nn.Module):
+    """RMT image classifier.
+
+    Args:
+        cfg: architecture numbers (a ``VARIANTS`` row, possibly with overrides).
+    """
+
+    def __init__(self, cfg: RMTConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.patch_embed = PatchEmbed(cfg.in_chans, cfg.embed_dims[0])
+        n = sum(cfg.depths)
+        rates = [cfg.drop_path_rate * i / max(n - 1, 1) for i in range(n)]  # linear rule
+        starts = [sum(cfg.depths[:i]) for i in range(cfg.num_stages)]
+        self.layers = nn.ModuleList(
+            Stage(cfg, i, rates[s:s + cfg.depths[i]]) for i, s in enumerate(starts))
+        self.proj = nn.Linear(cfg.embed_dims[-1], cfg.projection)
+        self.norm = nn.BatchNorm2d(cfg.projection)
+        self.head = nn.Linear(cfg.projection, cfg.num_classes)
+        self.aux_head = nn.Linear(cfg.embed_dims[-1], cfg.num_classes) if cfg.token_label else None
+        self.apply(_init_weights)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Image (B, 3, H, W) → last-stage tokens (B, H/32, W/32, C)."""
+        x = self.patch_embed(x)
+        for stage in self.layers:
+            x = stage(x)
+        return x
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        """Tokens → logits: proj → BN → swish → mean → head (+ token-label term)."""
+        y = self.norm(self.proj(x).permute(0, 3, 1, 2)).flatten(2)  # (B, P, L)
+        y = (y * torch.sigmoid(y)).mean(-1)
+        logits = self.head(y)
+        if self.aux_head is not None:
+            logits = logits + 0.5 * self.aux_head(x.flatten(1, 2)).max(1).values
+        return logits
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def _init_weights(m: nn.Module) -> None:
+    # The official init; MaSA re-initialises its projections in its own __init__ before
+    # this runs, and this overrides them exactly as the original does.
+    if isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)
+
+
+def create_model(name: str, **overrides) -> RMT:
+    """Build a variant by name (ours or official), e.g. ``create_model("rmt-s", num_classes=10)``.
+
+    Args:
+        name: ``rmt-t``/``rmt-s``/``rmt-b``/``rmt-l`` (``-tl`` for token-label), ``rmt-demo``,
+            or an official function name such as ``RMT_S``.
+        **overrides: any ``RMTConfig`` field.
+    """
+    cfg = VARIANTS[resolve_variant(name)]
+    if overrides:
+        cfg = dataclasses.replace(cfg, **overrides)
+    return RMT(cfg)

@@ -1,0 +1,71 @@
+"""Target registry: one row per backend, read by the CLI, the exporter, reports and tests.
+
+Every target module exposes ``export(...) -> Path``, ``load(path, ...) -> Runner`` and
+``unavailable_reason() -> str | None``, and imports its backend lazily.
+"""
+from __future__ import annotations
+
+import difflib
+import importlib
+from dataclasses import dataclass
+from types import ModuleType
+
+from ..errors import BackendUnavailable, UserInputError
+
+__all__ = ["TargetSpec", "TARGETS", "PLANNED", "resolve_target", "target_module", "require"]
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    name: str
+    aliases: tuple[str, ...]
+    suffix: str
+    precisions: tuple[str, ...]
+    module: str  # rmt_deploy.targets.<module>
+    extra: str | None  # pip extra that installs the backend
+    needs: str | None = None  # "nvidia-gpu" / "macos" when running needs hardware
+
+
+TARGETS: dict[str, TargetSpec] = {
+    "onnx": TargetSpec("onnx", ("onnxruntime", "ort"), ".onnx", ("fp32",), "onnx", None),
+}
+
+# Targets on the roadmap: named here so users get an honest message, not "unknown target".
+PLANNED: dict[str, str] = {
+    "trt": "TensorRT", "tensorrt": "TensorRT", "engine": "TensorRT",
+    "coreml": "CoreML", "mlpackage": "CoreML",
+    "openvino": "OpenVINO", "ov": "OpenVINO",
+}
+
+
+def resolve_target(name: str) -> TargetSpec:
+    """Map a user-given target name or alias to its spec.
+
+    Raises:
+        UserInputError: unknown or not yet available target, with a suggestion.
+    """
+    key = name.strip().lower()
+    for spec in TARGETS.values():
+        if key == spec.name or key in spec.aliases:
+            return spec
+    available = ", ".join(TARGETS)
+    if key in PLANNED:
+        raise UserInputError(f"target '{name}' ({PLANNED[key]}) is not available in this version "
+                             f"yet; available: {available}")
+    names = list(TARGETS) + [a for s in TARGETS.values() for a in s.aliases] + list(PLANNED)
+    close = difflib.get_close_matches(key, names, n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    raise UserInputError(f"unknown target '{name}'{hint} (available: {available})")
+
+
+def target_module(spec: TargetSpec) -> ModuleType:
+    return importlib.import_module(f"{__name__}.{spec.module}")
+
+
+def require(module: str, extra: str | None) -> ModuleType:
+    """Import an optional backend or raise BackendUnavailable with the install hint."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        hint = f'pip install "rmt-deploy[{extra}]"' if extra else f"pip install {module}"
+        raise BackendUnavailable(f"{module} is not installed or failed to import ({e}); run: {hint}") from None

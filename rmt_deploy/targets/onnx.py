@@ -1,0 +1,168 @@
+"""ONNX target: deploy-form model → simplified ONNX with metadata; ONNX Runtime runner."""
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import time
+import warnings
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import require
+from .runner import Runner
+
+__all__ = ["export", "load", "unavailable_reason", "inspect_graph", "OnnxRuntimeRunner",
+           "INPUT_NAME", "OUTPUT_NAME", "OPSET", "FORBIDDEN_OPS"]
+
+INPUT_NAME, OUTPUT_NAME = "input", "logits"
+OPSET = 18
+# Ops that would mean shape arithmetic or table generation survived in the graph (DESIGN §3).
+FORBIDDEN_OPS = {"Range", "Shape", "ConstantOfShape", "Cast", "Expand", "NonZero", "Loop", "If",
+                 "Gather", "ScatterND", "Unsqueeze", "Squeeze"}
+
+
+def unavailable_reason() -> str | None:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError as e:
+        return f"onnxruntime is not installed ({e})"
+    return None
+
+
+def export(model: torch.nn.Module, path: Path, input_size: tuple[int, int], *, dynamic_batch: bool,
+           metadata: dict[str, str]) -> Path:
+    """Export ``model`` (the deploy form) to ``path`` as one self-contained ONNX file.
+
+    The graph is simplified with onnxslim, then ``metadata`` is stored as metadata_props.
+    """
+    import onnx
+    import onnxslim
+
+    # A dynamic batch needs an example batch > 1: torch.export specialises sizes 0 and 1.
+    example = torch.zeros(2 if dynamic_batch else 1, 3, *input_size)
+    dynamic_shapes = {"x": {0: torch.export.Dim("batch", min=1, max=4096)}} if dynamic_batch else None
+    raw = path.with_suffix(".raw.onnx")
+    with _quiet_exporter():
+        torch.onnx.export(model, (example,), str(raw), dynamo=True, opset_version=OPSET,
+                          input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                          dynamic_shapes=dynamic_shapes, external_data=False, verbose=False)
+    proto = onnx.load(str(raw))
+    raw.unlink()
+    with _quiet_exporter():
+        proto = onnxslim.slim(proto)
+    if dynamic_batch:
+        for value in list(proto.graph.input) + list(proto.graph.output):
+            value.type.tensor_type.shape.dim[0].dim_param = "batch"
+    del proto.metadata_props[:]
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, str(value)
+    proto.producer_name = "rmt-deploy"
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(path))
+    return path
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    """The dynamo exporter and onnxslim print progress and warnings; keep the CLI readable."""
+    if os.environ.get("RMT_DEPLOY_DEBUG"):
+        yield
+        return
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch._dynamo", "torch.export",
+                                             "torch.fx", "onnxscript", "onnx_ir", "torch._export")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def inspect_graph(path: Path) -> dict:
+    """Structure facts the deploy form promises: node count, op histogram, forbidden ops, max rank."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    inferred = onnx.shape_inference.infer_shapes(proto)
+    ops = Counter(n.op_type for n in proto.graph.node)
+    ranks = [len(v.type.tensor_type.shape.dim) for v in
+             list(inferred.graph.value_info) + list(inferred.graph.output) + list(inferred.graph.input)
+             if v.type.HasField("tensor_type") and v.type.tensor_type.HasField("shape")]
+    ranks += [len(t.dims) for t in proto.graph.initializer]
+    attention = _attention_chains(proto)
+    return {
+        "nodes": sum(ops.values()),
+        "ops": dict(sorted(ops.items(), key=lambda kv: -kv[1])),
+        "forbidden_ops": sorted(set(ops) & FORBIDDEN_OPS),
+        "max_rank": max(ranks) if ranks else 0,
+        "attention_chains": attention,
+        "opset": next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None),
+    }
+
+
+def _attention_chains(proto) -> int:
+    """Count MatMul → Add → Softmax → MatMul chains (what quantizers and TensorRT look for)."""
+    users: dict[str, list] = {}
+    for node in proto.graph.node:
+        for name in node.input:
+            users.setdefault(name, []).append(node)
+
+    def next_ops(node, op):
+        return [u for out in node.output for u in users.get(out, []) if u.op_type == op]
+
+    count = 0
+    for node in proto.graph.node:
+        if node.op_type != "MatMul":
+            continue
+        for add in next_ops(node, "Add"):
+            for softmax in next_ops(add, "Softmax"):
+                count += len(next_ops(softmax, "MatMul"))
+    return count
+
+
+class OnnxRuntimeRunner(Runner):
+    """ONNX Runtime CPU session; spinning disabled so two sessions can be timed in one process."""
+
+    name = "onnxruntime"
+
+    def __init__(self, path: Path, threads: int | None = None) -> None:
+        super().__init__()
+        self.path, self.threads = Path(path), threads
+        self.session = None
+
+    def activate_impl(self) -> None:
+        ort = require("onnxruntime", None)
+        options = ort.SessionOptions()
+        if self.threads:
+            options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.force_spinning_stop", "1")
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+
+    def deactivate_impl(self) -> None:
+        self.session = None
+
+    def input_names(self) -> list[str]:
+        return [i.name for i in self.session.get_inputs()]
+
+    def infer_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        names = [o.name for o in self.session.get_outputs()]
+        start = time.perf_counter()
+        outputs = self.session.run(names, feeds)
+        self.last_inference_s = time.perf_counter() - start
+        return dict(zip(names, outputs))
+
+
+def load(path: Path, threads: int | None = None) -> OnnxRuntimeRunner:
+    return OnnxRuntimeRunner(path, threads)

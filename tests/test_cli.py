@@ -1,0 +1,191 @@
+"""The installed `rmt-deploy` command, end to end, including every bad input of issue #2."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from .conftest import random_model
+
+EXE = shutil.which("rmt-deploy") or str(Path(sys.executable).with_name("rmt-deploy"))
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "RMT_DEPLOY_DEBUG"}
+    env["COLUMNS"] = "200"
+    return subprocess.run([EXE, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "out"
+    result = run("export", "--target", "onnx", "--out", str(out), "--bench-iters", "5")
+    return result, out
+
+
+def test_default_export_on_demo(demo_run):
+    result, out = demo_run
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["model.onnx", "report.json", "report.md"]
+    report = json.loads((out / "report.json").read_text())
+    assert report["model"]["variant"] == "rmt-demo" and report["model"]["input_size"] == [64, 64]
+    (art,) = report["artifacts"]
+    assert art["status"] == "ok" and art["target"] == "onnx" and art["precision"] == "fp32"
+    assert art["size_bytes"] == (out / "model.onnx").stat().st_size
+    assert art["parity"]["max_abs"] <= 1e-4 and art["parity"]["cosine"] > 0.99999
+    acc = art["accuracy"]
+    assert acc["samples"] == 360 and acc["top1"] >= 95.0 and acc["drop"] == 0.0 and acc["agreement"] == 1.0
+    assert set(art["latency_ms"]) >= {"p50", "p90", "p99", "mean", "threads", "batch", "warmup", "iterations"}
+    assert {"torch", "onnxruntime", "onnx"} <= set(report["environment"]["packages"])
+    assert "| onnx | fp32 | ok |" in (out / "report.md").read_text()
+    assert "report:" in result.stdout
+
+
+def test_onnx_metadata_from_demo(demo_run):
+    import onnx
+
+    _, out = demo_run
+    props = {p.key: p.value for p in onnx.load(str(out / "model.onnx")).metadata_props}
+    assert props["arch"] == "rmt-demo" and props["input_size"] == "64x64" and props["num_classes"] == "10"
+    assert json.loads(props["class_names"]) == [str(i) for i in range(10)]
+    assert json.loads(props["mean"]) == [0.485, 0.456, 0.406] and len(props["source_sha256"]) == 64
+    assert props["rmt_deploy.version"]
+
+
+def test_rerun_replaces_previous_output(demo_run):
+    _, out = demo_run
+    result = run("export", "--out", str(out), "--bench-iters", "0", "--parity-samples", "2", "--quiet")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["verification"]["parity_samples"] == 2 and report["artifacts"][0]["latency_ms"] is None
+    assert not [p for p in out.parent.iterdir() if ".tmp-" in p.name]
+
+
+def test_user_checkpoint_with_arch_size_dynamic_batch(tmp_path):
+    ckpt = tmp_path / "ckpt.pth"
+    torch.save({"model": random_model("rmt-demo", seed=9).state_dict(), "epoch": 1}, ckpt)
+    out = tmp_path / "o"
+    result = run("export", "-w", str(ckpt), "--arch", "rmt-demo", "--img-size", "64x96", "--dynamic-batch",
+                 "--target", "onnx", "--out", str(out), "--bench-iters", "0", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["model"]["input_size"] == [64, 96] and report["model"]["dynamic_batch"] is True
+    assert report["model"]["checkpoint_entry"] == "model"
+
+
+def test_inspect_and_doctor(demo_run):
+    result = run("inspect", str(Path(__file__).resolve().parents[1] / "rmt_deploy" / "assets" / "rmt_demo.safetensors"), "--json")
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert info["arch"] == "rmt-demo" and info["num_classes"] == 10 and info["resolution_hint"] == "64x64"
+    result = run("doctor", "--json")
+    assert result.returncode == 0, result.stderr
+    doctor = json.loads(result.stdout)
+    assert {"target": "onnx", "status": "ok"}.items() <= doctor["targets"][0].items()
+    assert run("doctor").returncode == 0
+
+
+# ------------------------------------------------------------------ bad input: exit 2, one line, nothing written
+
+
+def _bad_checkpoints(tmp: Path) -> dict[str, Path]:
+    state = random_model("rmt-demo").state_dict()
+    torch.save(state, tmp / "good.pth")
+    data = (tmp / "good.pth").read_bytes()
+    (tmp / "truncated.pth").write_bytes(data[: len(data) // 3])
+    (tmp / "empty.pth").write_bytes(b"")
+    (tmp / "unreadable.pth").write_bytes(data)
+    (tmp / "unreadable.pth").chmod(0)
+    torch.save({"model": state, "hook": _Payload(tmp / "code_ran")}, tmp / "pickle_code.pth")
+    torch.save({"features.0.weight": torch.zeros(8, 3, 3, 3), "classifier.weight": torch.zeros(10, 8)}, tmp / "resnet.pth")
+    return {name: tmp / f"{name}.pth" for name in ("truncated", "empty", "unreadable", "pickle_code", "resnet")}
+
+
+class _Payload:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+BAD_ARGS = {
+    "missing checkpoint": (["-w", "{tmp}/nope.pth"], "not found"),
+    "truncated checkpoint": (["-w", "{tmp}/truncated.pth"], "truncated or corrupt"),
+    "empty checkpoint": (["-w", "{tmp}/empty.pth"], "empty"),
+    "pickle with code": (["-w", "{tmp}/pickle_code.pth"], "refusing to load"),
+    "other architecture": (["-w", "{tmp}/resnet.pth"], "not an RMT classifier"),
+    "size not multiple of 32": (["--img-size", "100"], "not a multiple of 32"),
+    "size zero": (["--img-size", "0"], "between 32 and"),
+    "size negative": (["--img-size", "-64"], "between 32 and"),
+    "size absurd": (["--img-size", "100000"], "between 32 and"),
+    "size not a number": (["--img-size", "big"], "not a size"),
+    "unknown target": (["--target", "onnxx"], "unknown target 'onnxx'; did you mean 'onnx'"),
+    "planned target": (["--target", "trt"], "not available in this version"),
+    "unknown arch": (["--arch", "rmt-x"], "unknown architecture 'rmt-x'"),
+    "wrong arch": (["--arch", "rmt-t"], "does not fit rmt-t"),
+    "eval with mismatched classes": (["--eval", "{tmp}/evalset"], "has 3 class folders but the model has 10"),
+    "empty eval folder": (["--eval", "{tmp}/emptydir"], "no images"),
+}
+
+
+@pytest.fixture(scope="module")
+def bad_inputs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("bad")
+    _bad_checkpoints(tmp)
+    from PIL import Image
+    for cls in ("a", "b", "c"):
+        (tmp / "evalset" / cls).mkdir(parents=True)
+        Image.new("RGB", (64, 64)).save(tmp / "evalset" / cls / "x.png")
+    (tmp / "emptydir").mkdir()
+    return tmp
+
+
+@pytest.mark.parametrize("case", list(BAD_ARGS))
+def test_bad_input(case, bad_inputs):
+    args, expected = BAD_ARGS[case]
+    out = bad_inputs / f"out_{case.replace(' ', '_')}"
+    result = run("export", *[a.format(tmp=bad_inputs) for a in args], "--out", str(out), "--bench-iters", "0")
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = [ln for ln in result.stderr.strip().splitlines() if ln.strip() and not ln.startswith("✓")]
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
+    assert expected in lines[0], lines[0]
+    assert "Traceback" not in result.stderr
+    assert not out.exists()
+    assert not [p for p in bad_inputs.iterdir() if ".tmp-" in p.name]
+    assert not (bad_inputs / "code_ran").exists()
+
+
+def test_unreadable_checkpoint(bad_inputs):
+    if os.geteuid() == 0:
+        pytest.skip("running as root: a mode-000 file is still readable")
+    result = run("export", "-w", str(bad_inputs / "unreadable.pth"), "--out", str(bad_inputs / "o"))
+    assert result.returncode == 2 and "cannot read" in result.stderr
+
+
+def test_unwritable_out(bad_inputs):
+    blocker = bad_inputs / "a_file"
+    blocker.write_text("x")
+    result = run("export", "--out", str(blocker / "sub" / "out"), "--bench-iters", "0")
+    assert result.returncode == 2 and "cannot write to --out" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_out_is_foreign_folder(bad_inputs):
+    foreign = bad_inputs / "my_documents"
+    foreign.mkdir()
+    (foreign / "thesis.txt").write_text("precious")
+    result = run("export", "--out", str(foreign), "--bench-iters", "0")
+    assert result.returncode == 2 and "did not write" in result.stderr
+    assert (foreign / "thesis.txt").read_text() == "precious"
+
+
+def test_unknown_option_is_usage_error():
+    result = run("export", "--no-such-flag")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
