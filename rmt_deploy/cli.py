@@ -76,10 +76,18 @@ def _errors_to_exit():
     except Exception as e:  # noqa: BLE001 — last resort: one line, traceback on demand
         if os.environ.get("RMT_DEPLOY_DEBUG"):
             raise
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        err.print(f"[bold red]error:[/bold red] unexpected {type(e).__name__}: {first} "
-                  "(set RMT_DEPLOY_DEBUG=1 for the traceback)", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
+        if isinstance(e, MemoryError) or "can't allocate memory" in str(e):
+            err.print("[bold red]error:[/bold red] out of memory; try a smaller --img-size, fewer "
+                      "--parity-samples or a machine with more RAM", highlight=False)
+            raise typer.Exit(1) from None
+        _unexpected(e)
+
+
+def _unexpected(e: BaseException) -> None:
+    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    err.print(f"[bold red]error:[/bold red] unexpected {type(e).__name__}: {first} "
+              "(set RMT_DEPLOY_DEBUG=1 for the traceback)", highlight=False, soft_wrap=True)
+    raise typer.Exit(1) from None
 
 
 class RichProgress:
@@ -100,6 +108,18 @@ class RichProgress:
             yield
         err.print(f"[green]✓[/green] {description} [dim]({time.perf_counter() - start:.1f}s)[/dim]",
                   highlight=False)
+
+    @contextlib.contextmanager
+    def bar(self, description: str, total: int):
+        if self.quiet:
+            yield lambda n=1: None
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        with Progress(*columns, console=err) as bar:
+            task = bar.add_task(description, total=total)
+            yield lambda n=1: bar.advance(task, n)
 
     def log(self, message: str) -> None:
         if not self.quiet:

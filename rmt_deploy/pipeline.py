@@ -29,14 +29,16 @@ from .bench.report import REPORT_JSON, write_report
 from .data.images import ImageSet, Preprocess, load_batch, open_image_set
 from .errors import UserInputError, VerificationError
 from .model.checkpoint import LoadedModel, load_model, metadata_json
-from .rewrite import to_deploy
+from .rewrite import attention_bytes, table_bytes, to_deploy
 from .targets import TargetSpec, resolve_target, target_module
 
 __all__ = ["ExportOptions", "run_export", "parse_img_size", "bundled_weights", "bundled_images",
            "NullProgress", "MAX_SIDE"]
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-MAX_SIDE = 2048  # beyond this the 2-D decay tables of the whole-attention stages exceed memory
+MAX_SIDE = 2048  # a sanity bound; the real limit depends on the variant (see _check_size)
+TABLE_LIMIT = 1 << 30  # constant tables per model; ONNX files without external data stop at 2 GiB
+BATCH_MEMORY = 1 << 30  # attention matrices of one verification batch
 
 
 def bundled_weights() -> Path:
@@ -76,6 +78,11 @@ class NullProgress:
     @contextlib.contextmanager
     def step(self, description: str) -> Iterator[None]:
         yield
+
+    @contextlib.contextmanager
+    def bar(self, description: str, total: int) -> Iterator:
+        """Like ``step`` for counted work; yields ``advance(n)``."""
+        yield lambda n=1: None
 
     def log(self, message: str) -> None:
         pass
@@ -125,6 +132,16 @@ def _commit_out(tmp: Path, out: Path) -> None:
     os.replace(tmp, out)
 
 
+def _check_size(loaded: LoadedModel, size: tuple[int, int]) -> None:
+    need = table_bytes(loaded.model.cfg, size)
+    if need > TABLE_LIMIT:
+        side = 32
+        while table_bytes(loaded.model.cfg, (side + 32, side + 32)) <= TABLE_LIMIT:
+            side += 32
+        raise UserInputError(f"--img-size {size[0]}x{size[1]} needs {need / 2**30:.1f} GiB of decay tables "
+                             f"in the {loaded.variant} graph (limit 1 GiB); use at most about {side}x{side}")
+
+
 def _preprocess(loaded: LoadedModel, opts: ExportOptions, size: tuple[int, int]) -> Preprocess:
     meta = loaded.checkpoint
     crop = opts.crop_pct if opts.crop_pct is not None else float(meta.metadata.get("rmt_deploy.crop_pct", 0.875))
@@ -162,17 +179,32 @@ def _eval_set(opts: ExportOptions, num_classes: int) -> tuple[ImageSet, bool]:
     return images, True
 
 
-def _reference_logits(model: torch.nn.Module, x: np.ndarray, batch: int = 32) -> np.ndarray:
+def _batch_size(cfg, size: tuple[int, int]) -> int:
+    """Images per verification batch: up to 32, fewer when attention matrices get large."""
+    per_image = 3 * attention_bytes(cfg, size)  # logits, softmax and a temporary
+    return max(1, min(32, BATCH_MEMORY // per_image))
+
+
+def _reference_logits(model: torch.nn.Module, x: np.ndarray, advance=None, batch: int = 32) -> np.ndarray:
+    batch = min(batch, _batch_size(model.cfg, tuple(x.shape[2:])))
+    out = []
     with torch.inference_mode():
-        return np.concatenate([model(torch.from_numpy(x[i:i + batch])).numpy()
-                               for i in range(0, len(x), batch)])
+        for i in range(0, len(x), batch):
+            out.append(model(torch.from_numpy(x[i:i + batch])).numpy())
+            if advance:
+                advance(len(out[-1]))
+    return np.concatenate(out)
 
 
-def _runner_logits(runner, x: np.ndarray, dynamic_batch: bool, batch: int = 32) -> np.ndarray:
+def _runner_logits(runner, x: np.ndarray, dynamic_batch: bool, cfg, advance=None) -> np.ndarray:
     name = runner.input_names()[0]
-    step = batch if dynamic_batch else 1
-    return np.concatenate([next(iter(runner.infer({name: x[i:i + step]}).values()))
-                           for i in range(0, len(x), step)])
+    step = _batch_size(cfg, tuple(x.shape[2:])) if dynamic_batch else 1
+    out = []
+    for i in range(0, len(x), step):
+        out.append(next(iter(runner.infer({name: x[i:i + step]}).values())))
+        if advance:
+            advance(len(out[-1]))
+    return np.concatenate(out)
 
 
 def _metadata(loaded: LoadedModel, size: tuple[int, int], pre: Preprocess, dynamic: bool,
@@ -226,6 +258,7 @@ def _run(opts: ExportOptions, specs: list[TargetSpec], weights: Path, tmp: Path,
     with progress.step(f"Loading {weights.name}"):
         loaded = load_model(weights, opts.arch)
     size = _input_size(loaded, opts)
+    _check_size(loaded, size)
     pre = _preprocess(loaded, opts, size)
     with progress.step("Reading verification images"):
         images, scored = _eval_set(opts, loaded.num_classes)
@@ -235,12 +268,15 @@ def _run(opts: ExportOptions, specs: list[TargetSpec], weights: Path, tmp: Path,
         progress.log(f"skipped unreadable image {path}")
     with progress.step(f"PyTorch reference on {len(x_parity)} images"):
         ref_parity = _reference_logits(loaded.model, x_parity)
-    eval_data = None
+    eval_data, skipped_eval = None, []
     if scored:
-        with progress.step(f"PyTorch reference accuracy on {len(images)} images"):
-            x_eval, _, kept = load_batch(images, pre)
-            y_eval = np.asarray(images.labels)[kept]
-            eval_data = (x_eval, y_eval, _reference_logits(loaded.model, x_eval))
+        with progress.bar("Reading evaluation images", len(images)) as advance:
+            x_eval, skipped_eval, kept = load_batch(images, pre, advance)
+        for path in skipped_eval:
+            progress.log(f"skipped unreadable image {path}")
+        y_eval = np.asarray(images.labels)[kept]
+        with progress.bar("PyTorch FP32 reference on the evaluation set", len(x_eval)) as advance:
+            eval_data = (x_eval, y_eval, _reference_logits(loaded.model, x_eval, advance))
     with progress.step(f"Rewriting {loaded.variant} to deploy form at {size[0]}x{size[1]}"):
         deploy = to_deploy(loaded.model, size)
 
@@ -273,7 +309,7 @@ def _run(opts: ExportOptions, specs: list[TargetSpec], weights: Path, tmp: Path,
             "eval_samples": int(len(eval_data[1])) if eval_data else None,
             "reference_accuracy": ref_acc,
             "atol": opts.atol,
-            "skipped_images": [str(p) for p in skipped],
+            "skipped_images": sorted({str(p) for p in skipped + skipped_eval}),
         },
         "artifacts": artifacts,
         "environment": environment(),
@@ -301,10 +337,10 @@ def _export_target(spec: TargetSpec, deploy, tmp: Path, size, metadata, opts: Ex
         entry["graph"] = module.inspect_graph(path)
     with module.load(path, opts.threads) as runner:
         with progress.step(f"Verifying {spec.name} on {len(x_parity)} real images"):
-            entry["parity"] = compare_logits(ref_parity, _runner_logits(runner, x_parity, opts.dynamic_batch))
+            entry["parity"] = compare_logits(ref_parity, _runner_logits(runner, x_parity, opts.dynamic_batch, deploy.cfg))
         if eval_data is not None:
-            with progress.step(f"Evaluating {spec.name} on {len(eval_data[1])} images"):
-                logits = _runner_logits(runner, eval_data[0], opts.dynamic_batch)
+            with progress.bar(f"Evaluating {spec.name}", len(eval_data[1])) as advance:
+                logits = _runner_logits(runner, eval_data[0], opts.dynamic_batch, deploy.cfg, advance)
             entry["accuracy"] = _accuracy_entry(logits, eval_data)
         if opts.bench_iters > 0:
             with progress.step(f"Timing {spec.name} ({opts.bench_iters} runs)"):

@@ -126,6 +126,9 @@ BAD_ARGS = {
     "size negative": (["--img-size", "-64"], "between 32 and"),
     "size absurd": (["--img-size", "100000"], "between 32 and"),
     "size not a number": (["--img-size", "big"], "not a size"),
+    "size over the table budget": (["--img-size", "2048"], "GiB of decay tables"),
+    "atol zero": (["--atol", "0"], "--atol must be a positive number"),
+    "negative threads": (["--threads", "0"], "--threads must be at least 1"),
     "unknown target": (["--target", "onnxx"], "unknown target 'onnxx'; did you mean 'onnx'"),
     "planned target": (["--target", "trt"], "not available in this version"),
     "unknown arch": (["--arch", "rmt-x"], "unknown architecture 'rmt-x'"),
@@ -184,6 +187,18 @@ def test_out_is_foreign_folder(bad_inputs):
     result = run("export", "--out", str(foreign), "--bench-iters", "0")
     assert result.returncode == 2 and "did not write" in result.stderr
     assert (foreign / "thesis.txt").read_text() == "precious"
+
+
+def test_parity_failure_fails_export_but_keeps_report(tmp_path):
+    out = tmp_path / "strict"
+    result = run("export", "--out", str(out), "--atol", "1e-12", "--bench-iters", "0", "--parity-samples", "4")
+    assert result.returncode == 1, result.stderr
+    assert "exceeds atol 1e-12" in result.stderr and "Traceback" not in result.stderr
+    report = json.loads((out / "report.json").read_text())
+    (art,) = report["artifacts"]
+    assert art["status"] == "failed" and "max abs diff" in art["reason"] and art["path"] is None
+    assert not (out / "model.onnx").exists()
+    assert "| onnx | fp32 | failed" in (out / "report.md").read_text()
 
 
 def test_unknown_option_is_usage_error():

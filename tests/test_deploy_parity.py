@@ -87,3 +87,19 @@ def test_attention_rotation_matches_reference_block():
             ref = stage_ref.blocks[0].retention(x, stage_ref.Relpos)
             got = attn(x, stage_dep.sin, stage_dep.cos, masks)
         np.testing.assert_allclose(got.numpy(), ref.numpy(), atol=1e-5)
+
+
+def test_table_and_attention_budgets_grow_with_size():
+    from rmt_deploy.model.rmt import VARIANTS
+    from rmt_deploy.rewrite import attention_bytes, table_bytes
+
+    cfg = VARIANTS["rmt-t"]
+    # Stage 3 of rmt-t is whole attention: 8 heads x (14*14)^2 floats at 224².
+    assert table_bytes(cfg, (224, 224)) > 8 * 196 ** 2 * 4
+    # 224²: stage 1's row pass (4 heads, 56 rows of 56x56) is the largest matrix;
+    # 896²: stage 3's whole attention (8 heads, (56*56)^2) takes over.
+    assert attention_bytes(cfg, (224, 224)) == 4 * 4 * 56 ** 3
+    assert attention_bytes(cfg, (896, 896)) == 4 * 8 * (56 * 56) ** 2
+    deploy = to_deploy(random_model("rmt-demo"), (64, 96))
+    buffers = sum(b.numel() * 4 for b in deploy.buffers())
+    assert buffers == table_bytes(deploy.cfg, (64, 96))

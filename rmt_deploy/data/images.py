@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -131,8 +132,11 @@ def _apply_label_map(classes: tuple[str, ...], path: Path) -> tuple[str, ...]:
     return tuple(str(mapping.get(c, c)) for c in classes)
 
 
-def load_batch(images: ImageSet, preprocess: Preprocess) -> tuple[np.ndarray, list[Path], list[int]]:
+def load_batch(images: ImageSet, preprocess: Preprocess,
+               advance: Callable[[int], None] | None = None) -> tuple[np.ndarray, list[Path], list[int]]:
     """Decode and preprocess every image; unreadable files are skipped and listed.
+
+    ``advance(1)`` is called after each image (progress bars).
 
     Returns:
         (array (N, 3, H, W), skipped paths, indices of the images kept).
@@ -148,6 +152,8 @@ def load_batch(images: ImageSet, preprocess: Preprocess) -> tuple[np.ndarray, li
             kept.append(i)
         except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
             skipped.append(path)
+        if advance:
+            advance(1)
     if not arrays:
         raise UserInputError(f"none of the {len(images)} images in {images.root} could be decoded")
     return np.stack(arrays), skipped, kept

@@ -8,7 +8,37 @@ import torch
 from ..model.rmt import RMT
 from .deploy import DeployRMT
 
-__all__ = ["to_deploy", "DeployRMT"]
+__all__ = ["to_deploy", "DeployRMT", "table_bytes", "attention_bytes"]
+
+
+def table_bytes(cfg, input_size: tuple[int, int]) -> int:
+    """Bytes of the constant decay and rotary tables the deploy form embeds at this size.
+
+    Whole-attention stages hold a (heads, h*w, h*w) decay table, so this grows with the
+    fourth power of the side length and bounds the usable resolution.
+    """
+    h, w = input_size[0] // 4, input_size[1] // 4
+    total = 0
+    for i in range(cfg.num_stages):
+        tokens = h * w
+        total += 2 * tokens * cfg.embed_dims[i]  # sin, cos
+        if cfg.chunk_stages[i]:
+            total += cfg.num_heads[i] * (h * h + w * w)
+        else:
+            total += cfg.num_heads[i] * tokens * tokens
+        h, w = (h + 1) // 2, (w + 1) // 2
+    return 4 * total
+
+
+def attention_bytes(cfg, input_size: tuple[int, int]) -> int:
+    """Largest attention matrix one image creates (logits; softmax doubles it), in bytes."""
+    h, w = input_size[0] // 4, input_size[1] // 4
+    peak = 0
+    for i in range(cfg.num_stages):
+        per_pass = h * w * max(h, w) if cfg.chunk_stages[i] else (h * w) ** 2
+        peak = max(peak, cfg.num_heads[i] * per_pass)
+        h, w = (h + 1) // 2, (w + 1) // 2
+    return 4 * peak
 
 
 def to_deploy(model: RMT, input_size: tuple[int, int]) -> DeployRMT:
