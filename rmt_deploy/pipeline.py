@@ -26,7 +26,7 @@ from .bench.environment import environment
 from .bench.latency import measure
 from .bench.parity import compare_logits
 from .bench.report import REPORT_JSON, write_report
-from .data.images import ImageSet, Preprocess, load_batch, open_image_set
+from .data.images import ImageSet, Preprocess, iter_batches, load_batch, open_image_set
 from .errors import UserInputError, VerificationError
 from .model.checkpoint import LoadedModel, load_model, metadata_json
 from .rewrite import attention_bytes, table_bytes, to_deploy
@@ -185,26 +185,44 @@ def _batch_size(cfg, size: tuple[int, int]) -> int:
     return max(1, min(32, BATCH_MEMORY // per_image))
 
 
-def _reference_logits(model: torch.nn.Module, x: np.ndarray, advance=None, batch: int = 32) -> np.ndarray:
-    batch = min(batch, _batch_size(model.cfg, tuple(x.shape[2:])))
-    out = []
+def _reference_logits(model: torch.nn.Module, x: np.ndarray) -> np.ndarray:
+    batch = _batch_size(model.cfg, tuple(x.shape[2:]))
     with torch.inference_mode():
-        for i in range(0, len(x), batch):
-            out.append(model(torch.from_numpy(x[i:i + batch])).numpy())
-            if advance:
-                advance(len(out[-1]))
-    return np.concatenate(out)
+        return np.concatenate([model(torch.from_numpy(x[i:i + batch])).numpy()
+                               for i in range(0, len(x), batch)])
 
 
-def _runner_logits(runner, x: np.ndarray, dynamic_batch: bool, cfg, advance=None) -> np.ndarray:
+def _runner_logits(runner, x: np.ndarray, dynamic_batch: bool, cfg) -> np.ndarray:
     name = runner.input_names()[0]
     step = _batch_size(cfg, tuple(x.shape[2:])) if dynamic_batch else 1
-    out = []
-    for i in range(0, len(x), step):
-        out.append(next(iter(runner.infer({name: x[i:i + step]}).values())))
-        if advance:
-            advance(len(out[-1]))
-    return np.concatenate(out)
+    return np.concatenate([next(iter(runner.infer({name: x[i:i + step]}).values()))
+                           for i in range(0, len(x), step)])
+
+
+@dataclass
+class _EvalSet:
+    """A labelled image set streamed in batches; only logits are kept in memory."""
+
+    images: ImageSet
+    preprocess: Preprocess
+    batch: int
+    labels: np.ndarray | None = None  # of the images that decoded
+    reference: np.ndarray | None = None  # PyTorch FP32 logits
+    skipped: tuple[Path, ...] = ()
+
+    def logits(self, predict, advance) -> np.ndarray:
+        out, kept, skipped = [], [], []
+        for x, k, s in iter_batches(self.images, self.preprocess, self.batch, advance):
+            if len(x):
+                out.append(predict(x))
+            kept += k
+            skipped += s
+        if not kept:
+            raise UserInputError(f"none of the {len(self.images)} images in {self.images.root} could be decoded")
+        if self.labels is None:
+            self.labels = np.asarray(self.images.labels)[kept]
+            self.skipped = tuple(skipped)
+        return np.concatenate(out)
 
 
 def _metadata(loaded: LoadedModel, size: tuple[int, int], pre: Preprocess, dynamic: bool,
@@ -268,15 +286,13 @@ def _run(opts: ExportOptions, specs: list[TargetSpec], weights: Path, tmp: Path,
         progress.log(f"skipped unreadable image {path}")
     with progress.step(f"PyTorch reference on {len(x_parity)} images"):
         ref_parity = _reference_logits(loaded.model, x_parity)
-    eval_data, skipped_eval = None, []
+    eval_set = None
     if scored:
-        with progress.bar("Reading evaluation images", len(images)) as advance:
-            x_eval, skipped_eval, kept = load_batch(images, pre, advance)
-        for path in skipped_eval:
+        eval_set = _EvalSet(images, pre, _batch_size(loaded.model.cfg, size))
+        with progress.bar("PyTorch FP32 reference on the evaluation set", len(images)) as advance:
+            eval_set.reference = eval_set.logits(lambda x: _reference_logits(loaded.model, x), advance)
+        for path in eval_set.skipped:
             progress.log(f"skipped unreadable image {path}")
-        y_eval = np.asarray(images.labels)[kept]
-        with progress.bar("PyTorch FP32 reference on the evaluation set", len(x_eval)) as advance:
-            eval_data = (x_eval, y_eval, _reference_logits(loaded.model, x_eval, advance))
     with progress.step(f"Rewriting {loaded.variant} to deploy form at {size[0]}x{size[1]}"):
         deploy = to_deploy(loaded.model, size)
 
@@ -285,9 +301,9 @@ def _run(opts: ExportOptions, specs: list[TargetSpec], weights: Path, tmp: Path,
     artifacts = []
     for spec in specs:
         artifacts.append(_export_target(spec, deploy, tmp, size, metadata, opts, x_parity, ref_parity,
-                                        eval_data, progress))
+                                        eval_set, progress))
 
-    ref_acc = topk_accuracy(eval_data[2], eval_data[1]) if eval_data else None
+    ref_acc = topk_accuracy(eval_set.reference, eval_set.labels) if eval_set else None
     report = {
         "tool_version": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -306,10 +322,10 @@ def _run(opts: ExportOptions, specs: list[TargetSpec], weights: Path, tmp: Path,
         "verification": {
             "images": str(images.root),
             "parity_samples": int(len(x_parity)),
-            "eval_samples": int(len(eval_data[1])) if eval_data else None,
+            "eval_samples": int(len(eval_set.labels)) if eval_set else None,
             "reference_accuracy": ref_acc,
             "atol": opts.atol,
-            "skipped_images": sorted({str(p) for p in skipped + skipped_eval}),
+            "skipped_images": sorted({str(p) for p in skipped + list(eval_set.skipped if eval_set else [])}),
         },
         "artifacts": artifacts,
         "environment": environment(),
@@ -319,7 +335,7 @@ def _run(opts: ExportOptions, specs: list[TargetSpec], weights: Path, tmp: Path,
 
 
 def _export_target(spec: TargetSpec, deploy, tmp: Path, size, metadata, opts: ExportOptions,
-                   x_parity, ref_parity, eval_data, progress) -> dict:
+                   x_parity, ref_parity, eval_set: _EvalSet | None, progress) -> dict:
     module = target_module(spec)
     entry = {"target": spec.name, "precision": "fp32", "path": None, "size_bytes": None,
              "status": "ok", "reason": None, "parity": None, "accuracy": None, "latency_ms": None,
@@ -338,10 +354,11 @@ def _export_target(spec: TargetSpec, deploy, tmp: Path, size, metadata, opts: Ex
     with module.load(path, opts.threads) as runner:
         with progress.step(f"Verifying {spec.name} on {len(x_parity)} real images"):
             entry["parity"] = compare_logits(ref_parity, _runner_logits(runner, x_parity, opts.dynamic_batch, deploy.cfg))
-        if eval_data is not None:
-            with progress.bar(f"Evaluating {spec.name}", len(eval_data[1])) as advance:
-                logits = _runner_logits(runner, eval_data[0], opts.dynamic_batch, deploy.cfg, advance)
-            entry["accuracy"] = _accuracy_entry(logits, eval_data)
+        if eval_set is not None:
+            with progress.bar(f"Evaluating {spec.name}", len(eval_set.images)) as advance:
+                logits = eval_set.logits(
+                    lambda x: _runner_logits(runner, x, opts.dynamic_batch, deploy.cfg), advance)
+            entry["accuracy"] = _accuracy_entry(logits, eval_set)
         if opts.bench_iters > 0:
             with progress.step(f"Timing {spec.name} ({opts.bench_iters} runs)"):
                 feeds = {runner.input_names()[0]: x_parity[:1]}
@@ -362,8 +379,8 @@ def _export_target(spec: TargetSpec, deploy, tmp: Path, size, metadata, opts: Ex
     return entry
 
 
-def _accuracy_entry(logits: np.ndarray, eval_data) -> dict:
-    x_eval, labels, ref_logits = eval_data
+def _accuracy_entry(logits: np.ndarray, eval_set: _EvalSet) -> dict:
+    labels, ref_logits = eval_set.labels, eval_set.reference
     acc, ref = topk_accuracy(logits, labels), topk_accuracy(ref_logits, labels)
     return {
         **acc,

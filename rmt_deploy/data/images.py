@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -11,7 +11,7 @@ import numpy as np
 
 from ..errors import UserInputError
 
-__all__ = ["IMAGE_SUFFIXES", "ImageSet", "Preprocess", "open_image_set", "load_batch"]
+__all__ = ["IMAGE_SUFFIXES", "ImageSet", "Preprocess", "open_image_set", "load_batch", "iter_batches"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -132,28 +132,46 @@ def _apply_label_map(classes: tuple[str, ...], path: Path) -> tuple[str, ...]:
     return tuple(str(mapping.get(c, c)) for c in classes)
 
 
-def load_batch(images: ImageSet, preprocess: Preprocess,
-               advance: Callable[[int], None] | None = None) -> tuple[np.ndarray, list[Path], list[int]]:
-    """Decode and preprocess every image; unreadable files are skipped and listed.
+def iter_batches(images: ImageSet, preprocess: Preprocess, batch_size: int,
+                 advance: Callable[[int], None] | None = None) -> Iterator[tuple[np.ndarray, list[int], list[Path]]]:
+    """Decode and preprocess ``batch_size`` images at a time, so large sets never sit in memory.
 
-    ``advance(1)`` is called after each image (progress bars).
-
-    Returns:
-        (array (N, 3, H, W), skipped paths, indices of the images kept).
+    Yields (array (n, 3, H, W), indices into ``images`` of the decoded images, paths that
+    could not be decoded). ``advance(k)`` is called as images are read (progress bars).
     """
     from PIL import Image, UnidentifiedImageError
 
-    arrays, skipped, kept = [], [], []
-    for i, path in enumerate(images.paths):
-        try:
-            with Image.open(path) as im:
-                im.load()
-                arrays.append(preprocess(im))
-            kept.append(i)
-        except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
-            skipped.append(path)
+    for start in range(0, len(images.paths), batch_size):
+        arrays, kept, skipped = [], [], []
+        for i in range(start, min(start + batch_size, len(images.paths))):
+            try:
+                with Image.open(images.paths[i]) as im:
+                    im.load()
+                    arrays.append(preprocess(im))
+                kept.append(i)
+            except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
+                skipped.append(images.paths[i])
         if advance:
-            advance(1)
-    if not arrays:
+            advance(len(kept) + len(skipped))
+        empty = np.zeros((0, 3, *preprocess.size), np.float32)
+        yield (np.stack(arrays) if arrays else empty), kept, skipped
+
+
+def load_batch(images: ImageSet, preprocess: Preprocess,
+               advance: Callable[[int], None] | None = None) -> tuple[np.ndarray, list[Path], list[int]]:
+    """Decode and preprocess a (small) set at once; unreadable files are skipped and listed.
+
+    Returns:
+        (array (N, 3, H, W), skipped paths, indices of the images kept).
+
+    Raises:
+        UserInputError: no image could be decoded.
+    """
+    arrays, skipped, kept = [], [], []
+    for x, k, s in iter_batches(images, preprocess, 64, advance):
+        arrays.append(x)
+        kept += k
+        skipped += s
+    if not kept:
         raise UserInputError(f"none of the {len(images)} images in {images.root} could be decoded")
-    return np.stack(arrays), skipped, kept
+    return np.concatenate(arrays), skipped, kept

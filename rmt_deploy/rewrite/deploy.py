@@ -77,6 +77,15 @@ def _conv1x1(weight: torch.Tensor, bias: torch.Tensor) -> nn.Conv2d:
     return conv
 
 
+def _scaled_linear(layer: nn.Linear, gamma: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weight, bias) of ``gamma * layer(x)``: layer scale folded into the output rows."""
+    weight, bias = layer.weight.detach(), layer.bias.detach()
+    if gamma is None:
+        return weight, bias
+    g = gamma.detach().reshape(-1)
+    return weight * g[:, None], bias * g
+
+
 def _dwconv_plus_identity(conv: nn.Conv2d) -> nn.Conv2d:
     """``x + dwconv(x)`` as one depthwise conv: add 1 to the centre tap."""
     weight = conv.weight.detach().clone()
@@ -133,11 +142,7 @@ class DeployMaSA(nn.Module):
                          ref.k_proj.bias.detach()[perm] * ref.scaling)
         self.v = _linear(ref.v_proj.weight.detach(), ref.v_proj.bias.detach())
         self.lepe = ChannelsLastConv(ref.lepe.conv)
-        w_out, b_out = ref.out_proj.weight.detach(), ref.out_proj.bias.detach()
-        if gamma is not None:  # layer scale folded into the output projection
-            g = gamma.detach().reshape(-1)
-            w_out, b_out = w_out * g[:, None], b_out * g
-        self.out_proj = _linear(w_out, b_out)
+        self.out_proj = _linear(*_scaled_linear(ref.out_proj, gamma))
 
     def forward(self, x: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor,
                 masks: tuple[torch.Tensor, ...]) -> torch.Tensor:
@@ -204,11 +209,7 @@ class DeployBlock(nn.Module):
         ffn = ref.ffn
         self.fc1 = _conv1x1(ffn.fc1.weight.detach(), ffn.fc1.bias.detach())
         self.dwconv = _dwconv_plus_identity(ffn.dwconv.conv)
-        w2, b2 = ffn.fc2.weight.detach(), ffn.fc2.bias.detach()
-        if g2 is not None:
-            g = g2.detach().reshape(-1)
-            w2, b2 = w2 * g[:, None], b2 * g
-        self.fc2 = _conv1x1(w2, b2)
+        self.fc2 = _conv1x1(*_scaled_linear(ffn.fc2, g2))
 
     def forward(self, x, sin, cos, masks) -> torch.Tensor:
         x = self.pos(x)  # x + dwconv(x), folded
