@@ -2,11 +2,12 @@
 
     python benches/bench_deploy_vs_reference.py [--arch rmt-t] [--size 224] [--threads 2] [--rounds 30]
 
-Measures in one process, interleaved (A B C D A B C D …), the median of --rounds runs each:
+Measures in one process, interleaved (A B C A B C …), the median of --rounds runs each:
   (a) our deploy-form ONNX (rmt_deploy.targets.onnx.export),
   (b) the reference model exported directly with torch.onnx.export (torch's default
-      exporter, dynamo), and (b') with the legacy TorchScript exporter,
-  and PyTorch eager on the reference for context. Prints node counts and the ratios
+      exporter, dynamo), and (b') with the legacy TorchScript exporter;
+  then PyTorch eager on the reference for context (separately: its OpenMP threads spin
+  after each call and would slow the next session). Prints node counts and the ratios
 b/a and b'/a (target ≥ 1.3). Both ONNX Runtime sessions run with
 session.force_spinning_stop=1 so an idle session's threads do not steal a core.
 Absolute times are noisy on shared machines; read the ratios.
@@ -74,16 +75,13 @@ def main() -> None:
         diff = np.abs(r.infer(feeds)["logits"] - reference_logits).max()
         print(f"  {name:26s} max |logits - PyTorch| = {diff:.2e}")
 
-    torch.set_num_threads(args.threads)
-    calls = {name: (lambda r=r: (r.infer(feeds), r.last_inference_s)[1]) for name, r in runners.items()}
+    def timed(runner):
+        def call() -> float:
+            runner.infer(feeds)
+            return runner.last_inference_s
+        return call
 
-    def eager() -> float:
-        start = time.perf_counter()
-        with torch.inference_mode():
-            model(x)
-        return time.perf_counter() - start
-
-    calls["pytorch eager (reference)"] = eager
+    calls = {name: timed(r) for name, r in runners.items()}
     for call in calls.values():
         for _ in range(args.warmup):
             call()
@@ -91,12 +89,25 @@ def main() -> None:
     for _ in range(args.rounds):
         for name, call in calls.items():
             samples[name].append(call())
+    for r in runners.values():
+        r.deactivate()
+    # PyTorch eager runs after, not interleaved: its OpenMP threads keep spinning after each
+    # call and would slow whichever session runs next.
+    torch.set_num_threads(args.threads)
+    eager = []
+    with torch.inference_mode():
+        for i in range(args.warmup + args.rounds):
+            start = time.perf_counter()
+            model(x)
+            if i >= args.warmup:
+                eager.append(time.perf_counter() - start)
+    samples["pytorch eager (reference)"] = eager
     median = {name: statistics.median(v) * 1000 for name, v in samples.items()}
 
     print(f"\n{args.arch}, batch 1, {size[0]}x{size[1]}, {args.threads} threads, "
           f"median of {args.rounds} interleaved runs (ONNX Runtime CPU, FP32)")
     print(f"{'variant':28s} {'nodes':>6s} {'p50 ms':>8s}")
-    for name in calls:
+    for name in samples:
         nodes = len(onnx.load(str(paths[name])).graph.node) if name in paths else "-"
         print(f"{name:28s} {nodes!s:>6s} {median[name]:8.2f}")
     a = median["deploy"]
