@@ -48,6 +48,9 @@ EvalOpt = Annotated[Optional[Path], typer.Option(
     "--eval", help="ImageFolder (accuracy + parity), flat folder or .txt list (parity only). "
                    "Default: bundled calib/val.", show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="Runtime threads. Default: all cores.",
+                                                   show_default=False)]
 
 EXPORT_EXAMPLES = """
 [b]Examples[/b]
@@ -142,10 +145,11 @@ def export(
     parity_samples: Annotated[int, typer.Option("--parity-samples", help="Images for the parity check.")] = 16,
     atol: Annotated[float, typer.Option("--atol", help="Max abs logit difference allowed vs PyTorch (FP32).")] = 1e-4,
     bench_iters: Annotated[int, typer.Option("--bench-iters", help="Timed runs for latency (0: skip).")] = 30,
-    threads: Annotated[Optional[int], typer.Option("--threads", help="ONNX Runtime threads. Default: all cores.",
-                                                   show_default=False)] = None,
+    threads: ThreadsOpt = None,
+    strict: Annotated[bool, typer.Option("--strict", help="Stop at the first target that fails instead of "
+                                                         "recording it in the report.")] = False,
     as_json: JsonOpt = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Export a checkpoint to deploy-ready artifacts, verify them on real images, write a report."""
     with _errors_to_exit():
@@ -161,7 +165,7 @@ def export(
             weights=weights, arch=arch, img_size=parse_img_size(img_size) if img_size else None,
             dynamic_batch=dynamic_batch, targets=_split_targets(target), out=out_dir,
             eval_dir=eval_dir, parity_samples=parity_samples, atol=atol, bench_iters=bench_iters,
-            threads=threads)
+            threads=threads, strict=strict)
         report = run_export(opts, RichProgress(quiet or as_json))
         if as_json:
             out.print_json(json.dumps(report))
@@ -184,6 +188,124 @@ def _print_export_summary(report: dict, out_dir: Path) -> None:
                       f"{lat['p50']:.2f}" if lat else "—")
     out.print(table)
     out.print(f"report: {out_dir / 'report.md'}  ({out_dir / 'report.json'})", highlight=False)
+
+
+BENCH_EXAMPLES = """
+[b]Examples[/b]
+
+  rmt-deploy bench --from rmt-deploy-out --batch 1,8,32     [dim]# updates that folder's report[/dim]
+  rmt-deploy bench model.onnx --threads 2 --iters 100 --out bench/
+  rmt-deploy bench --from out/ --eval /data/val             [dim]# accuracy per artifact too[/dim]
+"""
+
+CHECK_EXAMPLES = """
+[b]Examples[/b]
+
+  rmt-deploy check out/report.json                          [dim]# drop vs the same report's FP32[/dim]
+  rmt-deploy check out/report.json --baseline main/report.json --max-latency-regression 0.1
+  rmt-deploy check out/report.json --config limits.json --junit results.xml
+"""
+
+
+@app.command(epilog=BENCH_EXAMPLES)
+def bench(
+    artifacts: Annotated[Optional[list[Path]], typer.Argument(help="Artifact files (model.onnx …).",
+                                                              show_default=False)] = None,
+    from_dir: Annotated[Optional[Path], typer.Option("--from", help="Export folder: benchmark its artifacts "
+                                                     "and update its report.", show_default=False)] = None,
+    batch: Annotated[str, typer.Option("--batch", help="Batch sizes, comma-separated.")] = "1",
+    threads: ThreadsOpt = None,
+    iters: Annotated[int, typer.Option("--iters", help="Minimum timed runs per cell.")] = 30,
+    min_time: Annotated[float, typer.Option("--min-time", help="Minimum seconds of timed runs per cell.")] = 1.0,
+    warmup: Annotated[int, typer.Option("--warmup", help="Untimed runs first.")] = 5,
+    eval_dir: Annotated[Optional[Path], typer.Option("--eval", help="ImageFolder: top-1, drop, agreement "
+                                                     "per artifact.", show_default=False)] = None,
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Report folder when artifacts are given as "
+                                          "files.")] = Path("rmt-deploy-bench"),
+    no_reference: Annotated[bool, typer.Option("--no-reference", help="Skip timing the PyTorch reference.")] = False,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Benchmark artifacts across batch sizes: latency, throughput, load time, memory, accuracy."""
+    with _errors_to_exit():
+        from .bench.matrix import BenchOptions, parse_batches, run_bench
+
+        if threads is not None and threads < 1:
+            raise UserInputError("--threads must be at least 1")
+        if min_time < 0:
+            raise UserInputError("--min-time must be 0 or more")
+        opts = BenchOptions(artifacts=tuple(artifacts or ()), from_dir=from_dir, batches=parse_batches(batch),
+                            threads=threads, min_iters=iters, min_seconds=min_time, warmup=warmup,
+                            eval_dir=eval_dir, out=out_dir, reference=not no_reference)
+        report = run_bench(opts, RichProgress(quiet or as_json))
+        if as_json:
+            out.print_json(json.dumps(report))
+            return
+        _print_matrix(report)
+        where = from_dir or out_dir
+        out.print(f"report: {where / 'report.md'}  ({where / 'report.json'}, {where / 'plot.png'})", highlight=False)
+
+
+def _print_matrix(report: dict) -> None:
+    table = Table(title="benchmark matrix", title_justify="left")
+    for col in ("target", "prec.", "batch", "status", "top-1", "drop", "p50 ms", "p99 ms", "img/s"):
+        table.add_column(col, justify="left" if col in ("target", "prec.", "status") else "right", no_wrap=True)
+    notes = []
+    for a in report["artifacts"] + report.get("reference_runs", []):
+        acc = a.get("accuracy") or {}
+        for b in a.get("benchmarks") or [{"batch": "—", **a}]:
+            lat = b.get("latency_ms") or {}
+            status = b["status"] + (" [yellow]noisy[/yellow]" if lat.get("noisy") else "")
+            if b.get("reason"):
+                notes.append(f"{a['target']}/{a['precision']} batch {b['batch']}: {b['reason']}")
+            table.add_row(a["target"], a["precision"], str(b["batch"]), status,
+                          f"{acc['top1']:.2f}" if acc.get("top1") is not None else "—",
+                          f"{acc['drop']:.2f}" if acc.get("drop") is not None else "—",
+                          f"{lat['p50']:.2f}" if lat else "—", f"{lat['p99']:.2f}" if lat else "—",
+                          f"{b['throughput']:.0f}" if b.get("throughput") else "—")
+    out.print(table)
+    for note in dict.fromkeys(notes):
+        out.print(f"  [dim]{note}[/dim]", highlight=False)
+
+
+@app.command(epilog=CHECK_EXAMPLES)
+def check(
+    report_path: Annotated[Path, typer.Argument(metavar="REPORT", help="report.json to check.", show_default=False)],
+    baseline: Annotated[Optional[Path], typer.Option("--baseline", help="Earlier report.json to compare "
+                                                     "with (same target/precision).", show_default=False)] = None,
+    max_drop: Annotated[float, typer.Option("--max-drop", help="Allowed top-1 drop, in points.")] = 0.5,
+    max_latency_regression: Annotated[float, typer.Option(
+        "--max-latency-regression", help="Allowed p50 increase vs the baseline (0.15 = 15%).")] = 0.15,
+    config: Annotated[Optional[Path], typer.Option("--config", help="JSON limits per target "
+                                                   "(override the flags).", show_default=False)] = None,
+    junit: Annotated[Optional[Path], typer.Option("--junit", help="Write JUnit XML here.",
+                                                  show_default=False)] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Gate CI: accuracy drop and latency regression per artifact; exit 1 if any check fails."""
+    with _errors_to_exit():
+        from .bench.check import Limits, check_report, load_limits, read_report, write_junit
+
+        if max_drop < 0 or max_latency_regression < 0:
+            raise UserInputError("--max-drop and --max-latency-regression must be non-negative numbers")
+        report = read_report(report_path)
+        base = read_report(baseline, "baseline") if baseline else None
+        results = check_report(report, base, load_limits(config, Limits(max_drop, max_latency_regression)))
+        if junit:
+            write_junit(results, junit)
+        failed = [r for r in results if r.outcome == "fail"]
+        if as_json:
+            out.print_json(json.dumps({"passed": not failed, "results": [r.to_dict() for r in results]}))
+        else:
+            table = Table("artifact", "check", "result", "detail", title="rmt-deploy check", title_justify="left")
+            colour = {"pass": "green", "fail": "red", "skip": "dim"}
+            for r in results:
+                table.add_row(r.artifact, r.check, f"[{colour[r.outcome]}]{r.outcome}[/]", r.reason)
+            out.print(table)
+            out.print(f"{len(failed)} failed, {sum(r.outcome == 'pass' for r in results)} passed, "
+                      f"{sum(r.outcome == 'skip' for r in results)} skipped", highlight=False)
+        if failed:
+            raise typer.Exit(1)
 
 
 @app.command()

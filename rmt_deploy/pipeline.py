@@ -11,7 +11,6 @@ import datetime as _dt
 import json
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,13 +22,15 @@ import torch
 from . import __version__
 from .bench.accuracy import topk_accuracy
 from .bench.environment import environment
+from .bench.evaluate import EvalSet, accuracy_entry, batch_size_for, reference_logits, runner_logits
 from .bench.latency import measure
 from .bench.parity import compare_logits
 from .bench.report import REPORT_JSON, write_report
-from .data.images import ImageSet, Preprocess, iter_batches, load_batch, open_image_set
+from .data.images import ImageSet, Preprocess, load_batch, open_image_set
 from .errors import UserInputError, VerificationError
 from .model.checkpoint import LoadedModel, load_model, metadata_json
-from .rewrite import attention_bytes, table_bytes, to_deploy
+from .outdir import commit_out, prepare_out
+from .rewrite import table_bytes, to_deploy
 from .targets import TargetSpec, resolve_target, target_module
 
 __all__ = ["ExportOptions", "run_export", "parse_img_size", "bundled_weights", "bundled_images",
@@ -38,7 +39,6 @@ __all__ = ["ExportOptions", "run_export", "parse_img_size", "bundled_weights", "
 PACKAGE_DIR = Path(__file__).resolve().parent
 MAX_SIDE = 2048  # a sanity bound; the real limit depends on the variant (see _check_size)
 TABLE_LIMIT = 1 << 30  # constant tables per model; ONNX files without external data stop at 2 GiB
-BATCH_MEMORY = 1 << 30  # attention matrices of one verification batch
 
 
 def bundled_weights() -> Path:
@@ -67,6 +67,7 @@ class ExportOptions:
     bench_iters: int = 30
     bench_warmup: int = 5
     threads: int | None = None  # None: all cores
+    strict: bool = False  # re-raise a target's failure instead of recording it
     crop_pct: float | None = None
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
@@ -105,31 +106,6 @@ def parse_img_size(text: str) -> tuple[int, int]:
             raise UserInputError(f"--img-size {text}: {side} is not a multiple of 32 (RMT downsamples "
                                  f"by 32); use {near}")
     return h, w
-
-
-def _prepare_out(out: Path) -> Path:
-    """Validate ``out`` and create the private temp folder beside it."""
-    out = out.expanduser().absolute()
-    if out.exists() and not out.is_dir():
-        raise UserInputError(f"--out {out} exists and is a file; choose a folder path")
-    if out.is_dir() and any(out.iterdir()) and not (out / REPORT_JSON).exists():
-        raise UserInputError(f"--out {out} is a non-empty folder that rmt-deploy did not write; "
-                             "choose a new or empty folder")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    except OSError as e:
-        raise UserInputError(f"cannot write to --out {out}: {e.strerror or e}") from None
-
-
-def _commit_out(tmp: Path, out: Path) -> None:
-    out = out.expanduser().absolute()
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the result is a normal folder
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
 
 
 def _check_size(loaded: LoadedModel, size: tuple[int, int]) -> None:
@@ -179,52 +155,6 @@ def _eval_set(opts: ExportOptions, num_classes: int) -> tuple[ImageSet, bool]:
     return images, True
 
 
-def _batch_size(cfg, size: tuple[int, int]) -> int:
-    """Images per verification batch: up to 32, fewer when attention matrices get large."""
-    per_image = 3 * attention_bytes(cfg, size)  # logits, softmax and a temporary
-    return max(1, min(32, BATCH_MEMORY // per_image))
-
-
-def _reference_logits(model: torch.nn.Module, x: np.ndarray) -> np.ndarray:
-    batch = _batch_size(model.cfg, tuple(x.shape[2:]))
-    with torch.inference_mode():
-        return np.concatenate([model(torch.from_numpy(x[i:i + batch])).numpy()
-                               for i in range(0, len(x), batch)])
-
-
-def _runner_logits(runner, x: np.ndarray, dynamic_batch: bool, cfg) -> np.ndarray:
-    name = runner.input_names()[0]
-    step = _batch_size(cfg, tuple(x.shape[2:])) if dynamic_batch else 1
-    return np.concatenate([next(iter(runner.infer({name: x[i:i + step]}).values()))
-                           for i in range(0, len(x), step)])
-
-
-@dataclass
-class _EvalSet:
-    """A labelled image set streamed in batches; only logits are kept in memory."""
-
-    images: ImageSet
-    preprocess: Preprocess
-    batch: int
-    labels: np.ndarray | None = None  # of the images that decoded
-    reference: np.ndarray | None = None  # PyTorch FP32 logits
-    skipped: tuple[Path, ...] = ()
-
-    def logits(self, predict, advance) -> np.ndarray:
-        out, kept, skipped = [], [], []
-        for x, k, s in iter_batches(self.images, self.preprocess, self.batch, advance):
-            if len(x):
-                out.append(predict(x))
-            kept += k
-            skipped += s
-        if not kept:
-            raise UserInputError(f"none of the {len(self.images)} images in {self.images.root} could be decoded")
-        if self.labels is None:
-            self.labels = np.asarray(self.images.labels)[kept]
-            self.skipped = tuple(skipped)
-        return np.concatenate(out)
-
-
 def _metadata(loaded: LoadedModel, size: tuple[int, int], pre: Preprocess, dynamic: bool,
               classes) -> dict[str, str]:
     return {
@@ -248,8 +178,9 @@ def run_export(opts: ExportOptions, progress=None) -> dict:
 
     Raises:
         UserInputError: bad checkpoint, size, target, folder (exit 2; nothing written).
-        VerificationError: an artifact disagrees with the reference (exit 1; the report,
-            with the failed entry and its reason, is written; the bad artifact is not).
+        VerificationError: an artifact failed to export or disagrees with the reference
+            (exit 1; the report, with the failed entry and its reason, is written; the bad
+            artifact is not). The other targets still run unless ``strict``.
     """
     progress = progress or NullProgress()
     specs: list[TargetSpec] = [resolve_target(t) for t in opts.targets]
@@ -258,10 +189,10 @@ def run_export(opts: ExportOptions, progress=None) -> dict:
     if opts.parity_samples < 1:
         raise UserInputError("--parity-samples must be at least 1")
     weights = Path(opts.weights) if opts.weights else bundled_weights()
-    tmp = _prepare_out(opts.out)
+    tmp = prepare_out(opts.out)
     try:
         report = _run(opts, specs, weights, tmp, progress)
-        _commit_out(tmp, opts.out)
+        commit_out(tmp, opts.out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -285,12 +216,12 @@ def _run(opts: ExportOptions, specs: list[TargetSpec], weights: Path, tmp: Path,
     for path in skipped:
         progress.log(f"skipped unreadable image {path}")
     with progress.step(f"PyTorch reference on {len(x_parity)} images"):
-        ref_parity = _reference_logits(loaded.model, x_parity)
+        ref_parity = reference_logits(loaded.model, x_parity)
     eval_set = None
     if scored:
-        eval_set = _EvalSet(images, pre, _batch_size(loaded.model.cfg, size))
+        eval_set = EvalSet(images, pre, batch_size_for(loaded.model.cfg, size))
         with progress.bar("PyTorch FP32 reference on the evaluation set", len(images)) as advance:
-            eval_set.reference = eval_set.logits(lambda x: _reference_logits(loaded.model, x), advance)
+            eval_set.reference = eval_set.logits(lambda x: reference_logits(loaded.model, x), advance)
         for path in eval_set.skipped:
             progress.log(f"skipped unreadable image {path}")
     with progress.step(f"Rewriting {loaded.variant} to deploy form at {size[0]}x{size[1]}"):
@@ -298,10 +229,10 @@ def _run(opts: ExportOptions, specs: list[TargetSpec], weights: Path, tmp: Path,
 
     classes = metadata_json(loaded.checkpoint, "rmt_deploy.classes") or (images.classes if scored else None)
     metadata = _metadata(loaded, size, pre, opts.dynamic_batch, classes)
-    artifacts = []
-    for spec in specs:
-        artifacts.append(_export_target(spec, deploy, tmp, size, metadata, opts, x_parity, ref_parity,
-                                        eval_set, progress))
+    artifacts = [
+        _run_step(spec, tmp, opts.strict, lambda module, entry, spec=spec: _export_target(
+            spec, module, entry, deploy, tmp, size, metadata, opts, x_parity, ref_parity, eval_set, progress))
+        for spec in specs]
 
     ref_acc = topk_accuracy(eval_set.reference, eval_set.labels) if eval_set else None
     report = {
@@ -334,15 +265,31 @@ def _run(opts: ExportOptions, specs: list[TargetSpec], weights: Path, tmp: Path,
     return report
 
 
-def _export_target(spec: TargetSpec, deploy, tmp: Path, size, metadata, opts: ExportOptions,
-                   x_parity, ref_parity, eval_set: _EvalSet | None, progress) -> dict:
-    module = target_module(spec)
+def _run_step(spec: TargetSpec, tmp: Path, strict: bool, export_and_verify) -> dict:
+    """One (target, precision) cell: its failure is recorded, and the other targets still run."""
     entry = {"target": spec.name, "precision": "fp32", "path": None, "size_bytes": None,
-             "status": "ok", "reason": None, "parity": None, "accuracy": None, "latency_ms": None,
-             "graph": None, "export_seconds": None}
+             "status": "ok", "stage": None, "reason": None, "parity": None, "accuracy": None,
+             "latency_ms": None, "graph": None, "export_seconds": None}
+    module = target_module(spec)
     reason = module.unavailable_reason()
     if reason:
         return {**entry, "status": "skipped", "reason": reason}
+    try:
+        return export_and_verify(module, entry)
+    except (UserInputError, KeyboardInterrupt, MemoryError):
+        raise
+    except Exception as e:  # noqa: BLE001 — recorded in the report unless --strict
+        if strict or os.environ.get("RMT_DEPLOY_DEBUG"):
+            raise
+        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+        for leftover in tmp.glob(f"model{spec.suffix}*"):
+            leftover.unlink()
+        return {**entry, "status": "failed", "stage": "export", "path": None, "size_bytes": None,
+                "reason": f"{type(e).__name__}: {first}"}
+
+
+def _export_target(spec: TargetSpec, module, entry: dict, deploy, tmp: Path, size, metadata,
+                   opts: ExportOptions, x_parity, ref_parity, eval_set: EvalSet | None, progress) -> dict:
     path = tmp / f"model{spec.suffix}"
     start = time.perf_counter()
     with progress.step(f"Exporting {spec.name} ({'dynamic' if opts.dynamic_batch else 'fixed'} batch)"):
@@ -353,12 +300,12 @@ def _export_target(spec: TargetSpec, deploy, tmp: Path, size, metadata, opts: Ex
         entry["graph"] = module.inspect_graph(path)
     with module.load(path, opts.threads) as runner:
         with progress.step(f"Verifying {spec.name} on {len(x_parity)} real images"):
-            entry["parity"] = compare_logits(ref_parity, _runner_logits(runner, x_parity, opts.dynamic_batch, deploy.cfg))
+            entry["parity"] = compare_logits(ref_parity, runner_logits(runner, x_parity, opts.dynamic_batch, deploy.cfg))
         if eval_set is not None:
             with progress.bar(f"Evaluating {spec.name}", len(eval_set.images)) as advance:
                 logits = eval_set.logits(
-                    lambda x: _runner_logits(runner, x, opts.dynamic_batch, deploy.cfg), advance)
-            entry["accuracy"] = _accuracy_entry(logits, eval_set)
+                    lambda x: runner_logits(runner, x, opts.dynamic_batch, deploy.cfg), advance)
+            entry["accuracy"] = accuracy_entry(logits, eval_set)
         if opts.bench_iters > 0:
             with progress.step(f"Timing {spec.name} ({opts.bench_iters} runs)"):
                 feeds = {runner.input_names()[0]: x_parity[:1]}
@@ -374,19 +321,7 @@ def _export_target(spec: TargetSpec, deploy, tmp: Path, size, metadata, opts: Ex
     max_abs = entry["parity"]["max_abs"]
     if not max_abs <= opts.atol:  # also catches NaN
         path.unlink()
-        entry.update(status="failed", path=None,
-                     reason=f"max abs diff {max_abs:.3g} vs PyTorch exceeds atol {opts.atol:g}")
+        entry.update(status="failed", stage="validation", path=None,
+                     reason=f"max abs diff {max_abs:.3g} vs PyTorch exceeds atol {opts.atol:g}; "
+                            "model removed")
     return entry
-
-
-def _accuracy_entry(logits: np.ndarray, eval_set: _EvalSet) -> dict:
-    labels, ref_logits = eval_set.labels, eval_set.reference
-    acc, ref = topk_accuracy(logits, labels), topk_accuracy(ref_logits, labels)
-    return {
-        **acc,
-        "top1_fp32": ref["top1"],
-        "top5_fp32": ref["top5"],
-        "drop": round(ref["top1"] - acc["top1"], 3),
-        "agreement": float(np.mean(logits.argmax(1) == ref_logits.argmax(1))),
-        "samples": int(len(labels)),
-    }

@@ -40,5 +40,5 @@ def test_latency_summary_percentiles():
 
 def test_measure_uses_backend_time_when_given():
     calls = []
-    stats = measure(lambda: calls.append(1) or 0.002, warmup=3, iterations=10)
+    stats = measure(lambda: calls.append(1) or 0.002, warmup=3, min_iters=10)
     assert len(calls) == 13 and stats["p50"] == pytest.approx(2.0) and stats["warmup"] == 3

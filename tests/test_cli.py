@@ -32,7 +32,8 @@ def demo_run(tmp_path_factory):
 def test_default_export_on_demo(demo_run):
     result, out = demo_run
     assert result.returncode == 0, result.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["model.onnx", "report.json", "report.md"]
+    assert sorted(p.name for p in out.iterdir()) == ["model.onnx", "plot.png", "report.json", "report.md"]
+    assert "![" in (out / "report.md").read_text() and (out / "plot.png").read_bytes()[:4] == b"\x89PNG"
     report = json.loads((out / "report.json").read_text())
     assert report["model"]["variant"] == "rmt-demo" and report["model"]["input_size"] == [64, 64]
     (art,) = report["artifacts"]

@@ -1,11 +1,12 @@
 """run_export through the library API: evaluation sets, skipped images, atomic output."""
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
 
-from rmt_deploy.errors import UserInputError
+from rmt_deploy.errors import UserInputError, VerificationError
 from rmt_deploy.pipeline import ExportOptions, bundled_images, parse_img_size, run_export
 
 
@@ -58,3 +59,42 @@ def test_parse_img_size(text, size):
 def test_no_target(tmp_path):
     with pytest.raises(UserInputError, match="no --target"):
         run_export(ExportOptions(targets=(), out=tmp_path / "o"))
+
+
+def _with_crashing_target(monkeypatch):
+    """Register a target whose converter crashes; everything else is the real pipeline."""
+    import types
+
+    from rmt_deploy import pipeline, targets
+
+    spec = targets.TargetSpec("crashy", (), ".bin", ("fp32",), "crashy", None)
+    monkeypatch.setitem(targets.TARGETS, "crashy", spec)
+    real = pipeline.target_module
+
+    def export(model, path, *args, **kwargs):
+        path.write_bytes(b"partial")
+        raise RuntimeError("converter crashed\nsecond line")
+
+    crashy = types.SimpleNamespace(unavailable_reason=lambda: None, export=export)
+    monkeypatch.setattr(pipeline, "target_module", lambda s: crashy if s.name == "crashy" else real(s))
+
+
+def test_failing_target_does_not_stop_the_rest(tmp_path, monkeypatch):
+    _with_crashing_target(monkeypatch)
+    with pytest.raises(VerificationError, match="crashy/fp32: RuntimeError: converter crashed"):
+        run_export(ExportOptions(targets=("crashy", "onnx"), out=tmp_path / "out", bench_iters=0,
+                                 parity_samples=2))
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    crashy, onnx = report["artifacts"]
+    assert crashy["status"] == "failed" and crashy["stage"] == "export"
+    assert crashy["reason"] == "RuntimeError: converter crashed"
+    assert onnx["status"] == "ok"
+    files = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert files == ["model.onnx", "report.json", "report.md"]  # no partial model.bin left behind
+
+
+def test_strict_stops_at_the_failing_target(tmp_path, monkeypatch):
+    _with_crashing_target(monkeypatch)
+    with pytest.raises(RuntimeError, match="converter crashed"):
+        run_export(ExportOptions(targets=("crashy", "onnx"), out=tmp_path / "out", strict=True))
+    assert list(tmp_path.iterdir()) == []

@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+
+from .plot import PLOT_PNG, write_plot
 
 __all__ = ["write_report", "REPORT_JSON", "REPORT_MD", "SCHEMA_VERSION"]
 
@@ -11,10 +14,20 @@ SCHEMA_VERSION = 1
 
 
 def write_report(out_dir: Path, report: dict) -> None:
-    """Write both files into ``out_dir`` (a private temp folder; the caller renames it)."""
+    """Write report.json, plot.png and report.md into ``out_dir``, each file atomically."""
     report = {"schema_version": SCHEMA_VERSION, **report}
-    (out_dir / REPORT_JSON).write_text(json.dumps(report, indent=2, sort_keys=False) + "\n")
-    (out_dir / REPORT_MD).write_text(render_markdown(report))
+    _atomic_write(out_dir / REPORT_JSON, json.dumps(report, indent=2) + "\n")
+    plot_tmp = out_dir / f".{PLOT_PNG}.tmp-{os.getpid()}"
+    has_plot = write_plot(plot_tmp, report) is not None
+    if has_plot:
+        os.replace(plot_tmp, out_dir / PLOT_PNG)
+    _atomic_write(out_dir / REPORT_MD, render_markdown(report, has_plot))
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def _fmt(value, digits: int = 2, unit: str = "") -> str:
@@ -29,37 +42,42 @@ def _sci(value) -> str:
     return "—" if value is None else f"{value:.2e}"
 
 
-def render_markdown(report: dict) -> str:
-    model = report["model"]
-    lines = [
-        "# rmt-deploy report",
-        "",
-        f"- model: **{model['variant']}** ({model['params_m']:.2f} M params, {model['num_classes']} classes), "
-        f"input {model['input_size'][0]}×{model['input_size'][1]}, "
-        f"batch {'dynamic' if model['dynamic_batch'] else 'fixed 1'}",
-        f"- checkpoint: `{model['checkpoint']}` (sha256 `{model['sha256'][:16]}…`)",
-        f"- verification images: `{report['verification']['images']}` "
-        f"({report['verification']['parity_samples']} for parity"
-        + (f", {report['verification']['eval_samples']} for accuracy" if report['verification'].get('eval_samples') else "")
-        + ")",
-        f"- created {report['created']} by rmt-deploy {report['tool_version']}",
-        "",
-        "| target | precision | status | size | max abs diff | cosine | top-1 | drop vs FP32 | agreement | p50 ms | p90 ms |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+def status_text(entry: dict) -> str:
+    """ok / skipped / failed (export) / failed (validation), with the reason."""
+    text = entry["status"] + (f" ({entry['stage']})" if entry.get("stage") else "")
+    return text + (f": {entry['reason']}" if entry.get("reason") else "")
+
+
+def render_markdown(report: dict, has_plot: bool = False) -> str:
+    model, ver = report["model"], report.get("verification") or {}
+    size = "x".join(map(str, model.get("input_size") or [])) or "?"
+    lines = ["# rmt-deploy report", ""]
+    params = f"{model['params_m']:.2f} M params, " if model.get("params_m") else ""
+    lines.append(f"- model: **{model.get('variant') or '?'}** ({params}{model.get('num_classes', '?')} classes), "
+                 f"input {size}, batch {'dynamic' if model.get('dynamic_batch') else 'fixed 1'}")
+    if model.get("checkpoint"):
+        lines.append(f"- checkpoint: `{model['checkpoint']}` (sha256 `{(model.get('sha256') or '')[:16]}…`)")
+    if ver.get("images"):
+        evals = f", {ver['eval_samples']} for accuracy" if ver.get("eval_samples") else ""
+        lines.append(f"- verification images: `{ver['images']}` ({ver.get('parity_samples', 0)} for parity{evals})")
+    lines += [f"- created {report['created']} by rmt-deploy {report['tool_version']}", ""]
+    if has_plot:
+        lines += ["![accuracy vs latency, latency by batch size](plot.png)", ""]
+    lines += ["| target | precision | status | size | max abs diff | cosine | top-1 | drop vs FP32 | agreement | p50 ms | p90 ms |",
+              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for a in report["artifacts"]:
         parity, acc, lat = a.get("parity") or {}, a.get("accuracy") or {}, a.get("latency_ms") or {}
-        status = a["status"] + (f" ({a['reason']})" if a.get("reason") else "")
-        size = f"{a['size_bytes'] / 1e6:.1f} MB" if a.get("size_bytes") else "—"
+        size_mb = f"{a['size_bytes'] / 1e6:.1f} MB" if a.get("size_bytes") else "—"
         agreement = acc.get("agreement")
         lines.append(
-            f"| {a['target']} | {a['precision']} | {status} | {size} | {_sci(parity.get('max_abs'))} | "
+            f"| {a['target']} | {a['precision']} | {status_text(a)} | {size_mb} | {_sci(parity.get('max_abs'))} | "
             f"{_fmt(parity.get('cosine'), 6)} | {_fmt(acc.get('top1'))} | {_fmt(acc.get('drop'), 2)} | "
             f"{_fmt(None if agreement is None else agreement * 100, 2, '%')} | {_fmt(lat.get('p50'))} | {_fmt(lat.get('p90'))} |")
+    lines += _matrix_lines(report)
     lines += ["", "## How to read this", "",
               "- **max abs diff / cosine**: artifact logits vs the PyTorch FP32 reference on the same "
               "real images; FP32 exports must stay within the tolerance "
-              f"(atol {report['verification']['atol']:g}) or the export fails.",
+              f"(atol {ver.get('atol', 1e-4):g}) or the export fails.",
               "- **top-1 / drop / agreement**: accuracy on the evaluation set (when its classes match the "
               "model); drop is PyTorch FP32 top-1 minus the artifact's, in points; agreement is the share of images "
               "whose top-1 class equals FP32's.",
@@ -80,10 +98,34 @@ def render_markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+def _matrix_lines(report: dict) -> list[str]:
+    rows = [a for a in report["artifacts"] + report.get("reference_runs", []) if a.get("benchmarks")]
+    if not rows:
+        return []
+    lines = ["", "## Benchmark matrix", "",
+             "| target | precision | batch | status | size | top-1 | drop | agreement | p50 ms | p99 ms | img/s | load s | peak RSS |",
+             "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for a in rows:
+        acc = a.get("accuracy") or {}
+        size_mb = f"{a['size_bytes'] / 1e6:.1f} MB" if a.get("size_bytes") else "—"
+        rss = f"{a['peak_rss_mb']:.0f} MB" if a.get("peak_rss_mb") else "—"
+        agreement = acc.get("agreement")
+        for b in a["benchmarks"]:
+            lat = b.get("latency_ms") or {}
+            status = status_text(b) + (f" ⚠ noisy (cv {lat['cv']:.0%})" if lat.get("noisy") else "")
+            lines.append(
+                f"| {a['target']} | {a['precision']} | {b['batch']} | {status} | {size_mb} | {_fmt(acc.get('top1'))} | "
+                f"{_fmt(acc.get('drop'))} | {_fmt(None if agreement is None else agreement * 100, 2, '%')} | "
+                f"{_fmt(lat.get('p50'))} | {_fmt(lat.get('p99'))} | {_fmt(b.get('throughput'), 1)} | "
+                f"{_fmt(a.get('load_seconds'))} | {rss} |")
+    return lines
+
+
 def _latency_note(report: dict) -> str:
     lat = next((a["latency_ms"] for a in report["artifacts"] if a.get("latency_ms")), None)
     if not lat:
         return "not measured (--bench-iters 0)."
     return (f"{lat['runtime']}, {lat['threads']} threads, batch {lat['batch']}, "
             f"{lat['warmup']} warm-up + {lat['iterations']} timed runs; p50/p90 of the backend call only. "
+            "A ⚠ noisy mark means the runs' coefficient of variation exceeded 10%: the machine was busy. "
             "Compare ratios measured in one run, not absolute times across machines or runs.")

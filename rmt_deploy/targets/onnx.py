@@ -16,7 +16,7 @@ import torch
 from . import require
 from .runner import Runner
 
-__all__ = ["export", "load", "unavailable_reason", "inspect_graph", "OnnxRuntimeRunner",
+__all__ = ["export", "load", "unavailable_reason", "describe", "inspect_graph", "OnnxRuntimeRunner",
            "INPUT_NAME", "OUTPUT_NAME", "OPSET", "FORBIDDEN_OPS"]
 
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
@@ -86,6 +86,21 @@ def _quiet_exporter():
     finally:
         for lg, level in zip(loggers, levels):
             lg.setLevel(level)
+
+
+def describe(path: Path) -> dict:
+    """What a runner needs to feed an artifact: input name/shape, batch dimension, metadata."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    value = proto.graph.input[0]
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim]
+    return {
+        "input_name": value.name,
+        "input_shape": dims,  # None for symbolic dims
+        "dynamic_batch": dims[0] is None,
+        "metadata": {p.key: p.value for p in proto.metadata_props},
+    }
 
 
 def inspect_graph(path: Path) -> dict:

@@ -1,0 +1,281 @@
+"""`rmt-deploy bench`: latency across batch sizes (and accuracy) for exported artifacts.
+
+Artifacts come from an export folder (``--from``: its report.json is updated in place) or
+as files (a new report in ``--out``). Each (artifact, batch) cell is measured on its own:
+a failure is recorded with its reason and the rest still run. The PyTorch reference is
+timed last, because its OpenMP threads keep spinning after each call and would slow the
+runtime measured next.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..data.images import Preprocess, open_image_set
+from ..errors import UserInputError
+from ..model.rmt import VARIANTS
+from ..outdir import commit_out, prepare_out
+from ..targets import TARGETS, TargetSpec, target_module
+from .environment import environment
+from .evaluate import EvalSet, accuracy_entry, batch_size_for, reference_logits, runner_logits
+from .latency import measure
+from .memory import peak_rss_bytes, reset_peak_rss
+from .report import REPORT_JSON, write_report
+
+__all__ = ["BenchOptions", "run_bench", "parse_batches"]
+
+MAX_BATCH = 1024
+
+
+@dataclass
+class BenchOptions:
+    artifacts: tuple[Path, ...] = ()
+    from_dir: Path | None = None
+    batches: tuple[int, ...] = (1,)
+    threads: int | None = None  # None: all cores
+    min_iters: int = 30
+    min_seconds: float = 1.0
+    warmup: int = 5
+    eval_dir: Path | None = None
+    out: Path = Path("rmt-deploy-bench")
+    reference: bool = True  # also time the PyTorch reference when its checkpoint is known
+
+
+def parse_batches(text: str) -> tuple[int, ...]:
+    try:
+        batches = tuple(int(b) for b in text.split(",") if b.strip())
+    except ValueError:
+        raise UserInputError(f"--batch '{text}' must be comma-separated integers, e.g. 1,8,32") from None
+    if not batches or any(b < 1 or b > MAX_BATCH for b in batches):
+        raise UserInputError(f"--batch '{text}': each batch size must be between 1 and {MAX_BATCH}")
+    return tuple(sorted(set(batches)))
+
+
+def _spec_for(path: Path) -> TargetSpec:
+    for spec in TARGETS.values():
+        if path.name.endswith(spec.suffix):
+            return spec
+    raise UserInputError(f"{path}: unknown artifact type; expected one of "
+                         f"{', '.join(s.suffix for s in TARGETS.values())}")
+
+
+def _from_export(folder: Path) -> tuple[dict, Path]:
+    path = folder / REPORT_JSON
+    if not path.exists():
+        raise UserInputError(f"--from {folder}: no {REPORT_JSON}; point it at an rmt-deploy export folder")
+    try:
+        return json.loads(path.read_text()), folder
+    except ValueError as e:
+        raise UserInputError(f"{path} is not valid JSON ({e})") from None
+
+
+def _from_files(paths: tuple[Path, ...]) -> dict:
+    artifacts, model = [], None
+    for path in paths:
+        if not path.is_file():
+            raise UserInputError(f"artifact not found: {path}")
+        spec = _spec_for(path)
+        entry = {"target": spec.name, "precision": "fp32", "path": str(path.resolve()),
+                 "size_bytes": path.stat().st_size, "status": "ok", "stage": None, "reason": None}
+        artifacts.append(entry)
+        try:
+            info = target_module(spec).describe(path)
+        except Exception as e:  # noqa: BLE001 — a damaged artifact is a failed cell, not a crash
+            entry.update(_failed(None, e), status="failed", stage="load")
+            del entry["batch"]
+            continue
+        meta = info["metadata"]
+        entry["precision"] = meta.get("precision", "fp32")
+        if model is None:
+            model = {
+                "variant": meta.get("arch"),
+                "num_classes": int(meta["num_classes"]) if meta.get("num_classes") else None,
+                "input_size": [int(v) for v in meta["input_size"].split("x")] if meta.get("input_size")
+                else info["input_shape"][2:],
+                "dynamic_batch": info["dynamic_batch"],
+                "checkpoint": None,
+                "preprocess": {"mean": json.loads(meta["mean"]), "std": json.loads(meta["std"]),
+                               "crop_pct": float(meta.get("crop_pct", 0.875))} if meta.get("mean") else None,
+            }
+    if model is None:
+        raise UserInputError("none of the artifacts could be read: "
+                             + "; ".join(f"{a['path']}: {a['reason']}" for a in artifacts))
+    return {"model": model, "artifacts": artifacts}
+
+
+def run_bench(opts: BenchOptions, progress) -> dict:
+    """Measure every (artifact, batch) cell; write the report; return it."""
+    if bool(opts.artifacts) == bool(opts.from_dir):
+        raise UserInputError("give artifact files or --from OUTDIR (one of the two)")
+    if opts.min_iters < 1 or opts.warmup < 0:
+        raise UserInputError("--iters must be at least 1 and --warmup at least 0")
+    if opts.from_dir:
+        report, folder = _from_export(opts.from_dir)
+        base = folder
+    else:
+        report, folder, base = _from_files(opts.artifacts), None, Path.cwd()
+    model = report["model"]
+    size = tuple(model["input_size"])
+    # Batching for evaluation sizes itself from the attention footprint; unknown archs
+    # (artifacts without our metadata) use the widest-attention official variant's.
+    cfg = VARIANTS.get(model.get("variant") or "", VARIANTS["rmt-t"])
+    eval_set, ref_model = _prepare_eval(opts, model, cfg, progress)
+
+    for entry in report["artifacts"]:
+        if entry["status"] != "ok" or not entry.get("path"):
+            continue
+        path = Path(entry["path"]) if Path(entry["path"]).is_absolute() else base / entry["path"]
+        _bench_artifact(entry, path, size, cfg, opts, eval_set, progress)
+    report["reference_runs"] = _bench_reference(ref_model, size, opts, eval_set, progress) if opts.reference else []
+
+    report.update(tool_version=__version__,
+                  created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                  environment=environment(),
+                  bench={"batches": list(opts.batches), "threads": opts.threads or os.cpu_count(),
+                         "min_iters": opts.min_iters, "min_seconds": opts.min_seconds, "warmup": opts.warmup})
+    report.setdefault("verification", None)
+    if eval_set is not None:
+        report["verification"] = {**(report.get("verification") or {}), "images": str(eval_set.images.root),
+                                  "eval_samples": int(len(eval_set.labels)),
+                                  "skipped_images": [str(p) for p in eval_set.skipped]}
+    if folder is not None:
+        write_report(folder, report)  # in place, file by file
+    else:
+        tmp = prepare_out(opts.out)
+        try:
+            write_report(tmp, report)
+            commit_out(tmp, opts.out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return report
+
+
+def _prepare_eval(opts: BenchOptions, model: dict, cfg, progress):
+    """The PyTorch reference (when its checkpoint is known) and the evaluation set, if asked."""
+    from ..model.checkpoint import load_model
+
+    ref_model = None
+    checkpoint = model.get("checkpoint")
+    if checkpoint and Path(checkpoint).exists():
+        with progress.step(f"Loading reference {Path(checkpoint).name}"):
+            ref_model = load_model(checkpoint, model.get("variant")).model
+    if opts.eval_dir is None:
+        return None, ref_model
+    images = open_image_set(opts.eval_dir)
+    classes = model.get("num_classes")
+    if images.classes is None or (classes and len(images.classes) != classes):
+        raise UserInputError(f"--eval {opts.eval_dir} needs one class folder per model class "
+                             f"({classes}); found {len(images.classes or ())}")
+    pp = model.get("preprocess") or {}
+    pre = Preprocess(tuple(model["input_size"]), crop_pct=pp.get("crop_pct", 0.875),
+                     **({"mean": tuple(pp["mean"]), "std": tuple(pp["std"])} if pp.get("mean") else {}))
+    eval_set = EvalSet(images, pre, batch_size_for(cfg, pre.size))
+    if ref_model is not None:
+        with progress.bar("PyTorch FP32 reference on the evaluation set", len(images)) as advance:
+            eval_set.reference = eval_set.logits(lambda x: reference_logits(ref_model, x), advance)
+    return eval_set, ref_model
+
+
+def _bench_artifact(entry: dict, path: Path, size, cfg, opts: BenchOptions, eval_set, progress) -> None:
+    spec = TARGETS[entry["target"]]
+    module = target_module(spec)
+    cells = []
+    entry["benchmarks"] = cells
+    try:
+        info = module.describe(path)
+        reset_peak_rss()
+        start = time.perf_counter()
+        runner = module.load(path, opts.threads)
+        runner.activate()
+        entry["load_seconds"] = round(time.perf_counter() - start, 3)
+    except Exception as e:  # noqa: BLE001 — one broken artifact must not stop the matrix
+        cells.extend(_failed(b, e) for b in opts.batches)
+        return
+    try:
+        fixed = None if info["dynamic_batch"] else info["input_shape"][0]
+        for batch in opts.batches:
+            if fixed is not None and batch != fixed:
+                cells.append({"batch": batch, "status": "skipped", "stage": None,
+                              "reason": f"model has a fixed batch of {fixed}; export with --dynamic-batch"})
+                continue
+            feeds = {info["input_name"]: np.random.default_rng(0).standard_normal((batch, 3, *size), np.float32)}
+
+            def call() -> float:
+                runner.infer(feeds)
+                return runner.last_inference_s
+
+            try:
+                with progress.step(f"Timing {entry['target']}/{entry['precision']} batch {batch}"):
+                    lat = measure(call, opts.warmup, opts.min_iters, opts.min_seconds)
+                cells.append({"batch": batch, "status": "ok", "stage": None, "reason": None,
+                              "latency_ms": {**lat, "runtime": runner.name,
+                                             "threads": opts.threads or os.cpu_count(), "batch": batch,
+                                             "device": "cpu"},
+                              "throughput": round(batch * 1000.0 / lat["p50"], 2)})
+            except Exception as e:  # noqa: BLE001
+                cells.append(_failed(batch, e))
+        ok1 = next((c for c in cells if c["batch"] == 1 and c["status"] == "ok"), None)
+        if ok1:
+            entry["latency_ms"] = ok1["latency_ms"]
+        if eval_set is not None:
+            with progress.bar(f"Evaluating {entry['target']}/{entry['precision']}", len(eval_set.images)) as advance:
+                logits = eval_set.logits(lambda x: runner_logits(runner, x, fixed is None, cfg), advance)
+            entry["accuracy"] = (accuracy_entry(logits, eval_set) if eval_set.reference is not None
+                                 else _plain_accuracy(logits, eval_set))
+        peak = peak_rss_bytes()
+        entry["peak_rss_mb"] = round(peak / 2**20, 1) if peak else None
+    finally:
+        runner.deactivate()
+
+
+def _plain_accuracy(logits: np.ndarray, eval_set: EvalSet) -> dict:
+    from .accuracy import topk_accuracy
+
+    return {**topk_accuracy(logits, eval_set.labels), "top1_fp32": None, "drop": None, "agreement": None,
+            "samples": int(len(eval_set.labels))}
+
+
+def _failed(batch: int, e: BaseException) -> dict:
+    first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+    return {"batch": batch, "status": "failed", "stage": "benchmark", "reason": f"{type(e).__name__}: {first}"}
+
+
+def _bench_reference(model, size, opts: BenchOptions, eval_set, progress) -> list[dict]:
+    if model is None:
+        return []
+    torch.set_num_threads(opts.threads or os.cpu_count())
+    cells = []
+    for batch in opts.batches:
+        x = torch.randn(batch, 3, *size)
+
+        def call() -> None:
+            with torch.inference_mode():
+                model(x)
+
+        try:
+            with progress.step(f"Timing PyTorch reference batch {batch}"):
+                lat = measure(call, opts.warmup, opts.min_iters, opts.min_seconds)
+            cells.append({"batch": batch, "status": "ok", "stage": None, "reason": None,
+                          "latency_ms": {**lat, "runtime": f"pytorch {torch.__version__} eager",
+                                         "threads": opts.threads or os.cpu_count(), "batch": batch,
+                                         "device": "cpu"},
+                          "throughput": round(batch * 1000.0 / lat["p50"], 2)})
+        except Exception as e:  # noqa: BLE001
+            cells.append(_failed(batch, e))
+    accuracy = None
+    if eval_set is not None and eval_set.reference is not None:
+        accuracy = accuracy_entry(eval_set.reference, eval_set)
+    ok1 = next((c for c in cells if c["batch"] == 1 and c["status"] == "ok"), None)
+    return [{"target": "pytorch", "precision": "fp32", "status": "ok", "stage": None, "reason": None,
+             "size_bytes": None, "benchmarks": cells, "latency_ms": ok1["latency_ms"] if ok1 else None,
+             "accuracy": accuracy}]
