@@ -248,8 +248,9 @@ def bench(
 
 def _print_matrix(report: dict) -> None:
     table = Table(title="benchmark matrix", title_justify="left")
-    for col in ("target", "prec.", "batch", "status", "top-1", "drop", "p50 ms", "p99 ms", "img/s"):
-        table.add_column(col, justify="left" if col in ("target", "prec.", "status") else "right", no_wrap=True)
+    for col in ("target", "prec.", "runtime", "batch", "status", "top-1", "drop", "p50 ms", "p99 ms", "img/s"):
+        table.add_column(col, justify="left" if col in ("target", "prec.", "runtime", "status") else "right",
+                         no_wrap=True)
     notes = []
     for a in report["artifacts"] + report.get("reference_runs", []):
         acc = a.get("accuracy") or {}
@@ -258,7 +259,8 @@ def _print_matrix(report: dict) -> None:
             status = b["status"] + (" [yellow]noisy[/yellow]" if lat.get("noisy") else "")
             if b.get("reason"):
                 notes.append(f"{a['target']}/{a['precision']} batch {b['batch']}: {b['reason']}")
-            table.add_row(a["target"], a["precision"], str(b["batch"]), status,
+            runtime = (b.get("runtime") or "").replace("onnxruntime ", "ort ").replace("ExecutionProvider", "")
+            table.add_row(a["target"], a["precision"], runtime.split(" eager")[0], str(b["batch"]), status,
                           f"{acc['top1']:.2f}" if acc.get("top1") is not None else "—",
                           f"{acc['drop']:.2f}" if acc.get("drop") is not None else "—",
                           f"{lat['p50']:.2f}" if lat else "—", f"{lat['p99']:.2f}" if lat else "—",

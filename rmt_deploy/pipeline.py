@@ -315,7 +315,7 @@ def _export_target(spec: TargetSpec, module, entry: dict, deploy, tmp: Path, siz
                     return runner.last_inference_s
 
                 lat = measure(one_call, opts.bench_warmup, opts.bench_iters)
-            entry["latency_ms"] = {**lat, "runtime": f"{runner.name} CPUExecutionProvider",
+            entry["latency_ms"] = {**lat, "runtime": runner.name,
                                    "threads": opts.threads or os.cpu_count(), "batch": 1,
                                    "device": "cpu"}
     max_abs = entry["parity"]["max_abs"]

@@ -187,55 +187,72 @@ def _prepare_eval(opts: BenchOptions, model: dict, cfg, progress):
 
 
 def _bench_artifact(entry: dict, path: Path, size, cfg, opts: BenchOptions, eval_set, progress) -> None:
-    spec = TARGETS[entry["target"]]
-    module = target_module(spec)
-    cells = []
-    entry["benchmarks"] = cells
+    """Every runtime the target offers here (e.g. ONNX Runtime CPU and CUDA) × every batch."""
+    module = target_module(TARGETS[entry["target"]])
+    entry["benchmarks"] = cells = []
     try:
         info = module.describe(path)
-        reset_peak_rss()
-        start = time.perf_counter()
-        runner = module.load(path, opts.threads)
-        runner.activate()
-        entry["load_seconds"] = round(time.perf_counter() - start, 3)
+        runtimes = module.runtimes()
     except Exception as e:  # noqa: BLE001 — one broken artifact must not stop the matrix
         cells.extend(_failed(b, e) for b in opts.batches)
+        return
+    for i, runtime in enumerate(runtimes):
+        first = i == 0  # accuracy, load time and memory are reported for the first runtime
+        _bench_runtime(entry, module, path, runtime, info, size, cfg, opts, eval_set if first else None,
+                       first, progress)
+    ok1 = next((c for c in cells if c["batch"] == 1 and c["status"] == "ok"), None)
+    if ok1:
+        entry["latency_ms"] = ok1["latency_ms"]
+
+
+def _bench_runtime(entry, module, path: Path, runtime: str, info: dict, size, cfg, opts: BenchOptions,
+                   eval_set, first: bool, progress) -> None:
+    cells = entry["benchmarks"]
+    try:
+        reset_peak_rss()
+        start = time.perf_counter()
+        runner = module.load(path, opts.threads, runtime)
+        runner.activate()
+        load_seconds = round(time.perf_counter() - start, 3)
+    except Exception as e:  # noqa: BLE001
+        cells.extend({**_failed(b, e), "runtime": runtime} for b in opts.batches)
         return
     try:
         fixed = None if info["dynamic_batch"] else info["input_shape"][0]
         for batch in opts.batches:
-            if fixed is not None and batch != fixed:
-                cells.append({"batch": batch, "status": "skipped", "stage": None,
-                              "reason": f"model has a fixed batch of {fixed}; export with --dynamic-batch"})
-                continue
-            feeds = {info["input_name"]: np.random.default_rng(0).standard_normal((batch, 3, *size), np.float32)}
-
-            def call() -> float:
-                runner.infer(feeds)
-                return runner.last_inference_s
-
-            try:
-                with progress.step(f"Timing {entry['target']}/{entry['precision']} batch {batch}"):
-                    lat = measure(call, opts.warmup, opts.min_iters, opts.min_seconds)
-                cells.append({"batch": batch, "status": "ok", "stage": None, "reason": None,
-                              "latency_ms": {**lat, "runtime": runner.name,
-                                             "threads": opts.threads or os.cpu_count(), "batch": batch,
-                                             "device": "cpu"},
-                              "throughput": round(batch * 1000.0 / lat["p50"], 2)})
-            except Exception as e:  # noqa: BLE001
-                cells.append(_failed(batch, e))
-        ok1 = next((c for c in cells if c["batch"] == 1 and c["status"] == "ok"), None)
-        if ok1:
-            entry["latency_ms"] = ok1["latency_ms"]
+            cells.append(_bench_cell(entry, runner, info, size, batch, fixed, opts, progress))
         if eval_set is not None:
             with progress.bar(f"Evaluating {entry['target']}/{entry['precision']}", len(eval_set.images)) as advance:
                 logits = eval_set.logits(lambda x: runner_logits(runner, x, fixed is None, cfg), advance)
             entry["accuracy"] = (accuracy_entry(logits, eval_set) if eval_set.reference is not None
                                  else _plain_accuracy(logits, eval_set))
-        peak = peak_rss_bytes()
-        entry["peak_rss_mb"] = round(peak / 2**20, 1) if peak else None
+        if first:
+            peak = peak_rss_bytes()
+            entry["load_seconds"] = load_seconds
+            entry["peak_rss_mb"] = round(peak / 2**20, 1) if peak else None
     finally:
         runner.deactivate()
+
+
+def _bench_cell(entry, runner, info, size, batch: int, fixed: int | None, opts: BenchOptions, progress) -> dict:
+    cell = {"batch": batch, "runtime": runner.name, "status": "ok", "stage": None, "reason": None}
+    if fixed is not None and batch != fixed:
+        return {**cell, "status": "skipped",
+                "reason": f"model has a fixed batch of {fixed}; export with --dynamic-batch"}
+    feeds = {info["input_name"]: np.random.default_rng(0).standard_normal((batch, 3, *size), np.float32)}
+
+    def call() -> float:
+        runner.infer(feeds)
+        return runner.last_inference_s
+
+    try:
+        with progress.step(f"Timing {entry['target']}/{entry['precision']} on {runner.name}, batch {batch}"):
+            lat = measure(call, opts.warmup, opts.min_iters, opts.min_seconds)
+    except Exception as e:  # noqa: BLE001
+        return {**cell, **_failed(batch, e)}
+    return {**cell, "latency_ms": {**lat, "runtime": runner.name, "threads": opts.threads or os.cpu_count(),
+                                   "batch": batch},
+            "throughput": round(batch * 1000.0 / lat["p50"], 2)}
 
 
 def _plain_accuracy(logits: np.ndarray, eval_set: EvalSet) -> dict:
@@ -266,9 +283,9 @@ def _bench_reference(model, size, opts: BenchOptions, eval_set, progress) -> lis
             with progress.step(f"Timing PyTorch reference batch {batch}"):
                 lat = measure(call, opts.warmup, opts.min_iters, opts.min_seconds)
             cells.append({"batch": batch, "status": "ok", "stage": None, "reason": None,
+                          "runtime": f"pytorch {torch.__version__} eager",
                           "latency_ms": {**lat, "runtime": f"pytorch {torch.__version__} eager",
-                                         "threads": opts.threads or os.cpu_count(), "batch": batch,
-                                         "device": "cpu"},
+                                         "threads": opts.threads or os.cpu_count(), "batch": batch},
                           "throughput": round(batch * 1000.0 / lat["p50"], 2)})
         except Exception as e:  # noqa: BLE001
             cells.append(_failed(batch, e))

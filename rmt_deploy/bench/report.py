@@ -103,8 +103,8 @@ def _matrix_lines(report: dict) -> list[str]:
     if not rows:
         return []
     lines = ["", "## Benchmark matrix", "",
-             "| target | precision | batch | status | size | top-1 | drop | agreement | p50 ms | p99 ms | img/s | load s | peak RSS |",
-             "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| target | precision | runtime | batch | status | size | top-1 | drop | agreement | p50 ms | p99 ms | img/s | load s | peak RSS |",
+             "|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for a in rows:
         acc = a.get("accuracy") or {}
         size_mb = f"{a['size_bytes'] / 1e6:.1f} MB" if a.get("size_bytes") else "—"
@@ -114,7 +114,8 @@ def _matrix_lines(report: dict) -> list[str]:
             lat = b.get("latency_ms") or {}
             status = status_text(b) + (f" ⚠ noisy (cv {lat['cv']:.0%})" if lat.get("noisy") else "")
             lines.append(
-                f"| {a['target']} | {a['precision']} | {b['batch']} | {status} | {size_mb} | {_fmt(acc.get('top1'))} | "
+                f"| {a['target']} | {a['precision']} | {b.get('runtime', '—')} | {b['batch']} | {status} | {size_mb} | "
+                f"{_fmt(acc.get('top1'))} | "
                 f"{_fmt(acc.get('drop'))} | {_fmt(None if agreement is None else agreement * 100, 2, '%')} | "
                 f"{_fmt(lat.get('p50'))} | {_fmt(lat.get('p99'))} | {_fmt(b.get('throughput'), 1)} | "
                 f"{_fmt(a.get('load_seconds'))} | {rss} |")

@@ -16,7 +16,7 @@ import torch
 from . import require
 from .runner import Runner
 
-__all__ = ["export", "load", "unavailable_reason", "describe", "inspect_graph", "OnnxRuntimeRunner",
+__all__ = ["export", "load", "unavailable_reason", "describe", "runtimes", "inspect_graph", "OnnxRuntimeRunner",
            "INPUT_NAME", "OUTPUT_NAME", "OPSET", "FORBIDDEN_OPS"]
 
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
@@ -24,6 +24,18 @@ OPSET = 18
 # Ops that would mean shape arithmetic or table generation survived in the graph (DESIGN §3).
 FORBIDDEN_OPS = {"Range", "Shape", "ConstantOfShape", "Cast", "Expand", "NonZero", "Loop", "If",
                  "Gather", "ScatterND", "Unsqueeze", "Squeeze"}
+
+
+# Execution providers that run models locally, fastest first; others (e.g. Azure) are skipped.
+_COMPUTE_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "OpenVINOExecutionProvider",
+                      "CoreMLExecutionProvider", "DmlExecutionProvider", "CPUExecutionProvider")
+
+
+def runtimes() -> list[str]:
+    """ONNX Runtime execution providers usable on this machine, for benchmarking each."""
+    ort = require("onnxruntime", None)
+    available = set(ort.get_available_providers())
+    return [p for p in _COMPUTE_PROVIDERS if p in available]
 
 
 def unavailable_reason() -> str | None:
@@ -146,13 +158,12 @@ def _attention_chains(proto) -> int:
 
 
 class OnnxRuntimeRunner(Runner):
-    """ONNX Runtime CPU session; spinning disabled so two sessions can be timed in one process."""
+    """ONNX Runtime session; spinning disabled so two sessions can be timed in one process."""
 
-    name = "onnxruntime"
-
-    def __init__(self, path: Path, threads: int | None = None) -> None:
+    def __init__(self, path: Path, threads: int | None = None, provider: str = "CPUExecutionProvider") -> None:
         super().__init__()
-        self.path, self.threads = Path(path), threads
+        self.path, self.threads, self.provider = Path(path), threads, provider
+        self.name = f"onnxruntime {provider}"
         self.session = None
 
     def activate_impl(self) -> None:
@@ -163,7 +174,7 @@ class OnnxRuntimeRunner(Runner):
         options.inter_op_num_threads = 1
         options.add_session_config_entry("session.force_spinning_stop", "1")
         options.log_severity_level = 3
-        self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(str(self.path), options, providers=[self.provider])
 
     def deactivate_impl(self) -> None:
         self.session = None
@@ -179,5 +190,5 @@ class OnnxRuntimeRunner(Runner):
         return dict(zip(names, outputs))
 
 
-def load(path: Path, threads: int | None = None) -> OnnxRuntimeRunner:
-    return OnnxRuntimeRunner(path, threads)
+def load(path: Path, threads: int | None = None, runtime: str = "CPUExecutionProvider") -> OnnxRuntimeRunner:
+    return OnnxRuntimeRunner(path, threads, runtime)
