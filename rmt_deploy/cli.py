@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .errors import RmtDeployError, UserInputError
+from .errors import RmtDeployError
 
 app = typer.Typer(
     name="rmt-deploy",
@@ -155,12 +155,6 @@ def export(
     with _errors_to_exit():
         from .pipeline import ExportOptions, parse_img_size, run_export
 
-        if threads is not None and threads < 1:
-            raise UserInputError("--threads must be at least 1")
-        if bench_iters < 0:
-            raise UserInputError("--bench-iters must be 0 (skip) or more")
-        if not atol > 0:
-            raise UserInputError("--atol must be a positive number")
         opts = ExportOptions(
             weights=weights, arch=arch, img_size=parse_img_size(img_size) if img_size else None,
             dynamic_batch=dynamic_batch, targets=_split_targets(target), out=out_dir,
@@ -230,10 +224,6 @@ def bench(
     with _errors_to_exit():
         from .bench.matrix import BenchOptions, parse_batches, run_bench
 
-        if threads is not None and threads < 1:
-            raise UserInputError("--threads must be at least 1")
-        if min_time < 0:
-            raise UserInputError("--min-time must be 0 or more")
         opts = BenchOptions(artifacts=tuple(artifacts or ()), from_dir=from_dir, batches=parse_batches(batch),
                             threads=threads, min_iters=iters, min_seconds=min_time, warmup=warmup,
                             eval_dir=eval_dir, out=out_dir, reference=not no_reference)
@@ -288,8 +278,6 @@ def check(
     with _errors_to_exit():
         from .bench.check import Limits, check_report, load_limits, read_report, write_junit
 
-        if max_drop < 0 or max_latency_regression < 0:
-            raise UserInputError("--max-drop and --max-latency-regression must be non-negative numbers")
         report = read_report(report_path)
         base = read_report(baseline, "baseline") if baseline else None
         results = check_report(report, base, load_limits(config, Limits(max_drop, max_latency_regression)))

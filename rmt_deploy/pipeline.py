@@ -188,6 +188,12 @@ def run_export(opts: ExportOptions, progress=None) -> dict:
         raise UserInputError("no --target given; choose from onnx")
     if opts.parity_samples < 1:
         raise UserInputError("--parity-samples must be at least 1")
+    if opts.threads is not None and opts.threads < 1:
+        raise UserInputError("--threads must be at least 1")
+    if opts.bench_iters < 0:
+        raise UserInputError("--bench-iters must be 0 (skip) or more")
+    if not opts.atol > 0:
+        raise UserInputError("--atol must be a positive number")
     weights = Path(opts.weights) if opts.weights else bundled_weights()
     tmp = prepare_out(opts.out)
     try:
@@ -317,7 +323,7 @@ def _export_target(spec: TargetSpec, module, entry: dict, deploy, tmp: Path, siz
                 lat = measure(one_call, opts.bench_warmup, opts.bench_iters)
             entry["latency_ms"] = {**lat, "runtime": runner.name,
                                    "threads": opts.threads or os.cpu_count(), "batch": 1,
-                                   "device": "cpu"}
+                                   "device": runner.device}
     max_abs = entry["parity"]["max_abs"]
     if not max_abs <= opts.atol:  # also catches NaN
         path.unlink()

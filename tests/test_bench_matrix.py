@@ -43,7 +43,7 @@ def test_batches_from_export_folder_updated_in_place(dynamic_export):
     (onnx,) = report["artifacts"]
     assert [c["batch"] for c in onnx["benchmarks"]] == [1, 4]
     assert all(c["status"] == "ok" and c["throughput"] > 0 for c in onnx["benchmarks"])
-    assert onnx["latency_ms"]["batch"] == 1 and onnx["load_seconds"] > 0
+    assert onnx["latency_ms"]["batch"] == 1 and onnx["latency_ms"]["device"] == "cpu" and onnx["load_seconds"] > 0
     (ref,) = report["reference_runs"]
     assert ref["target"] == "pytorch" and len(ref["benchmarks"]) == 2
     on_disk = json.loads((dynamic_export / "report.json").read_text())

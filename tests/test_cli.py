@@ -42,7 +42,7 @@ def test_default_export_on_demo(demo_run):
     assert art["parity"]["max_abs"] <= 1e-4 and art["parity"]["cosine"] > 0.99999
     acc = art["accuracy"]
     assert acc["samples"] == 360 and acc["top1"] >= 95.0 and acc["drop"] == 0.0 and acc["agreement"] == 1.0
-    assert set(art["latency_ms"]) >= {"p50", "p90", "p99", "mean", "threads", "batch", "warmup", "iterations"}
+    assert set(art["latency_ms"]) >= {"p50", "p90", "p99", "mean", "threads", "device", "batch", "warmup", "iterations"}
     assert {"torch", "onnxruntime", "onnx"} <= set(report["environment"]["packages"])
     assert "| onnx | fp32 | ok |" in (out / "report.md").read_text()
     assert "report:" in result.stdout

@@ -54,6 +54,9 @@ def read_report(path: Path, what: str = "report") -> dict:
 
 def load_limits(config: Path | None, defaults: Limits) -> dict[str, Limits]:
     """Per-key limits: 'default', 'target' or 'target/precision' entries of a JSON file."""
+    for name, value in asdict(defaults).items():
+        if value is not None and value < 0:
+            raise UserInputError(f"--{name.replace('_', '-')} must be a non-negative number")
     table = {"default": defaults}
     if config is None:
         return table

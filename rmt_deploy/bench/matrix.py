@@ -116,8 +116,10 @@ def run_bench(opts: BenchOptions, progress) -> dict:
     """Measure every (artifact, batch) cell; write the report; return it."""
     if bool(opts.artifacts) == bool(opts.from_dir):
         raise UserInputError("give artifact files or --from OUTDIR (one of the two)")
-    if opts.min_iters < 1 or opts.warmup < 0:
-        raise UserInputError("--iters must be at least 1 and --warmup at least 0")
+    if opts.min_iters < 1 or opts.warmup < 0 or opts.min_seconds < 0:
+        raise UserInputError("--iters must be at least 1, --warmup and --min-time at least 0")
+    if opts.threads is not None and opts.threads < 1:
+        raise UserInputError("--threads must be at least 1")
     if opts.from_dir:
         report, folder = _from_export(opts.from_dir)
         base = folder
@@ -250,8 +252,8 @@ def _bench_cell(entry, runner, info, size, batch: int, fixed: int | None, opts: 
             lat = measure(call, opts.warmup, opts.min_iters, opts.min_seconds)
     except Exception as e:  # noqa: BLE001
         return {**cell, **_failed(batch, e)}
-    return {**cell, "latency_ms": {**lat, "runtime": runner.name, "threads": opts.threads or os.cpu_count(),
-                                   "batch": batch},
+    return {**cell, "latency_ms": {**lat, "runtime": runner.name, "device": runner.device,
+                                   "threads": opts.threads or os.cpu_count(), "batch": batch},
             "throughput": round(batch * 1000.0 / lat["p50"], 2)}
 
 
@@ -285,7 +287,8 @@ def _bench_reference(model, size, opts: BenchOptions, eval_set, progress) -> lis
             cells.append({"batch": batch, "status": "ok", "stage": None, "reason": None,
                           "runtime": f"pytorch {torch.__version__} eager",
                           "latency_ms": {**lat, "runtime": f"pytorch {torch.__version__} eager",
-                                         "threads": opts.threads or os.cpu_count(), "batch": batch},
+                                         "device": "cpu", "threads": opts.threads or os.cpu_count(),
+                                         "batch": batch},
                           "throughput": round(batch * 1000.0 / lat["p50"], 2)})
         except Exception as e:  # noqa: BLE001
             cells.append(_failed(batch, e))

@@ -26,9 +26,11 @@ FORBIDDEN_OPS = {"Range", "Shape", "ConstantOfShape", "Cast", "Expand", "NonZero
                  "Gather", "ScatterND", "Unsqueeze", "Squeeze"}
 
 
-# Execution providers that run models locally, fastest first; others (e.g. Azure) are skipped.
-_COMPUTE_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "OpenVINOExecutionProvider",
-                      "CoreMLExecutionProvider", "DmlExecutionProvider", "CPUExecutionProvider")
+# Execution providers that run models locally, fastest first, with the device they use;
+# others (e.g. Azure) are skipped.
+_COMPUTE_PROVIDERS = {"TensorrtExecutionProvider": "gpu", "CUDAExecutionProvider": "gpu",
+                      "OpenVINOExecutionProvider": "cpu", "CoreMLExecutionProvider": "ane/gpu/cpu",
+                      "DmlExecutionProvider": "gpu", "CPUExecutionProvider": "cpu"}
 
 
 def runtimes() -> list[str]:
@@ -164,6 +166,7 @@ class OnnxRuntimeRunner(Runner):
         super().__init__()
         self.path, self.threads, self.provider = Path(path), threads, provider
         self.name = f"onnxruntime {provider}"
+        self.device = _COMPUTE_PROVIDERS.get(provider, "cpu")
         self.session = None
 
     def activate_impl(self) -> None:

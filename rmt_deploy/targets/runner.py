@@ -14,6 +14,7 @@ class Runner:
     """
 
     name = "runner"
+    device = "cpu"  # what the backend runs on, for reports
 
     def __init__(self) -> None:
         self.is_active = False
