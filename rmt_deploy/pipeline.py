@@ -16,8 +16,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import torch
 
 from . import __version__
 from .bench.accuracy import topk_accuracy
@@ -160,6 +158,7 @@ def _metadata(loaded: LoadedModel, size: tuple[int, int], pre: Preprocess, dynam
     return {
         "rmt_deploy.version": __version__,
         "arch": loaded.variant,
+        "precision": "fp32",
         "input_size": f"{size[0]}x{size[1]}",
         "input_layout": "NCHW float32 RGB, normalised",
         "mean": json.dumps(list(pre.mean)),
@@ -250,7 +249,7 @@ def _run(opts: ExportOptions, specs: list[TargetSpec], weights: Path, tmp: Path,
             "params_m": round(sum(p.numel() for p in loaded.model.parameters()) / 1e6, 3),
             "input_size": list(size),
             "dynamic_batch": opts.dynamic_batch,
-            "checkpoint": str(weights),
+            "checkpoint": str(weights.resolve()),
             "checkpoint_entry": loaded.checkpoint.source_key,
             "sha256": loaded.sha256,
             "preprocess": pre.to_dict(),

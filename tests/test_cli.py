@@ -54,6 +54,7 @@ def test_onnx_metadata_from_demo(demo_run):
     _, out = demo_run
     props = {p.key: p.value for p in onnx.load(str(out / "model.onnx")).metadata_props}
     assert props["arch"] == "rmt-demo" and props["input_size"] == "64x64" and props["num_classes"] == "10"
+    assert props["precision"] == "fp32"
     assert json.loads(props["class_names"]) == [str(i) for i in range(10)]
     assert json.loads(props["mean"]) == [0.485, 0.456, 0.406] and len(props["source_sha256"]) == 64
     assert props["rmt_deploy.version"]

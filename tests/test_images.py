@@ -26,7 +26,7 @@ def test_imagefolder_sorted_classes(tmp_path):
 
 
 def test_flat_folder_and_list_file(tmp_path):
-    a, b = _save(tmp_path / "imgs" / "a.jpg"), _save(tmp_path / "imgs" / "b.png")
+    a, _b = _save(tmp_path / "imgs" / "a.jpg"), _save(tmp_path / "imgs" / "b.png")
     assert open_image_set(tmp_path / "imgs").labels is None
     (tmp_path / "list.txt").write_text(f"# two images\n{a}\nimgs/b.png\n")
     assert [p.name for p in open_image_set(tmp_path / "list.txt").paths] == ["a.jpg", "b.png"]
@@ -34,7 +34,7 @@ def test_flat_folder_and_list_file(tmp_path):
 
 @pytest.mark.parametrize("mode", ["L", "RGBA", "P", "I;16", "CMYK"])
 def test_modes_become_rgb(tmp_path, mode):
-    path = _save(tmp_path / f"img.{'jpg' if mode == 'CMYK' else 'png'}", mode)
+    _save(tmp_path / f"img.{'jpg' if mode == 'CMYK' else 'png'}", mode)
     x, skipped, _ = load_batch(open_image_set(tmp_path), Preprocess((32, 32)))
     assert x.shape == (1, 3, 32, 32) and x.dtype == np.float32 and not skipped
 

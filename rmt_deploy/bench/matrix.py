@@ -127,9 +127,9 @@ def run_bench(opts: BenchOptions, progress) -> dict:
         report, folder, base = _from_files(opts.artifacts), None, Path.cwd()
     model = report["model"]
     size = tuple(model["input_size"])
-    # Batching for evaluation sizes itself from the attention footprint; unknown archs
-    # (artifacts without our metadata) use the widest-attention official variant's.
-    cfg = VARIANTS.get(model.get("variant") or "", VARIANTS["rmt-t"])
+    # Evaluation batches are sized from the attention footprint; artifacts without our
+    # metadata get the largest official variant's estimate (the most conservative).
+    cfg = VARIANTS.get(model.get("variant") or "", VARIANTS["rmt-l"])
     eval_set, ref_model = _prepare_eval(opts, model, cfg, progress)
 
     for entry in report["artifacts"]:
@@ -275,9 +275,7 @@ def _bench_reference(model, size, opts: BenchOptions, eval_set, progress) -> lis
     torch.set_num_threads(opts.threads or os.cpu_count())
     cells = []
     for batch in opts.batches:
-        x = torch.randn(batch, 3, *size)
-
-        def call() -> None:
+        def call(x=torch.randn(batch, 3, *size)) -> None:
             with torch.inference_mode():
                 model(x)
 
