@@ -141,6 +141,9 @@ def export(
     target: TargetOpt = ["onnx"],  # noqa: B006 — typer reads the default
     out_dir: OutOpt = Path("rmt-deploy-out"),
     eval_dir: EvalOpt = None,
+    label_map: Annotated[Optional[Path], typer.Option("--label-map", help="JSON: class folder name → class "
+                                                      "name, recorded in the report and ONNX metadata.",
+                                                      show_default=False)] = None,
     parity_samples: Annotated[int, typer.Option("--parity-samples", help="Images for the parity check.")] = 16,
     atol: Annotated[float, typer.Option("--atol", help="Max abs logit difference allowed vs PyTorch (FP32).")] = 1e-4,
     bench_iters: Annotated[int, typer.Option("--bench-iters", help="Timed runs for latency (0: skip).")] = 30,
@@ -157,7 +160,7 @@ def export(
         opts = ExportOptions(
             weights=weights, arch=arch, img_size=parse_img_size(img_size) if img_size else None,
             dynamic_batch=dynamic_batch, targets=_split_targets(target), out=out_dir,
-            eval_dir=eval_dir, parity_samples=parity_samples, atol=atol, bench_iters=bench_iters,
+            eval_dir=eval_dir, label_map=label_map, parity_samples=parity_samples, atol=atol, bench_iters=bench_iters,
             threads=threads, strict=strict)
         report = run_export(opts, RichProgress(quiet or as_json))
         if as_json:

@@ -232,7 +232,11 @@ def _run(opts: ExportOptions, specs: list[TargetSpec], weights: Path, tmp: Path,
     with progress.step(f"Rewriting {loaded.variant} to deploy form at {size[0]}x{size[1]}"):
         deploy = to_deploy(loaded.model, size)
 
-    classes = metadata_json(loaded.checkpoint, "rmt_deploy.classes") or (images.classes if scored else None)
+    # Class names: an explicit --label-map wins, then names stored in the checkpoint, then
+    # the evaluation set's folder names.
+    stored = metadata_json(loaded.checkpoint, "rmt_deploy.classes")
+    folders = list(images.classes) if scored else None
+    classes = folders if (opts.label_map and scored) else (stored or folders)
     metadata = _metadata(loaded, size, pre, opts.dynamic_batch, classes)
     artifacts = [
         _run_step(spec, tmp, opts.strict, lambda module, entry, spec=spec: _export_target(

@@ -98,3 +98,14 @@ def test_strict_stops_at_the_failing_target(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="converter crashed"):
         run_export(ExportOptions(targets=("crashy", "onnx"), out=tmp_path / "out", strict=True))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_label_map_names_classes(tmp_path):
+    eval_dir = _small_eval_set(tmp_path / "eval", per_class=1, corrupt=False)
+    names = {str(i): f"digit-{i}" for i in range(10)}
+    (tmp_path / "names.json").write_text(json.dumps(names))
+    report = run_export(ExportOptions(eval_dir=eval_dir, label_map=tmp_path / "names.json",
+                                      weights=None, out=tmp_path / "out", bench_iters=0, parity_samples=2))
+    # An explicit map wins over the names stored in the demo checkpoint.
+    assert report["model"]["class_names"] == [f"digit-{i}" for i in range(10)]
+    assert report["artifacts"][0]["accuracy"]["samples"] == 10
