@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -93,7 +94,7 @@ def _unexpected(e: BaseException) -> None:
 
 
 class RichProgress:
-    """Spinner per step on stderr, then a check mark with the elapsed time."""
+    """Progress on stderr: a spinner per step (then ✓ and the elapsed time), bars for counted work."""
 
     def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
@@ -103,8 +104,6 @@ class RichProgress:
         if self.quiet:
             yield
             return
-        import time
-
         start = time.perf_counter()
         with err.status(f"{description}…", spinner="dots"):
             yield
