@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-
 from . import __version__
 from .bench.accuracy import topk_accuracy
 from .bench.environment import environment

@@ -60,6 +60,9 @@ class EvalSet:
         if self.labels is None:
             self.labels = np.asarray(self.images.labels)[kept]
             self.skipped = tuple(skipped)
+        elif len(kept) != len(self.labels):  # files changed between passes
+            raise RuntimeError(f"{self.images.root}: {len(kept)} images decoded now, {len(self.labels)} "
+                               "in the reference pass; did the folder change during the run?")
         return np.concatenate(out)
 
 
