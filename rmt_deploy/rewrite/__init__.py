@@ -41,15 +41,19 @@ def attention_bytes(cfg, input_size: tuple[int, int]) -> int:
     return 4 * peak
 
 
-def to_deploy(model: RMT, input_size: tuple[int, int]) -> DeployRMT:
+def to_deploy(model: RMT, input_size: tuple[int, int], ffn_layout: str = "conv") -> DeployRMT:
     """Build the export form of ``model`` for one input size (H, W), multiples of the stride.
 
+    ``ffn_layout``: "conv" runs the FFN as 1x1 convs (fastest in FP32); "linear" keeps it
+    as linear layers on tokens (what ONNX Runtime fuses into int8 QGemm).
     The reference model is not modified. The result accepts any batch size.
     """
+    if ffn_layout not in ("conv", "linear"):
+        raise ValueError(f"ffn_layout must be 'conv' or 'linear', not {ffn_layout!r}")
     stride = model.cfg.stride
     if input_size[0] % stride or input_size[1] % stride:
         raise ValueError(f"input size {input_size[0]}x{input_size[1]} must be a multiple of {stride}")
     ref = copy.deepcopy(model).eval()
     with torch.no_grad():
-        deploy = DeployRMT(ref, input_size)
+        deploy = DeployRMT(ref, input_size, ffn_layout)
     return deploy.eval()

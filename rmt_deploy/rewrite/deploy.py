@@ -198,7 +198,7 @@ class DeployBlock(nn.Module):
     depthwise conv it needed two more (measured: RMT-T 9% faster end to end).
     """
 
-    def __init__(self, ref: RetBlock) -> None:
+    def __init__(self, ref: RetBlock, ffn_layout: str = "conv") -> None:
         super().__init__()
         g1 = ref.gamma_1 if ref.layerscale else None
         g2 = ref.gamma_2 if ref.layerscale else None
@@ -207,13 +207,18 @@ class DeployBlock(nn.Module):
         self.attn = DeployMaSA(ref.retention, g1)
         self.norm2 = ref.final_layer_norm
         ffn = ref.ffn
-        self.fc1 = _conv1x1(ffn.fc1.weight.detach(), ffn.fc1.bias.detach())
-        self.dwconv = _dwconv_plus_identity(ffn.dwconv.conv)
-        self.fc2 = _conv1x1(*_scaled_linear(ffn.fc2, g2))
+        self.tokens_ffn = ffn_layout == "linear"
+        make = _linear if self.tokens_ffn else _conv1x1
+        self.fc1 = make(ffn.fc1.weight.detach(), ffn.fc1.bias.detach())
+        dwconv = _dwconv_plus_identity(ffn.dwconv.conv)
+        self.dwconv = ChannelsLastConv(dwconv) if self.tokens_ffn else dwconv
+        self.fc2 = make(*_scaled_linear(ffn.fc2, g2))
 
     def forward(self, x, sin, cos, masks) -> torch.Tensor:
         x = self.pos(x)  # x + dwconv(x), folded
         x = x + self.attn(self.norm1(x), sin, cos, masks)
+        if self.tokens_ffn:  # int8: Gemms keep ONNX Runtime's fused QGemm with float output
+            return x + self.fc2(self.dwconv(gelu(self.fc1(self.norm2(x)))))
         h = self.norm2(x).permute(0, 3, 1, 2)
         h = self.fc2(self.dwconv(gelu(self.fc1(h))))  # dwconv includes the FFN's inner residual
         return x + h.permute(0, 2, 3, 1)
@@ -222,9 +227,9 @@ class DeployBlock(nn.Module):
 class DeployStage(nn.Module):
     """Blocks of one stage plus the constant tables they share."""
 
-    def __init__(self, ref: Stage, h: int, w: int) -> None:
+    def __init__(self, ref: Stage, h: int, w: int, ffn_layout: str) -> None:
         super().__init__()
-        self.blocks = nn.ModuleList(DeployBlock(b) for b in ref.blocks)
+        self.blocks = nn.ModuleList(DeployBlock(b, ffn_layout) for b in ref.blocks)
         relpos = ref.Relpos
         with torch.no_grad():
             sin, cos = rotary_tables(*relpos.rotary(h, w), ref.blocks[0].retention.num_heads)
@@ -254,7 +259,7 @@ def _merge(ref: PatchMerging) -> nn.Module:
 class DeployRMT(nn.Module):
     """Export-ready RMT for one input size; see the module docstring."""
 
-    def __init__(self, ref: RMT, input_size: tuple[int, int]) -> None:
+    def __init__(self, ref: RMT, input_size: tuple[int, int], ffn_layout: str = "conv") -> None:
         super().__init__()
         cfg = ref.cfg
         self.cfg, self.input_size = cfg, input_size
@@ -269,7 +274,7 @@ class DeployRMT(nn.Module):
         self.stem = nn.Sequential(*stem)
         stages = []
         for stage in ref.layers:
-            stages.append(DeployStage(stage, h, w))
+            stages.append(DeployStage(stage, h, w, ffn_layout))
             h, w = (h + 1) // 2, (w + 1) // 2
         self.stages = nn.ModuleList(stages)
         # BatchNorm over the projection channels, folded into the projection linear.

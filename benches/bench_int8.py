@@ -1,0 +1,94 @@
+"""INT8 (ONNX Runtime encoding) vs the FP32 deploy-form ONNX, ONNX Runtime CPU.
+
+    python benches/bench_int8.py [--arch rmt-t] [--size 224] [--threads 2] [--rounds 40] [--calib 256]
+
+One process: exports the FP32 deploy form (what `rmt-deploy export` ships), calibrates INT8 on
+--calib real images from the bundled calib/train (wall time printed: the ≤ 90 s target), then
+times interleaved (A B C A B C …) the FP32 model, our ONNX Runtime INT8 encoding and, for
+context, the TensorRT-bound Q/DQ graph run as-is by ONNX Runtime. Every session has
+session.force_spinning_stop=1. Prints medians and ratios; read the ratios, not absolute times.
+Weights are random (official checkpoints are not reachable here): speed does not depend on them.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+from rmt_deploy.data.images import Preprocess, load_batch, open_image_set
+from rmt_deploy.model.rmt import create_model
+from rmt_deploy.pipeline import bundled_images, parse_img_size
+from rmt_deploy.quant.checks import quantizer_summary
+from rmt_deploy.quant.int8 import calibrate_int8
+from rmt_deploy.quant.policy import QuantPolicy
+from rmt_deploy.rewrite import to_deploy
+from rmt_deploy.targets import onnx as onnx_target
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--arch", default="rmt-t")
+    ap.add_argument("--size", default="224")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=40)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--calib", type=int, default=256)
+    args = ap.parse_args()
+    if args.rounds < 20:
+        ap.error("--rounds must be at least 20 for a stable median")
+
+    torch.manual_seed(0)
+    size = parse_img_size(args.size)
+    model = create_model(args.arch).eval()
+    work = Path(tempfile.mkdtemp(prefix="rmt-bench-int8-"))
+    paths = {"fp32": work / "fp32.onnx", "int8 (onnxruntime)": work / "int8_ort.onnx",
+             "int8 (tensorrt q/dq, as-is)": work / "int8_trt.onnx"}
+    onnx_target.export(to_deploy(model, size), paths["fp32"], size, dynamic_batch=False, metadata={})
+
+    start = time.perf_counter()
+    images = open_image_set(bundled_images("train")).subset(args.calib)
+    samples, _, _ = load_batch(images, Preprocess(size))
+    result = calibrate_int8(model, size, samples, QuantPolicy(), dynamic_batch=False)
+    onnx.save(result.onnxruntime, str(paths["int8 (onnxruntime)"]))
+    onnx.save(result.tensorrt, str(paths["int8 (tensorrt q/dq, as-is)"]))
+    wall = time.perf_counter() - start
+
+    runners = {name: onnx_target.OnnxRuntimeRunner(p, args.threads) for name, p in paths.items()}
+    for r in runners.values():
+        r.activate()
+    x = {onnx_target.INPUT_NAME: np.random.default_rng(0).standard_normal((1, 3, *size)).astype(np.float32)}
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(args.warmup):
+        for r in runners.values():
+            r.infer(x)
+    for _ in range(args.rounds):
+        for name, r in runners.items():
+            r.infer(x)
+            times[name].append(r.last_inference_s * 1000)
+    medians = {name: statistics.median(t) for name, t in times.items()}
+
+    print(f"{args.arch}, batch 1, {size[0]}x{size[1]}, {args.threads} threads, median of {args.rounds} "
+          "interleaved runs (ONNX Runtime CPU)")
+    print(f"calibration: {len(samples)} images, NNCF {result.calib_seconds:.1f} s, "
+          f"whole INT8 export {wall:.1f} s wall (target <= 90 s)")
+    print(f"onnxruntime encoding: {quantizer_summary(result.onnxruntime)['quantized_layers']} int8, "
+          f"{len(result.float_for_speed)} layers float")
+    print(f"{'model':32s} {'p50 ms':>8s}")
+    for name, m in medians.items():
+        print(f"{name:32s} {m:8.2f}")
+    base = medians["fp32"]
+    print()
+    for name, m in medians.items():
+        if name != "fp32":
+            print(f"ratio fp32/{name} = {base / m:.2f}" + ("   (target >= 1.6, stretch 2.0)"
+                                                          if name == "int8 (onnxruntime)" else ""))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,32 @@
+"""FP16 ONNX: weights and activations in half precision, FP32 inputs and outputs.
+
+Uses ONNX Runtime's converter (ships with onnxruntime; no extra dependency). Weights whose
+magnitude leaves the FP16 range are clamped by the converter; ``FLOAT_OPS`` stay FP32 where
+measurement showed FP16 hurts (none needed for RMT so far: see the report's parity).
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+
+__all__ = ["to_fp16", "FLOAT_OPS"]
+
+FLOAT_OPS: tuple[str, ...] = ()
+
+
+def to_fp16(model, keep_io_types: bool = True):
+    """Return an FP16 copy of ``model`` (onnx.ModelProto); inputs/outputs stay FP32 by default."""
+    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
+
+    logger = logging.getLogger("onnxruntime.transformers.float16")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            return convert_float_to_float16(model, keep_io_types=keep_io_types,
+                                            op_block_list=list(DEFAULT_OP_BLOCK_LIST) + list(FLOAT_OPS))
+    finally:
+        logger.setLevel(level)
