@@ -58,6 +58,8 @@ EXPORT_EXAMPLES = """
   rmt-deploy export --target onnx                      [dim]# bundled demo model + images, offline[/dim]
   rmt-deploy export -w rmt_s.pth --target onnx         [dim]# official checkpoint, arch detected[/dim]
   rmt-deploy export -w ckpt.pth --arch rmt-t --img-size 256x320 --dynamic-batch --out out/
+  rmt-deploy export --int8 --fp16                      [dim]# FP32 + INT8 + FP16, one report[/dim]
+  rmt-deploy export -w ckpt.pth --int8 --calib /data/calib --eval /data/val --max-drop 0.5
 """
 
 
@@ -149,10 +151,25 @@ def export(
     threads: ThreadsOpt = None,
     strict: Annotated[bool, typer.Option("--strict", help="Stop at the first target that fails instead of "
                                                          "recording it in the report.")] = False,
+    int8: Annotated[bool, typer.Option("--int8", help="Also write an INT8 model (post-training, calibrated "
+                                                      "with NNCF on real images).")] = False,
+    fp16: Annotated[bool, typer.Option("--fp16", help="Also write an FP16 model (FP32 inputs/outputs).")] = False,
+    calib: Annotated[Optional[Path], typer.Option(
+        "--calib", help="INT8 calibration images: ImageFolder, flat folder or .txt list. "
+                        "Default: bundled calib/train.", show_default=False)] = None,
+    calib_size: Annotated[int, typer.Option("--calib-size", help="Calibration images (an evenly spread, "
+                                                                 "deterministic subset).")] = 256,
+    max_drop: Annotated[Optional[float], typer.Option(
+        "--max-drop", help="INT8 top-1 budget in points vs FP32; over it, the most sensitive layers go back "
+                           "to float until it fits (needs a labelled --eval).", show_default=False)] = None,
+    statistic: Annotated[str, typer.Option("--statistic", help="Activation range estimator: minmax, "
+                                                               "mean-minmax, quantile, histogram.")] = "minmax",
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Export a checkpoint to deploy-ready artifacts, verify them on real images, write a report."""
+    """Export a checkpoint to deploy-ready artifacts, verify them on real images, write a report.
+
+    FP32 is always written; --int8 and --fp16 add artifacts to the same report."""
     with _errors_to_exit():
         from .pipeline import ExportOptions, parse_img_size, run_export
 
@@ -160,7 +177,8 @@ def export(
             weights=weights, arch=arch, img_size=parse_img_size(img_size) if img_size else None,
             dynamic_batch=dynamic_batch, targets=_split_targets(target), out=out_dir,
             eval_dir=eval_dir, label_map=label_map, parity_samples=parity_samples, atol=atol, bench_iters=bench_iters,
-            threads=threads, strict=strict)
+            threads=threads, strict=strict, int8=int8, fp16=fp16, calib=calib, calib_size=calib_size,
+            max_drop=max_drop, statistic=statistic)
         report = run_export(opts, RichProgress(quiet or as_json))
         if as_json:
             out.print_json(json.dumps(report))

@@ -7,6 +7,7 @@ interrupted run never leaves half-written output.
 from __future__ import annotations
 
 import contextlib
+import copy
 import datetime as _dt
 import json
 import os
@@ -15,6 +16,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from . import __version__
 from .bench.accuracy import topk_accuracy
@@ -27,8 +30,9 @@ from .data.images import ImageSet, Preprocess, load_batch, open_image_set
 from .errors import UserInputError, VerificationError
 from .model.checkpoint import LoadedModel, load_model, metadata_json
 from .outdir import commit_out, prepare_out
+from .quant.policy import STATISTICS, QuantPolicy
 from .rewrite import table_bytes, to_deploy
-from .targets import TargetSpec, resolve_target, target_module
+from .targets import TargetSpec, require, resolve_target, target_module
 
 __all__ = ["ExportOptions", "run_export", "parse_img_size", "bundled_weights", "bundled_images",
            "NullProgress", "MAX_SIDE"]
@@ -36,6 +40,10 @@ __all__ = ["ExportOptions", "run_export", "parse_img_size", "bundled_weights", "
 PACKAGE_DIR = Path(__file__).resolve().parent
 MAX_SIDE = 2048  # a sanity bound; the real limit depends on the variant (see _check_size)
 TABLE_LIMIT = 1 << 30  # constant tables per model; ONNX files without external data stop at 2 GiB
+MIN_CALIB_IMAGES = 8  # fewer gives activation ranges from a handful of images
+# Verification thresholds beyond FP32's --atol: a gross-error guard on the worst per-image logit
+# cosine vs PyTorch FP32. Accuracy itself is gated by --max-drop / `rmt-deploy check`.
+MIN_COSINE = {"fp16": 0.999, "int8": 0.95}
 
 
 def bundled_weights() -> Path:
@@ -68,6 +76,17 @@ class ExportOptions:
     crop_pct: float | None = None
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
+    # Precisions beyond FP32 (always exported: it is the baseline every report compares to).
+    int8: bool = False
+    fp16: bool = False
+    calib: Path | None = None  # None: bundled calib/train
+    calib_size: int = 256
+    max_drop: float | None = None  # top-1 points; with a labelled eval set: accuracy-aware INT8
+    statistic: str = "minmax"
+
+    @property
+    def precisions(self) -> tuple[str, ...]:
+        return ("fp32",) + (("int8",) if self.int8 else ()) + (("fp16",) if self.fp16 else ())
 
 
 class NullProgress:
@@ -192,6 +211,20 @@ def run_export(opts: ExportOptions, progress=None) -> dict:
         raise UserInputError("--bench-iters must be 0 (skip) or more")
     if not opts.atol > 0:
         raise UserInputError("--atol must be a positive number")
+    if opts.max_drop is not None and not opts.max_drop >= 0:
+        raise UserInputError(f"--max-drop {opts.max_drop} must be 0 or more (top-1 points, e.g. 0.5)")
+    if opts.calib_size < MIN_CALIB_IMAGES:
+        raise UserInputError(f"--calib-size {opts.calib_size} is too small; use at least {MIN_CALIB_IMAGES} "
+                             "(256 recommended)")
+    if opts.statistic not in STATISTICS:
+        raise UserInputError(f"--statistic {opts.statistic!r} is unknown; choose from {', '.join(STATISTICS)}")
+    for spec in specs:
+        for precision in opts.precisions:
+            if precision not in spec.precisions:
+                raise UserInputError(f"target {spec.name} does not support {precision}; it supports "
+                                     f"{', '.join(spec.precisions)}")
+    if opts.int8:
+        require("nncf", "int8")  # fail before any work, with the install hint
     weights = Path(opts.weights) if opts.weights else bundled_weights()
     tmp = prepare_out(opts.out)
     try:
@@ -228,6 +261,10 @@ def _run(opts: ExportOptions, specs: list[TargetSpec], weights: Path, tmp: Path,
             eval_set.reference = eval_set.logits(lambda x: reference_logits(loaded.model, x), advance)
         for path in eval_set.skipped:
             progress.log(f"skipped unreadable image {path}")
+    if opts.max_drop is not None and eval_set is None:
+        raise UserInputError("--max-drop needs a labelled evaluation set: pass --eval DIR with one folder per "
+                             "class, matching the model's classes")
+    calib = _calibration_samples(opts, pre, progress) if "int8" in opts.precisions else None
     with progress.step(f"Rewriting {loaded.variant} to deploy form at {size[0]}x{size[1]}"):
         deploy = to_deploy(loaded.model, size)
 
@@ -237,10 +274,9 @@ def _run(opts: ExportOptions, specs: list[TargetSpec], weights: Path, tmp: Path,
     folders = list(images.classes) if scored else None
     classes = folders if (opts.label_map and scored) else (stored or folders)
     metadata = _metadata(loaded, size, pre, opts.dynamic_batch, classes)
-    artifacts = [
-        _run_step(spec, tmp, opts.strict, lambda module, entry, spec=spec: _export_target(
-            spec, module, entry, deploy, tmp, size, metadata, opts, x_parity, ref_parity, eval_set, progress))
-        for spec in specs]
+    job = _Job(opts, loaded, deploy, tmp, size, metadata, x_parity, ref_parity, eval_set, calib, progress)
+    artifacts = [_run_step(spec, precision, tmp, opts.strict, job.export_and_verify)
+                 for spec in specs for precision in opts.precisions]
 
     ref_acc = topk_accuracy(eval_set.reference, eval_set.labels) if eval_set else None
     report = {
@@ -273,9 +309,30 @@ def _run(opts: ExportOptions, specs: list[TargetSpec], weights: Path, tmp: Path,
     return report
 
 
-def _run_step(spec: TargetSpec, tmp: Path, strict: bool, export_and_verify) -> dict:
+def _calibration_samples(opts: ExportOptions, pre: Preprocess, progress) -> np.ndarray:
+    """Decode the calibration subset up front, so bad input fails before any export work."""
+    explicit = opts.calib is not None
+    root = Path(opts.calib) if explicit else bundled_images("train")
+    if not explicit and not root.exists():
+        raise UserInputError(f"bundled calibration images not found at {root}; pass --calib DIR")
+    images = open_image_set(root).subset(opts.calib_size)
+    with progress.bar(f"Reading {len(images)} calibration images", len(images)) as advance:
+        samples, skipped, _ = load_batch(images, pre, advance)
+    if skipped:
+        shown = ", ".join(p.name for p in skipped[:5]) + (" …" if len(skipped) > 5 else "")
+        progress.log(f"skipped {len(skipped)} unreadable calibration file(s): {shown}")
+    if len(samples) < MIN_CALIB_IMAGES:
+        raise UserInputError(f"only {len(samples)} usable calibration image(s) in {root}; INT8 needs at least "
+                             f"{MIN_CALIB_IMAGES} (256 recommended)")
+    if len(samples) < opts.calib_size:
+        progress.log(f"calibrating on {len(samples)} images ({root} has fewer than --calib-size "
+                     f"{opts.calib_size})")
+    return samples
+
+
+def _run_step(spec: TargetSpec, precision: str, tmp: Path, strict: bool, export_and_verify) -> dict:
     """One (target, precision) cell: its failure is recorded, and the other targets still run."""
-    entry = {"target": spec.name, "precision": "fp32", "path": None, "size_bytes": None,
+    entry = {"target": spec.name, "precision": precision, "path": None, "size_bytes": None,
              "status": "ok", "stage": None, "reason": None, "parity": None, "accuracy": None,
              "latency_ms": None, "graph": None, "export_seconds": None}
     module = target_module(spec)
@@ -283,53 +340,160 @@ def _run_step(spec: TargetSpec, tmp: Path, strict: bool, export_and_verify) -> d
     if reason:
         return {**entry, "status": "skipped", "reason": reason}
     try:
-        return export_and_verify(module, entry)
+        return export_and_verify(spec, module, entry)
     except (UserInputError, KeyboardInterrupt, MemoryError):
         raise
     except Exception as e:  # noqa: BLE001 — recorded in the report unless --strict
         if strict or os.environ.get("RMT_DEPLOY_DEBUG"):
             raise
         first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
-        for leftover in tmp.glob(f"model{spec.suffix}*"):
+        for leftover in tmp.glob(f"{artifact_stem(precision)}{spec.suffix}*"):
             leftover.unlink()
         return {**entry, "status": "failed", "stage": "export", "path": None, "size_bytes": None,
                 "reason": f"{type(e).__name__}: {first}"}
 
 
-def _export_target(spec: TargetSpec, module, entry: dict, deploy, tmp: Path, size, metadata,
-                   opts: ExportOptions, x_parity, ref_parity, eval_set: EvalSet | None, progress) -> dict:
-    path = tmp / f"model{spec.suffix}"
-    start = time.perf_counter()
-    with progress.step(f"Exporting {spec.name} ({'dynamic' if opts.dynamic_batch else 'fixed'} batch)"):
-        module.export(deploy, path, size, dynamic_batch=opts.dynamic_batch, metadata=metadata)
-    entry.update(path=path.name, size_bytes=path.stat().st_size,
-                 export_seconds=round(time.perf_counter() - start, 2))
-    if hasattr(module, "inspect_graph"):
-        entry["graph"] = module.inspect_graph(path)
-    with module.load(path, opts.threads) as runner:
-        with progress.step(f"Verifying {spec.name} on {len(x_parity)} real images"):
-            entry["parity"] = compare_logits(ref_parity, runner_logits(runner, x_parity, opts.dynamic_batch, deploy.cfg))
-        if eval_set is not None:
-            with progress.bar(f"Evaluating {spec.name}", len(eval_set.images)) as advance:
-                logits = eval_set.logits(
-                    lambda x: runner_logits(runner, x, opts.dynamic_batch, deploy.cfg), advance)
-            entry["accuracy"] = accuracy_entry(logits, eval_set)
-        if opts.bench_iters > 0:
-            with progress.step(f"Timing {spec.name} ({opts.bench_iters} runs)"):
-                feeds = {runner.input_names()[0]: x_parity[:1]}
+def artifact_stem(precision: str) -> str:
+    """model.onnx for FP32, model_int8.onnx / model_fp16.onnx otherwise."""
+    return "model" if precision == "fp32" else f"model_{precision}"
 
-                def one_call() -> float:
-                    runner.infer(feeds)
-                    return runner.last_inference_s
 
-                lat = measure(one_call, opts.bench_warmup, opts.bench_iters)
-            entry["latency_ms"] = {**lat, "runtime": runner.name,
-                                   "threads": opts.threads or os.cpu_count(), "batch": 1,
-                                   "device": runner.device}
-    max_abs = entry["parity"]["max_abs"]
-    if not max_abs <= opts.atol:  # also catches NaN
-        path.unlink()
-        entry.update(status="failed", stage="validation", path=None,
-                     reason=f"max abs diff {max_abs:.3g} vs PyTorch exceeds atol {opts.atol:g}; "
-                            "model removed")
-    return entry
+@dataclass
+class _Job:
+    """Everything the per-artifact steps share; calibration runs once for all INT8 targets."""
+
+    opts: ExportOptions
+    loaded: LoadedModel
+    deploy: object
+    tmp: Path
+    size: tuple[int, int]
+    metadata: dict
+    x_parity: np.ndarray
+    ref_parity: np.ndarray
+    eval_set: EvalSet | None
+    calib: np.ndarray | None
+    progress: object
+    _int8: object = None
+
+    def export_and_verify(self, spec: TargetSpec, module, entry: dict) -> dict:
+        precision = entry["precision"]
+        path = self.tmp / f"{artifact_stem(precision)}{spec.suffix}"
+        start = time.perf_counter()
+        metadata = {**self.metadata, "precision": precision}
+        mode = "dynamic" if self.opts.dynamic_batch else "fixed"
+        if precision == "fp32":
+            with self.progress.step(f"Exporting {spec.name} FP32 ({mode} batch)"):
+                module.export(self.deploy, path, self.size, dynamic_batch=self.opts.dynamic_batch, metadata=metadata)
+        elif precision == "fp16":
+            with self.progress.step(f"Exporting {spec.name} FP16 ({mode} batch)"):
+                module.export_fp16(self.deploy, path, self.size, dynamic_batch=self.opts.dynamic_batch,
+                                   metadata=metadata)
+        else:
+            int8 = self._calibrated()
+            entry["quantization"] = {**QuantPolicy(self.opts.statistic, calib_size=self.opts.calib_size).to_dict(),
+                                     "calib_images": int8.calib_images, "calib_seconds": int8.calib_seconds,
+                                     "encoding": "onnxruntime", "float_for_speed": len(int8.float_for_speed)}
+            metadata["quantization"] = (f"int8 onnxruntime encoding; {int8.calib_images} calibration images, "
+                                        f"statistic {self.opts.statistic}")
+            module.save(copy.deepcopy(int8.onnxruntime), path, metadata)
+        entry.update(path=path.name, size_bytes=path.stat().st_size,
+                     export_seconds=round(time.perf_counter() - start, 2))
+        if hasattr(module, "inspect_graph"):
+            entry["graph"] = module.inspect_graph(path)
+        self._verify(spec, module, entry, path)
+        if precision == "int8" and self.opts.max_drop is not None and entry["status"] == "ok":
+            self._fit_budget(spec, module, entry, path, metadata)
+        return entry
+
+    def _calibrated(self):
+        if self._int8 is None:
+            from .quant.int8 import calibrate_int8
+
+            policy = QuantPolicy(self.opts.statistic, calib_size=self.opts.calib_size)
+            with self.progress.step(f"Calibrating INT8 with NNCF on {len(self.calib)} images"):
+                self._int8 = calibrate_int8(self.loaded.model, self.size, self.calib, policy, self.opts.dynamic_batch)
+        return self._int8
+
+    def _logits(self, module, path: Path, x: np.ndarray) -> np.ndarray:
+        with module.load(path, self.opts.threads) as runner:
+            return runner_logits(runner, x, self.opts.dynamic_batch, self.deploy.cfg)
+
+    def _verify(self, spec: TargetSpec, module, entry: dict, path: Path) -> None:
+        opts, precision = self.opts, entry["precision"]
+        with module.load(path, opts.threads) as runner:
+            with self.progress.step(f"Verifying {spec.name}/{precision} on {len(self.x_parity)} real images"):
+                entry["parity"] = compare_logits(self.ref_parity, runner_logits(
+                    runner, self.x_parity, opts.dynamic_batch, self.deploy.cfg))
+            if self.eval_set is not None:
+                with self.progress.bar(f"Evaluating {spec.name}/{precision}", len(self.eval_set.images)) as advance:
+                    logits = self.eval_set.logits(
+                        lambda x: runner_logits(runner, x, opts.dynamic_batch, self.deploy.cfg), advance)
+                entry["accuracy"] = accuracy_entry(logits, self.eval_set)
+            if opts.bench_iters > 0:
+                with self.progress.step(f"Timing {spec.name}/{precision} ({opts.bench_iters} runs)"):
+                    feeds = {runner.input_names()[0]: self.x_parity[:1]}
+
+                    def one_call() -> float:
+                        runner.infer(feeds)
+                        return runner.last_inference_s
+
+                    lat = measure(one_call, opts.bench_warmup, opts.bench_iters)
+                entry["latency_ms"] = {**lat, "runtime": runner.name,
+                                       "threads": opts.threads or os.cpu_count(), "batch": 1,
+                                       "device": runner.device}
+        parity = entry["parity"]
+        if precision == "fp32":
+            if not parity["max_abs"] <= opts.atol:  # also catches NaN
+                path.unlink()
+                entry.update(status="failed", stage="validation", path=None,
+                             reason=f"max abs diff {parity['max_abs']:.3g} vs PyTorch exceeds atol {opts.atol:g}; "
+                                    "model removed")
+        elif not parity["cosine"] >= MIN_COSINE[precision]:
+            path.unlink()
+            entry.update(status="failed", stage="validation", path=None,
+                         reason=f"worst logit cosine {parity['cosine']:.4f} vs PyTorch is below "
+                                f"{MIN_COSINE[precision]} for {precision}; model removed")
+
+    def _fit_budget(self, spec: TargetSpec, module, entry: dict, path: Path, metadata: dict) -> None:
+        """Accuracy-aware INT8: revert sensitive layers until the top-1 drop fits --max-drop."""
+        from .quant.accuracy_aware import fit_budget, rank_layers
+        from .quant.encode import quantized_layers
+
+        opts, eval_set = self.opts, self.eval_set
+        drop = entry["accuracy"]["drop"]
+        summary = {"max_drop": opts.max_drop, "initial_drop": drop, "reverted_layers": [], "fits": drop <= opts.max_drop}
+        entry["accuracy_aware"] = summary
+        if summary["fits"]:
+            return
+        import onnx
+
+        model = onnx.load(str(path))
+        scratch = self.tmp / f".candidate{spec.suffix}"
+
+        def logits_of(candidate, x):
+            module.save(candidate, scratch, metadata)
+            return self._logits(module, scratch, x)
+
+        layers = len(quantized_layers(model))
+        with self.progress.bar(f"Ranking {layers} int8 layers by sensitivity", layers) as advance:
+            ranking = rank_layers(model, lambda c: logits_of(c, self.x_parity), self.ref_parity, advance)
+
+        def drop_of(candidate) -> float:
+            module.save(candidate, scratch, metadata)
+            with module.load(scratch, opts.threads) as runner:
+                with self.progress.bar("Evaluating candidate", len(eval_set.images)) as advance:
+                    logits = eval_set.logits(
+                        lambda x: runner_logits(runner, x, opts.dynamic_batch, self.deploy.cfg), advance)
+            return accuracy_entry(logits, eval_set)["drop"]
+
+        result = fit_budget(model, drop_of, ranking, opts.max_drop, drop, self.progress.log)
+        scratch.unlink(missing_ok=True)
+        module.save(result.model, path, metadata)
+        summary.update(reverted_layers=result.reverted, fits=result.fits, final_drop=result.drop,
+                       steps=result.steps, ranking=result.ranking[:10])
+        entry["size_bytes"] = path.stat().st_size
+        self._verify(spec, module, entry, path)  # the report describes the model that was kept
+        if not result.fits and entry["status"] == "ok":
+            entry.update(status="failed", stage="accuracy",
+                         reason=f"top-1 drop {result.drop:.2f} exceeds --max-drop {opts.max_drop:g} even with "
+                                f"{len(result.reverted)} layers in float; kept the best model ({path.name})")

@@ -26,7 +26,34 @@ def to_fp16(model, keep_io_types: bool = True):
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
-            return convert_float_to_float16(model, keep_io_types=keep_io_types,
+            half = convert_float_to_float16(model, keep_io_types=keep_io_types,
                                             op_block_list=list(DEFAULT_OP_BLOCK_LIST) + list(FLOAT_OPS))
     finally:
         logger.setLevel(level)
+    _sort_topologically(half.graph)  # the converter appends its input casts at the end
+    return half
+
+
+def _sort_topologically(graph) -> None:
+    """Kahn's algorithm over node indices, keeping the original order among ready nodes."""
+    producer = {out: i for i, n in enumerate(graph.node) for out in n.output}
+    deps = [{producer[name] for name in n.input if name in producer} for n in graph.node]
+    users: dict[int, list[int]] = {}
+    for i, d in enumerate(deps):
+        for j in d:
+            users.setdefault(j, []).append(i)
+    waiting = [len(d) for d in deps]
+    ready = [i for i, w in enumerate(waiting) if w == 0]
+    order = []
+    while ready:
+        i = ready.pop(0)
+        order.append(i)
+        for u in users.get(i, []):
+            waiting[u] -= 1
+            if waiting[u] == 0:
+                ready.append(u)
+    if len(order) != len(graph.node):
+        raise ValueError("FP16 graph has a cycle")
+    nodes = [graph.node[i] for i in order]
+    del graph.node[:]
+    graph.node.extend(nodes)

@@ -27,7 +27,7 @@ class TargetSpec:
 
 
 TARGETS: dict[str, TargetSpec] = {
-    "onnx": TargetSpec("onnx", ("onnxruntime", "ort"), ".onnx", ("fp32",), "onnx", None),
+    "onnx": TargetSpec("onnx", ("onnxruntime", "ort"), ".onnx", ("fp32", "int8", "fp16"), "onnx", None),
 }
 
 # Targets on the roadmap: named here so users get an honest message, not "unknown target".

@@ -16,7 +16,7 @@ import torch
 from . import require
 from .runner import Runner
 
-__all__ = ["export", "load", "unavailable_reason", "describe", "runtimes", "inspect_graph", "OnnxRuntimeRunner",
+__all__ = ["export", "export_fp16", "save", "load", "unavailable_reason", "describe", "runtimes", "inspect_graph", "OnnxRuntimeRunner",
            "INPUT_NAME", "OUTPUT_NAME", "OPSET", "FORBIDDEN_OPS"]
 
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
@@ -72,6 +72,29 @@ def export(model: torch.nn.Module, path: Path, input_size: tuple[int, int], *, d
     if dynamic_batch:
         for value in list(proto.graph.input) + list(proto.graph.output):
             value.type.tensor_type.shape.dim[0].dim_param = "batch"
+    return save(proto, path, metadata)
+
+
+def export_fp16(model: torch.nn.Module, path: Path, input_size: tuple[int, int], *, dynamic_batch: bool,
+                metadata: dict[str, str]) -> Path:
+    """Like ``export``, in FP16 with FP32 inputs and outputs (see rmt_deploy.quant.fp16)."""
+    import onnx
+
+    from ..quant.fp16 import to_fp16
+
+    fp32 = path.with_suffix(".fp32.onnx")
+    export(model, fp32, input_size, dynamic_batch=dynamic_batch, metadata=metadata)
+    try:
+        proto = to_fp16(onnx.load(str(fp32)))
+    finally:
+        fp32.unlink()
+    return save(proto, path, metadata)
+
+
+def save(proto, path: Path, metadata: dict[str, str]) -> Path:
+    """Check ``proto``, replace its metadata_props with ``metadata`` and write one self-contained file."""
+    import onnx
+
     del proto.metadata_props[:]
     for key, value in metadata.items():
         entry = proto.metadata_props.add()

@@ -1,0 +1,75 @@
+"""Accuracy-aware INT8: revert the most sensitive layers to float until a top-1 budget holds.
+
+Sensitivity of a layer = how much closer the logits get to FP32 (mean squared error on a
+small ranking set) when that layer alone runs in float. Layers are then reverted in that
+order, 1, 2, 4, … at a time, each step scored on the whole evaluation set, until the top-1
+drop is within the budget.
+"""
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .encode import quantized_layers, revert
+
+__all__ = ["BudgetResult", "rank_layers", "fit_budget"]
+
+
+@dataclass
+class BudgetResult:
+    model: object  # the best model found (the one that fits, else the lowest drop)
+    drop: float
+    fits: bool
+    reverted: list[str] = field(default_factory=list)
+    ranking: list[dict] = field(default_factory=list)  # [{"layer", "mse_if_float"}], most sensitive first
+    steps: list[dict] = field(default_factory=list)  # [{"reverted": k, "drop": d}]
+
+
+def rank_layers(model, logits_of: Callable[[object], np.ndarray], reference: np.ndarray,
+                advance: Callable[[int], None] = lambda n=1: None) -> list[dict]:
+    """Layers of ``model`` by sensitivity, most sensitive first.
+
+    ``logits_of(model)`` runs a candidate on the ranking images; ``reference`` are the FP32
+    logits of the same images.
+    """
+    scores = []
+    for name in quantized_layers(model):
+        candidate = copy.deepcopy(model)
+        revert(candidate, [name])
+        err = float(np.mean((logits_of(candidate).astype(np.float64) - reference) ** 2))
+        scores.append({"layer": name, "mse_if_float": err})
+        advance(1)
+    return sorted(scores, key=lambda s: s["mse_if_float"])
+
+
+def fit_budget(model, drop_of: Callable[[object], float], ranking: list[dict], max_drop: float,
+               initial_drop: float, log: Callable[[str], None] = lambda m: None) -> BudgetResult:
+    """Revert layers in ``ranking`` order until ``drop_of(model) <= max_drop``.
+
+    ``drop_of`` scores a candidate on the evaluation set (top-1 points vs FP32).
+    """
+    best = BudgetResult(model, initial_drop, initial_drop <= max_drop)
+    if best.fits:
+        return best
+    order = [r["layer"] for r in ranking]
+    k = 1
+    while True:
+        k = min(k, len(order))
+        candidate = copy.deepcopy(model)
+        reverted = revert(candidate, order[:k])
+        drop = drop_of(candidate)
+        best.steps.append({"reverted": k, "drop": drop})
+        log(f"accuracy-aware: {k} layer(s) in float → top-1 drop {drop:.2f} (budget {max_drop:g})")
+        if drop < best.drop or drop <= max_drop:
+            best.model, best.drop, best.reverted = candidate, drop, reverted
+        if drop <= max_drop:
+            best.fits = True
+            break
+        if k == len(order):
+            break
+        k *= 2
+    best.ranking = ranking
+    return best
