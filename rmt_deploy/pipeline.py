@@ -476,7 +476,8 @@ class _Job:
 
         layers = len(quantized_layers(model))
         with self.progress.bar(f"Ranking {layers} int8 layers by sensitivity", layers) as advance:
-            ranking = rank_layers(model, lambda c: logits_of(c, self.x_parity), self.ref_parity, advance)
+            ranking = rank_layers(model, self._int8.float_model, lambda c: logits_of(c, self.x_parity),
+                                  self.ref_parity, advance)
 
         def drop_of(candidate) -> float:
             module.save(candidate, scratch, metadata)
@@ -486,7 +487,7 @@ class _Job:
                         lambda x: runner_logits(runner, x, opts.dynamic_batch, self.deploy.cfg), advance)
             return accuracy_entry(logits, eval_set)["drop"]
 
-        result = fit_budget(model, drop_of, ranking, opts.max_drop, drop, self.progress.log)
+        result = fit_budget(model, self._int8.float_model, drop_of, ranking, opts.max_drop, drop, self.progress.log)
         scratch.unlink(missing_ok=True)
         module.save(result.model, path, metadata)
         summary.update(reverted_layers=result.reverted, fits=result.fits, final_drop=result.drop,

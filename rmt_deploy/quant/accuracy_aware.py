@@ -28,24 +28,24 @@ class BudgetResult:
     steps: list[dict] = field(default_factory=list)  # [{"reverted": k, "drop": d}]
 
 
-def rank_layers(model, logits_of: Callable[[object], np.ndarray], reference: np.ndarray,
+def rank_layers(model, original, logits_of: Callable[[object], np.ndarray], reference: np.ndarray,
                 advance: Callable[[int], None] = lambda n=1: None) -> list[dict]:
     """Layers of ``model`` by sensitivity, most sensitive first.
 
-    ``logits_of(model)`` runs a candidate on the ranking images; ``reference`` are the FP32
-    logits of the same images.
+    ``original`` is the FP32 graph that was calibrated; ``logits_of(model)`` runs a candidate
+    on the ranking images; ``reference`` are the FP32 logits of the same images.
     """
     scores = []
     for name in quantized_layers(model):
         candidate = copy.deepcopy(model)
-        revert(candidate, [name])
+        revert(candidate, [name], original)
         err = float(np.mean((logits_of(candidate).astype(np.float64) - reference) ** 2))
         scores.append({"layer": name, "mse_if_float": err})
         advance(1)
     return sorted(scores, key=lambda s: s["mse_if_float"])
 
 
-def fit_budget(model, drop_of: Callable[[object], float], ranking: list[dict], max_drop: float,
+def fit_budget(model, original, drop_of: Callable[[object], float], ranking: list[dict], max_drop: float,
                initial_drop: float, log: Callable[[str], None] = lambda m: None) -> BudgetResult:
     """Revert layers in ``ranking`` order until ``drop_of(model) <= max_drop``.
 
@@ -59,7 +59,7 @@ def fit_budget(model, drop_of: Callable[[object], float], ranking: list[dict], m
     while True:
         k = min(k, len(order))
         candidate = copy.deepcopy(model)
-        reverted = revert(candidate, order[:k])
+        reverted = revert(candidate, order[:k], original)
         drop = drop_of(candidate)
         best.steps.append({"reverted": k, "drop": drop})
         log(f"accuracy-aware: {k} layer(s) in float → top-1 drop {drop:.2f} (budget {max_drop:g})")

@@ -63,33 +63,54 @@ def _dequantized_weight(idx: _Index, dq):
     return (q - zero) * scale
 
 
-def revert(model, names) -> list[str]:
+def revert(model, names, original=None) -> list[str]:
     """Run the named layers in float again (in place); returns the names actually reverted.
 
-    Their weight quantizers become float initializers; their activation inputs bypass the
-    Q/DQ pair. Quantizers left without users are removed.
+    Activation inputs bypass their Q/DQ pair. Weights and biases come from ``original`` (the
+    FP32 model that was calibrated; NNCF keeps node names) when given — calibration also
+    corrects biases for quantization error, which a float layer must not keep — else the
+    weight quantizer is dequantized. Quantizers left without users are removed.
     """
     from onnx import numpy_helper
 
     wanted = set(names)
     graph = model.graph
     idx = _Index(graph)
+    source = _Index(original.graph) if original is not None else None
+    source_nodes = {n.name: n for n in original.graph.node} if original is not None else {}
     done = []
     for node in graph.node:
         if node.name not in wanted or node.op_type not in QUANTIZED_OPS or not idx.is_dq(node, 0):
             continue
+        before = source_nodes.get(node.name)
         for i in range(len(node.input)):
+            name = f"{node.name}_float_input{i}"
+            if before is not None and i > 0 and i < len(before.input) and before.input[i] in source.init:
+                graph.initializer.append(numpy_helper.from_array(
+                    numpy_helper.to_array(source.init[before.input[i]]), name))
+                node.input[i] = name
+                continue
             dq = idx.parent(node, i)
             if dq is None or dq.op_type != "DequantizeLinear":
                 continue
-            if dq.input[0] in idx.init:  # weight (or bias): a float initializer of its own
-                name = f"{node.name}_float_input{i}"
+            if dq.input[0] in idx.init:  # weight (or bias) without an original: dequantize it
                 graph.initializer.append(numpy_helper.from_array(_dequantized_weight(idx, dq), name))
                 node.input[i] = name
             else:
                 q = idx.producer.get(dq.input[0])
                 if q is not None and q.op_type == "QuantizeLinear":
                     node.input[i] = q.input[0]
+        if source is not None:  # a MatMul's bias lives in the Add after it
+            for add in idx.users.get(node.output[0], []):
+                before_add = source_nodes.get(add.name)
+                if add.op_type != "Add" or before_add is None:
+                    continue
+                for i, name in enumerate(add.input):
+                    if name in idx.init and i < len(before_add.input) and before_add.input[i] in source.init:
+                        restored = f"{add.name}_float_input{i}"
+                        graph.initializer.append(numpy_helper.from_array(
+                            numpy_helper.to_array(source.init[before_add.input[i]]), restored))
+                        add.input[i] = restored
         done.append(node.name)
     _drop_unused(model)
     return done
@@ -137,7 +158,7 @@ def _has_weight(idx: _Index, node) -> bool:
     return dq is not None and dq.op_type == "DequantizeLinear" and dq.input[0] in idx.init
 
 
-def for_onnxruntime(model) -> list[str]:
+def for_onnxruntime(model, original=None) -> list[str]:
     """Re-encode the calibrated Q/DQ model (in place) for ONNX Runtime's fused int8 kernels.
 
     Same scales, different placement and encoding (measured on RMT-T, see benches/):
@@ -160,7 +181,7 @@ def for_onnxruntime(model) -> list[str]:
             (n.op_type == "Conv" and not _output_quantized(idx, n)))]
         if not slow:
             break
-        reverted += revert(model, slow)
+        reverted += revert(model, slow, original)
     _activations_to_uint8(model)
     _int32_biases(model)
     del model.graph.value_info[:]  # element types changed; let the runtime infer them again

@@ -21,6 +21,7 @@ __all__ = ["Int8Models", "calibrate_int8"]
 class Int8Models:
     tensorrt: object  # onnx.ModelProto: the calibrated Q/DQ graph, TensorRT's explicit quantization
     onnxruntime: object  # the same scales re-encoded for ONNX Runtime's fused kernels
+    float_model: object  # the FP32 graph that was calibrated (float weights for reverted layers)
     float_for_speed: list[str] = field(default_factory=list)  # layers ONNX Runtime runs faster in float
     calib_seconds: float = 0.0
     calib_images: int = 0
@@ -45,5 +46,5 @@ def calibrate_int8(model, size: tuple[int, int], samples: np.ndarray, policy: Qu
     qdq = quantize_qdq(fp32, samples, INPUT_NAME, policy)
     seconds = time.perf_counter() - start
     ort_model = copy.deepcopy(qdq)
-    reverted = for_onnxruntime(ort_model)
-    return Int8Models(qdq, ort_model, reverted, round(seconds, 2), int(len(samples)))
+    reverted = for_onnxruntime(ort_model, fp32)
+    return Int8Models(qdq, ort_model, fp32, reverted, round(seconds, 2), int(len(samples)))
