@@ -48,6 +48,22 @@ def status_text(entry: dict) -> str:
     return text + (f": {entry['reason']}" if entry.get("reason") else "")
 
 
+def _quantization_lines(a: dict) -> list[str]:
+    quant, aware = a.get("quantization"), a.get("accuracy_aware")
+    lines = []
+    if quant:
+        lines += [f"- INT8 ({quant['encoding']} encoding): calibrated with {quant['calibrator']} on "
+                  f"{quant['calib_images']} images in {quant['calib_seconds']:.1f} s, statistic {quant['statistic']}; "
+                  f"{quant['float_for_speed']} layers kept in float where int8 ran slower"]
+    if aware:
+        reverted = aware.get("reverted_layers") or []
+        lines += [f"- accuracy-aware: budget {aware['max_drop']:g} points, initial drop {aware['initial_drop']:.2f}"
+                  + (f", {len(reverted)} layer(s) reverted to float ({', '.join(reverted[:8])}"
+                     f"{' …' if len(reverted) > 8 else ''}), final drop {aware['final_drop']:.2f}" if reverted else "")
+                  + ("" if aware["fits"] else " — **does not fit the budget**")]
+    return lines + ([""] if lines else [])
+
+
 def render_markdown(report: dict, has_plot: bool = False) -> str:
     model, ver = report["model"], report.get("verification") or {}
     size = "x".join(map(str, model.get("input_size") or [])) or "?"
@@ -91,6 +107,7 @@ def render_markdown(report: dict, has_plot: bool = False) -> str:
                       f"max tensor rank {graph['max_rank']}, "
                       f"{graph['attention_chains']} MatMul→Add→Softmax→MatMul chains",
                       f"- ops: {ops}", ""]
+        lines += _quantization_lines(a)
     env = report["environment"]
     pkgs = ", ".join(f"{k} {v}" for k, v in env["packages"].items())
     lines += ["## Environment", "", f"- {env['cpu']} ({env['cpu_count']} logical CPUs), {env['platform']}, "
