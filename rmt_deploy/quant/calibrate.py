@@ -6,15 +6,10 @@ Conv, Gemm and MatMul input and nowhere else (see ``policy``).
 """
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
-import os
-import warnings
-
 
 import numpy as np
 
+from ..quiet import quiet
 from ..targets import require
 from .policy import QUANTIZED_OPS, STATISTICS, QuantPolicy
 
@@ -39,7 +34,7 @@ def quantize_qdq(model, samples: np.ndarray, input_name: str, policy: QuantPolic
         overflow_fix=OverflowFix.DISABLE,
     )
     dataset = nncf.Dataset([samples[i:i + 1] for i in range(len(samples))], lambda x: {input_name: x})
-    with _quiet_nncf():
+    with quiet("nncf"):  # NNCF logs every skipped node and draws its own progress bars
         quantized = nncf.quantize(model, dataset, preset=nncf.QuantizationPreset.PERFORMANCE,
                                   subset_size=len(samples), fast_bias_correction=policy.fast_bias_correction,
                                   ignored_scope=nncf.IgnoredScope(types=ignored, validate=False),
@@ -73,19 +68,3 @@ def _unsigned_to_signed(model) -> None:
         node.input[1], node.input[2] = scale_name, zero_name
     del model.graph.value_info[:]  # element types changed
 
-
-@contextlib.contextmanager
-def _quiet_nncf():
-    """NNCF logs every skipped node and draws its own progress bars; we draw ours."""
-    if os.environ.get("RMT_DEPLOY_DEBUG"):
-        yield
-        return
-    logger = logging.getLogger("nncf")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logger.setLevel(level)

@@ -6,10 +6,7 @@ measurement showed FP16 hurts (none needed for RMT so far: see the report's pari
 """
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
-import warnings
+from ..quiet import quiet
 
 __all__ = ["to_fp16", "FLOAT_OPS"]
 
@@ -20,16 +17,9 @@ def to_fp16(model, keep_io_types: bool = True):
     """Return an FP16 copy of ``model`` (onnx.ModelProto); inputs/outputs stay FP32 by default."""
     from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
-    logger = logging.getLogger("onnxruntime.transformers.float16")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            half = convert_float_to_float16(model, keep_io_types=keep_io_types,
-                                            op_block_list=list(DEFAULT_OP_BLOCK_LIST) + list(FLOAT_OPS))
-    finally:
-        logger.setLevel(level)
+    with quiet("onnxruntime.transformers.float16"):
+        half = convert_float_to_float16(model, keep_io_types=keep_io_types,
+                                        op_block_list=list(DEFAULT_OP_BLOCK_LIST) + list(FLOAT_OPS))
     _sort_topologically(half.graph)  # the converter appends its input casts at the end
     return half
 

@@ -1,12 +1,7 @@
 """ONNX target: deploy-form model → simplified ONNX with metadata; ONNX Runtime runner."""
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
-import os
 import time
-import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -14,6 +9,7 @@ import numpy as np
 import torch
 
 from . import require
+from ..quiet import quiet
 from .runner import Runner
 
 __all__ = ["export", "export_fp16", "save", "load", "unavailable_reason", "describe", "runtimes", "inspect_graph", "OnnxRuntimeRunner",
@@ -105,24 +101,9 @@ def save(proto, path: Path, metadata: dict[str, str]) -> Path:
     return path
 
 
-@contextlib.contextmanager
 def _quiet_exporter():
     """The dynamo exporter and onnxslim print progress and warnings; keep the CLI readable."""
-    if os.environ.get("RMT_DEPLOY_DEBUG"):
-        yield
-        return
-    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch._dynamo", "torch.export",
-                                             "torch.fx", "onnxscript", "onnx_ir", "torch._export")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
+    return quiet("torch.onnx", "torch._dynamo", "torch.export", "torch.fx", "onnxscript", "onnx_ir", "torch._export")
 
 
 def describe(path: Path) -> dict:
