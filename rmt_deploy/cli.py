@@ -151,9 +151,11 @@ def export(
     threads: ThreadsOpt = None,
     strict: Annotated[bool, typer.Option("--strict", help="Stop at the first target that fails instead of "
                                                          "recording it in the report.")] = False,
-    int8: Annotated[bool, typer.Option("--int8", help="Also write an INT8 model (post-training, calibrated "
-                                                      "with NNCF on real images).")] = False,
-    fp16: Annotated[bool, typer.Option("--fp16", help="Also write an FP16 model (FP32 inputs/outputs).")] = False,
+    int8: Annotated[bool, typer.Option("--int8", help="Write an INT8 model (ONNX: post-training, calibrated "
+                                                      "with NNCF on real images; CoreML: INT8 weights).")] = False,
+    fp16: Annotated[bool, typer.Option("--fp16", help="Write an FP16 model (ONNX: FP32 inputs/outputs).")] = False,
+    fp32: Annotated[bool, typer.Option("--fp32", help="Write an FP32 model (ONNX always does; CoreML's "
+                                                      "default is FP16).")] = False,
     calib: Annotated[Optional[Path], typer.Option(
         "--calib", help="INT8 calibration images: ImageFolder, flat folder or .txt list. "
                         "Default: bundled calib/train.", show_default=False)] = None,
@@ -164,21 +166,33 @@ def export(
                            "to float until it fits (needs a labelled --eval).", show_default=False)] = None,
     statistic: Annotated[str, typer.Option("--statistic", help="Activation range estimator: minmax, "
                                                                "mean-minmax, quantile, histogram.")] = "minmax",
+    image_input: Annotated[bool, typer.Option(
+        "--image-input", help="CoreML: take an RGB image (camera frames, Vision) with the normalisation built "
+                              "in, instead of a normalised float tensor.")] = False,
+    min_target: Annotated[str, typer.Option("--min-target", help="CoreML: oldest OS to run on, e.g. iOS16, "
+                                                                 "iOS17, macOS14.")] = "iOS16",
+    w8a8: Annotated[bool, typer.Option("--w8a8", help="CoreML with --int8: INT8 activations too (iOS17+, "
+                                                      "calibrated with Core ML predict: macOS only).")] = False,
+    license_text: Annotated[str, typer.Option("--license", help="CoreML: licence text stored in the package.",
+                                              show_default=False)] = "",
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Export a checkpoint to deploy-ready artifacts, verify them on real images, write a report.
 
-    FP32 is always written; --int8 and --fp16 add artifacts to the same report."""
+    ONNX always writes FP32 (the baseline); --int8 and --fp16 add artifacts to the same report.
+    Other targets write the precisions asked for, or their default (CoreML: FP16)."""
     with _errors_to_exit():
         from .pipeline import ExportOptions, parse_img_size, run_export
+        from .targets.coreml import CoreMLSettings
 
         opts = ExportOptions(
             weights=weights, arch=arch, img_size=parse_img_size(img_size) if img_size else None,
             dynamic_batch=dynamic_batch, targets=_split_targets(target), out=out_dir,
             eval_dir=eval_dir, label_map=label_map, parity_samples=parity_samples, atol=atol, bench_iters=bench_iters,
-            threads=threads, strict=strict, int8=int8, fp16=fp16, calib=calib, calib_size=calib_size,
-            max_drop=max_drop, statistic=statistic)
+            threads=threads, strict=strict, int8=int8, fp16=fp16, fp32=fp32, calib=calib, calib_size=calib_size,
+            max_drop=max_drop, statistic=statistic,
+            coreml=CoreMLSettings(image_input=image_input, min_target=min_target, w8a8=w8a8, license=license_text))
         report = run_export(opts, RichProgress(quiet or as_json))
         if as_json:
             out.print_json(json.dumps(report))

@@ -7,6 +7,7 @@ import platform
 
 from .bench.environment import cpu_name
 from .pipeline import bundled_images, bundled_weights
+from .quiet import quiet
 from .targets import PLANNED, TARGETS, target_module
 
 __all__ = ["diagnose"]
@@ -18,9 +19,9 @@ _COMPONENTS = (
     ("onnxslim", "onnxslim", "ONNX simplification", None),
     ("onnxruntime", "onnxruntime", "ONNX Runtime target, verification", None),
     # Backends of planned targets: reported so users see what is already on the machine.
-    ("nncf", "nncf", "INT8 calibration (planned)", None),
+    ("nncf", "nncf", "INT8 calibration (--int8 for ONNX)", "int8"),
+    ("coremltools", "coremltools", "CoreML target (.mlpackage; predict needs macOS)", "coreml"),
     ("openvino", "openvino", "OpenVINO target (planned)", None),
-    ("coremltools", "coremltools", "CoreML target (planned)", None),
     ("tensorrt", "tensorrt", "TensorRT engines (planned; needs an NVIDIA GPU)", None),
     ("tensorrt_rtx", "tensorrt-rtx-cu12", "TensorRT-RTX parser/builder check (planned)", None),
 )
@@ -43,7 +44,8 @@ def _component(module: str, dist: str) -> tuple[str, str]:
     except importlib.metadata.PackageNotFoundError:
         return "missing", "not installed"
     try:
-        importlib.import_module(module)
+        with quiet(module):  # coremltools logs missing macOS libraries at import
+            importlib.import_module(module)
     except Exception as e:  # noqa: BLE001 — a broken install must be reported, not crash doctor
         return "broken", f"{version} installed but import fails: {str(e).splitlines()[0][:120]}"
     return "ok", version

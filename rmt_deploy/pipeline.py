@@ -14,7 +14,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +32,8 @@ from .model.checkpoint import LoadedModel, load_model, metadata_json
 from .outdir import commit_out, prepare_out
 from .quant.policy import STATISTICS, QuantPolicy
 from .rewrite import table_bytes, to_deploy
-from .targets import TargetSpec, require, resolve_target, target_module
+from .targets import TARGETS, TargetSpec, require, resolve_target, target_module
+from .targets.coreml import CoreMLSettings
 
 __all__ = ["ExportOptions", "run_export", "parse_img_size", "bundled_weights", "bundled_images",
            "NullProgress", "MAX_SIDE"]
@@ -76,17 +77,26 @@ class ExportOptions:
     crop_pct: float | None = None
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
-    # Precisions beyond FP32 (always exported: it is the baseline every report compares to).
+    # Precision flags. ONNX always writes FP32 too (the baseline every report compares to);
+    # other targets write what is asked, or their default (FP16 for CoreML).
     int8: bool = False
     fp16: bool = False
+    fp32: bool = False
     calib: Path | None = None  # None: bundled calib/train
     calib_size: int = 256
     max_drop: float | None = None  # top-1 points; with a labelled eval set: accuracy-aware INT8
     statistic: str = "minmax"
+    coreml: CoreMLSettings = field(default_factory=CoreMLSettings)
 
-    @property
-    def precisions(self) -> tuple[str, ...]:
-        return ("fp32",) + (("int8",) if self.int8 else ()) + (("fp16",) if self.fp16 else ())
+    def precisions_for(self, spec: TargetSpec) -> tuple[str, ...]:
+        asked = tuple(p for p in ("fp32", "int8", "fp16") if getattr(self, p))
+        if spec.always_fp32:
+            return ("fp32",) + tuple(p for p in asked if p != "fp32")
+        return asked or (spec.default_precision,)
+
+    def needs_calibration(self, specs: list[TargetSpec]) -> bool:
+        int8 = [s for s in specs if "int8" in self.precisions_for(s)]
+        return any(s.calibrated_int8 or (s.name == "coreml" and self.coreml.w8a8) for s in int8)
 
 
 class NullProgress:
@@ -219,12 +229,22 @@ def run_export(opts: ExportOptions, progress=None) -> dict:
     if opts.statistic not in STATISTICS:
         raise UserInputError(f"--statistic {opts.statistic!r} is unknown; choose from {', '.join(STATISTICS)}")
     for spec in specs:
-        for precision in opts.precisions:
+        for precision in opts.precisions_for(spec):
             if precision not in spec.precisions:
                 raise UserInputError(f"target {spec.name} does not support {precision}; it supports "
                                      f"{', '.join(spec.precisions)}")
-    if opts.int8:
-        require("nncf", "int8")  # fail before any work, with the install hint
+    if any(s.name == "coreml" for s in specs):
+        opts.coreml.check(opts.precisions_for(TARGETS["coreml"]))
+    elif opts.coreml != CoreMLSettings():
+        raise UserInputError("--image-input, --min-target, --w8a8 and --license are CoreML options; "
+                             "add --target coreml")
+    # Fail before any work, with the install hint.
+    if any(s.calibrated_int8 and "int8" in opts.precisions_for(s) for s in specs):
+        require("nncf", "int8")
+    if any(s.name == "coreml" for s in specs):
+        from .targets.coreml import require_coremltools
+
+        require_coremltools()
     weights = Path(opts.weights) if opts.weights else bundled_weights()
     tmp = prepare_out(opts.out)
     try:
@@ -264,7 +284,11 @@ def _run(opts: ExportOptions, specs: list[TargetSpec], weights: Path, tmp: Path,
     if opts.max_drop is not None and eval_set is None:
         raise UserInputError("--max-drop needs a labelled evaluation set: pass --eval DIR with one folder per "
                              "class, matching the model's classes")
-    calib = _calibration_samples(opts, pre, progress) if "int8" in opts.precisions else None
+    calib = _calibration_samples(opts, pre, progress) if opts.needs_calibration(specs) else None
+    if opts.dynamic_batch:
+        for spec in specs:
+            if not spec.dynamic_batch:
+                progress.log(f"{spec.name}: batch fixed at 1 (--dynamic-batch applies to ONNX only)")
     with progress.step(f"Rewriting {loaded.variant} to deploy form at {size[0]}x{size[1]}"):
         deploy = to_deploy(loaded.model, size)
 
@@ -276,7 +300,7 @@ def _run(opts: ExportOptions, specs: list[TargetSpec], weights: Path, tmp: Path,
     metadata = _metadata(loaded, size, pre, opts.dynamic_batch, classes)
     job = _Job(opts, loaded, deploy, tmp, size, metadata, x_parity, ref_parity, eval_set, calib, progress)
     artifacts = [_run_step(spec, precision, tmp, opts.strict, job.export_and_verify)
-                 for spec in specs for precision in opts.precisions]
+                 for spec in specs for precision in opts.precisions_for(spec)]
 
     ref_acc = topk_accuracy(eval_set.reference, eval_set.labels) if eval_set else None
     report = {
@@ -347,10 +371,26 @@ def _run_step(spec: TargetSpec, precision: str, tmp: Path, strict: bool, export_
         if strict or os.environ.get("RMT_DEPLOY_DEBUG"):
             raise
         first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
-        for leftover in tmp.glob(f"{artifact_stem(precision)}{spec.suffix}*"):
-            leftover.unlink()
+        for leftover in [*tmp.glob(f"{artifact_stem(precision)}{spec.suffix}*"),
+                         *tmp.glob(f".partial-{artifact_stem(precision)}{spec.suffix}")]:
+            remove_artifact(leftover)
         return {**entry, "status": "failed", "stage": "export", "path": None, "size_bytes": None,
                 "reason": f"{type(e).__name__}: {first}"}
+
+
+def _size_bytes(path: Path) -> int:
+    """A file's size, or a model folder's (.mlpackage) total."""
+    if path.is_dir():
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return path.stat().st_size
+
+
+def remove_artifact(path: Path) -> None:
+    """Delete a model file, or a model folder (.mlpackage)."""
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def artifact_stem(precision: str) -> str:
@@ -379,15 +419,40 @@ class _Job:
         precision = entry["precision"]
         path = self.tmp / f"{artifact_stem(precision)}{spec.suffix}"
         start = time.perf_counter()
-        metadata = {**self.metadata, "precision": precision}
-        mode = "dynamic" if self.opts.dynamic_batch else "fixed"
+        metadata = {**self.metadata, "precision": precision,
+                    "dynamic_batch": str(self._dynamic(spec)).lower()}
+        exporter = self._export_coreml if spec.name == "coreml" else self._export_onnx
+        exporter(spec, module, entry, path, metadata)
+        entry.update(path=path.name, size_bytes=_size_bytes(path),
+                     export_seconds=round(time.perf_counter() - start, 2))
+        if hasattr(module, "inspect_graph"):
+            with self.progress.step(f"Inspecting {spec.name}/{precision}"):
+                entry["graph"] = module.inspect_graph(path)
+            if entry["graph"].get("problems"):  # e.g. CoreML preflight: a tensor above rank 5
+                remove_artifact(path)
+                entry.update(status="failed", stage="preflight", path=None,
+                             reason="; ".join(entry["graph"]["problems"]) + "; model removed")
+                return entry
+        self._verify(spec, module, entry, path)
+        if precision == "int8" and self.opts.max_drop is not None and entry["status"] == "ok":
+            if spec.calibrated_int8:
+                self._fit_budget(spec, module, entry, path, metadata)
+            else:
+                self._gate_drop(entry, path)
+        return entry
+
+    def _dynamic(self, spec: TargetSpec) -> bool:
+        return self.opts.dynamic_batch and spec.dynamic_batch
+
+    def _export_onnx(self, spec: TargetSpec, module, entry: dict, path: Path, metadata: dict) -> None:
+        precision, dynamic = entry["precision"], self._dynamic(spec)
+        mode = "dynamic" if dynamic else "fixed"
         if precision == "fp32":
             with self.progress.step(f"Exporting {spec.name} FP32 ({mode} batch)"):
-                module.export(self.deploy, path, self.size, dynamic_batch=self.opts.dynamic_batch, metadata=metadata)
+                module.export(self.deploy, path, self.size, dynamic_batch=dynamic, metadata=metadata)
         elif precision == "fp16":
             with self.progress.step(f"Exporting {spec.name} FP16 ({mode} batch)"):
-                module.export_fp16(self.deploy, path, self.size, dynamic_batch=self.opts.dynamic_batch,
-                                   metadata=metadata)
+                module.export_fp16(self.deploy, path, self.size, dynamic_batch=dynamic, metadata=metadata)
         else:
             int8 = self._calibrated()
             entry["quantization"] = {**QuantPolicy(self.opts.statistic, calib_size=self.opts.calib_size).to_dict(),
@@ -396,14 +461,30 @@ class _Job:
             metadata["quantization"] = (f"int8 onnxruntime encoding; {int8.calib_images} calibration images, "
                                         f"statistic {self.opts.statistic}")
             module.save(copy.deepcopy(int8.onnxruntime), path, metadata)
-        entry.update(path=path.name, size_bytes=path.stat().st_size,
-                     export_seconds=round(time.perf_counter() - start, 2))
-        if hasattr(module, "inspect_graph"):
-            entry["graph"] = module.inspect_graph(path)
-        self._verify(spec, module, entry, path)
-        if precision == "int8" and self.opts.max_drop is not None and entry["status"] == "ok":
-            self._fit_budget(spec, module, entry, path, metadata)
-        return entry
+
+    def _export_coreml(self, spec: TargetSpec, module, entry: dict, path: Path, metadata: dict) -> None:
+        precision, settings = entry["precision"], self.opts.coreml
+        what = {"fp16": "FP16", "fp32": "FP32",
+                "int8": "INT8 weights + activations" if settings.w8a8 else "INT8 weights"}[precision]
+        if precision == "int8":
+            entry["quantization"] = {"weights": "int8 linear symmetric, per output channel",
+                                     "activations": "int8 (calibrated via predict)" if settings.w8a8 else "fp16",
+                                     "calib_images": int(len(self.calib)) if settings.w8a8 else None}
+            metadata["quantization"] = "int8 weights (per-channel symmetric), fp16 compute"
+        entry["coreml"] = {"min_target": settings.min_target, "input": "image" if settings.image_input else "tensor"}
+        with self.progress.step(f"Converting to CoreML {what} ML program ({settings.min_target}, batch 1)"):
+            module.export(self.deploy, path, self.size, precision=precision, metadata=metadata, settings=settings,
+                          calibration=self.calib)
+
+    def _gate_drop(self, entry: dict, path: Path) -> None:
+        """Targets without layer-wise fallback: over --max-drop fails, the model is kept."""
+        drop = entry["accuracy"]["drop"]
+        entry["accuracy_aware"] = {"max_drop": self.opts.max_drop, "initial_drop": drop, "reverted_layers": [],
+                                   "fits": drop <= self.opts.max_drop}
+        if drop > self.opts.max_drop:
+            entry.update(status="failed", stage="accuracy",
+                         reason=f"top-1 drop {drop:.2f} exceeds --max-drop {self.opts.max_drop:g} (this target "
+                                f"has no per-layer fallback; use --fp16); kept {path.name}")
 
     def _calibrated(self):
         if self._int8 is None:
@@ -419,17 +500,20 @@ class _Job:
             return runner_logits(runner, x, self.opts.dynamic_batch, self.deploy.cfg)
 
     def _verify(self, spec: TargetSpec, module, entry: dict, path: Path) -> None:
-        opts, precision = self.opts, entry["precision"]
+        opts, precision, dynamic = self.opts, entry["precision"], self._dynamic(spec)
         with module.load(path, opts.threads) as runner:
+            entry["verified_with"] = runner.name
             with self.progress.step(f"Verifying {spec.name}/{precision} on {len(self.x_parity)} real images"):
                 entry["parity"] = compare_logits(self.ref_parity, runner_logits(
-                    runner, self.x_parity, opts.dynamic_batch, self.deploy.cfg))
+                    runner, self.x_parity, dynamic, self.deploy.cfg))
             if self.eval_set is not None:
                 with self.progress.bar(f"Evaluating {spec.name}/{precision}", len(self.eval_set.images)) as advance:
-                    logits = self.eval_set.logits(
-                        lambda x: runner_logits(runner, x, opts.dynamic_batch, self.deploy.cfg), advance)
+                    logits = self.eval_set.logits(lambda x: runner_logits(runner, x, dynamic, self.deploy.cfg),
+                                                  advance)
                 entry["accuracy"] = accuracy_entry(logits, self.eval_set)
-            if opts.bench_iters > 0:
+            if opts.bench_iters > 0 and not runner.measures_latency:
+                entry["latency_skipped"] = module.no_runtime_reason()
+            elif opts.bench_iters > 0:
                 with self.progress.step(f"Timing {spec.name}/{precision} ({opts.bench_iters} runs)"):
                     feeds = {runner.input_names()[0]: self.x_parity[:1]}
 
@@ -444,12 +528,12 @@ class _Job:
         parity = entry["parity"]
         if precision == "fp32":
             if not parity["max_abs"] <= opts.atol:  # also catches NaN
-                path.unlink()
+                remove_artifact(path)
                 entry.update(status="failed", stage="validation", path=None,
                              reason=f"max abs diff {parity['max_abs']:.3g} vs PyTorch exceeds atol {opts.atol:g}; "
                                     "model removed")
         elif not parity["cosine"] >= MIN_COSINE[precision]:
-            path.unlink()
+            remove_artifact(path)
             entry.update(status="failed", stage="validation", path=None,
                          reason=f"worst logit cosine {parity['cosine']:.4f} vs PyTorch is below "
                                 f"{MIN_COSINE[precision]} for {precision}; model removed")

@@ -198,6 +198,10 @@ def _bench_artifact(entry: dict, path: Path, size, cfg, opts: BenchOptions, eval
     except Exception as e:  # noqa: BLE001 — one broken artifact must not stop the matrix
         cells.extend(_failed(b, e) for b in opts.batches)
         return
+    if not runtimes:  # e.g. CoreML off macOS
+        reason = module.no_runtime_reason()
+        cells.extend({"batch": b, "runtime": "none here", "status": "skipped", "stage": None, "reason": reason}
+                     for b in opts.batches)
     for i, runtime in enumerate(runtimes):
         first = i == 0  # accuracy, load time and memory are reported for the first runtime
         _bench_runtime(entry, module, path, runtime, info, size, cfg, opts, eval_set if first else None,

@@ -51,7 +51,9 @@ def status_text(entry: dict) -> str:
 def _quantization_lines(a: dict) -> list[str]:
     quant, aware = a.get("quantization"), a.get("accuracy_aware")
     lines = []
-    if quant:
+    if quant and "weights" in quant:  # weight-only formats (CoreML)
+        lines += [f"- INT8: weights {quant['weights']}; activations {quant['activations']}"]
+    elif quant:
         lines += [f"- INT8 ({quant['encoding']} encoding): calibrated with {quant['calibrator']} on "
                   f"{quant['calib_images']} images in {quant['calib_seconds']:.1f} s, statistic {quant['statistic']}; "
                   f"{quant['float_for_speed']} layers kept in float where int8 ran slower"]
@@ -62,6 +64,30 @@ def _quantization_lines(a: dict) -> list[str]:
                      f"{' …' if len(reverted) > 8 else ''}), final drop {aware['final_drop']:.2f}" if reverted else "")
                   + ("" if aware["fits"] else " — **does not fit the budget**")]
     return lines + ([""] if lines else [])
+
+
+def _graph_lines(a: dict) -> list[str]:
+    graph = a.get("graph")
+    if not graph:
+        return []
+    ops = ", ".join(f"{k} {v}" for k, v in list(graph["ops"].items())[:10])
+    lines = [f"### {a['target']} / {a['precision']} graph", ""]
+    if "nodes" in graph:  # ONNX
+        lines += [f"- file `{a['path']}`, {graph['nodes']} nodes, opset {graph['opset']}, "
+                  f"max tensor rank {graph['max_rank']}, "
+                  f"{graph['attention_chains']} MatMul→Add→Softmax→MatMul chains"]
+    else:  # CoreML preflight
+        weights = ", ".join(f"{k} {v / 1e6:.1f} MB" for k, v in graph["weight_bytes"].items())
+        fp32 = ", ".join(f"{k} {v}" for k, v in graph["fp32_ops"].items()) or "none"
+        lines += [f"- package `{a['path']}`, preflight **{graph['status']}**"
+                  + (f" ({'; '.join(graph['problems'])})" if graph["problems"] else "")
+                  + f", max tensor rank {graph['max_rank']} (Core ML limit 5), "
+                  f"{graph['fp16_compute_fraction']:.1%} of ops compute in FP16 (FP32: {fp32}); weights: {weights}"]
+    if a.get("verified_with"):
+        lines.append(f"- verified with {a['verified_with']}")
+    if a.get("latency_skipped"):
+        lines.append(f"- latency not measured: {a['latency_skipped']}")
+    return lines + [f"- ops: {ops}", ""]
 
 
 def render_markdown(report: dict, has_plot: bool = False) -> str:
@@ -99,15 +125,7 @@ def render_markdown(report: dict, has_plot: bool = False) -> str:
               "whose top-1 class equals FP32's.",
               "- **latency**: " + _latency_note(report), ""]
     for a in report["artifacts"]:
-        graph = a.get("graph")
-        if graph:
-            ops = ", ".join(f"{k} {v}" for k, v in list(graph["ops"].items())[:10])
-            lines += [f"### {a['target']} / {a['precision']} graph", "",
-                      f"- file `{a['path']}`, {graph['nodes']} nodes, opset {graph['opset']}, "
-                      f"max tensor rank {graph['max_rank']}, "
-                      f"{graph['attention_chains']} MatMul→Add→Softmax→MatMul chains",
-                      f"- ops: {ops}", ""]
-        lines += _quantization_lines(a)
+        lines += _graph_lines(a) + _quantization_lines(a)
     env = report["environment"]
     pkgs = ", ".join(f"{k} {v}" for k, v in env["packages"].items())
     lines += ["## Environment", "", f"- {env['cpu']} ({env['cpu_count']} logical CPUs), {env['platform']}, "

@@ -24,16 +24,22 @@ class TargetSpec:
     module: str  # rmt_deploy.targets.<module>
     extra: str | None  # pip extra that installs the backend
     needs: str | None = None  # "nvidia-gpu" / "macos" when running needs hardware
+    default_precision: str = "fp32"  # written when no precision flag is given
+    always_fp32: bool = False  # FP32 written on every run: the baseline other precisions compare to
+    dynamic_batch: bool = True  # supports --dynamic-batch (otherwise batch 1)
+    calibrated_int8: bool = False  # INT8 needs activation calibration on images
 
 
 TARGETS: dict[str, TargetSpec] = {
-    "onnx": TargetSpec("onnx", ("onnxruntime", "ort"), ".onnx", ("fp32", "int8", "fp16"), "onnx", None),
+    "onnx": TargetSpec("onnx", ("onnxruntime", "ort"), ".onnx", ("fp32", "int8", "fp16"), "onnx", None,
+                       always_fp32=True, calibrated_int8=True),
+    "coreml": TargetSpec("coreml", ("mlpackage", "mlprogram"), ".mlpackage", ("fp16", "fp32", "int8"), "coreml",
+                         "coreml", needs="macos", default_precision="fp16", dynamic_batch=False),
 }
 
 # Targets on the roadmap: named here so users get an honest message, not "unknown target".
 PLANNED: dict[str, str] = {
     "trt": "TensorRT", "tensorrt": "TensorRT", "engine": "TensorRT",
-    "coreml": "CoreML", "mlpackage": "CoreML",
     "openvino": "OpenVINO", "ov": "OpenVINO",
 }
 

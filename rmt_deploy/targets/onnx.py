@@ -12,7 +12,7 @@ from . import require
 from ..quiet import quiet
 from .runner import Runner
 
-__all__ = ["export", "export_fp16", "save", "load", "unavailable_reason", "describe", "runtimes", "inspect_graph", "OnnxRuntimeRunner",
+__all__ = ["export", "export_fp16", "save", "load", "unavailable_reason", "no_runtime_reason", "describe", "runtimes", "inspect_graph", "OnnxRuntimeRunner",
            "INPUT_NAME", "OUTPUT_NAME", "OPSET", "FORBIDDEN_OPS"]
 
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
@@ -34,6 +34,10 @@ def runtimes() -> list[str]:
     ort = require("onnxruntime", None)
     available = set(ort.get_available_providers())
     return [p for p in _COMPUTE_PROVIDERS if p in available]
+
+
+def no_runtime_reason() -> str:
+    return "no ONNX Runtime execution provider is available"
 
 
 def unavailable_reason() -> str | None:

@@ -15,6 +15,7 @@ class Runner:
 
     name = "runner"
     device = "cpu"  # what the backend runs on, for reports
+    measures_latency = True  # False for reference evaluators whose timing means nothing
 
     def __init__(self) -> None:
         self.is_active = False

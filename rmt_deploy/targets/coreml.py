@@ -1,0 +1,329 @@
+"""CoreML target: deploy-form model → ML program .mlpackage (FP16, FP32 or INT8 weights).
+
+Conversion and saving work on any OS; Core ML itself (``predict``) runs only on macOS. Elsewhere
+the package is reloaded and its ops are evaluated with numpy (``coreml_mil``), which is what
+verification uses there; latency needs a Mac.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import platform
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import BackendUnavailable, UserInputError
+from ..quiet import quiet
+from .runner import Runner
+
+__all__ = ["CoreMLSettings", "export", "load", "describe", "inspect_graph", "runtimes", "no_runtime_reason",
+           "unavailable_reason", "require_coremltools", "MilNumpyRunner", "CoreMLRunner", "MIN_TARGETS",
+           "COMPUTE_UNITS", "TENSOR_INPUT", "IMAGE_INPUT", "OUTPUT_NAME"]
+
+TENSOR_INPUT, IMAGE_INPUT, OUTPUT_NAME = "input", "image", "logits"
+# Deployment targets a user may name; ML programs start at iOS15, INT8 weights need iOS16.
+MIN_TARGETS = ("iOS15", "iOS16", "iOS17", "iOS18", "macOS12", "macOS13", "macOS14", "macOS15")
+_INT8_WEIGHTS_FROM = {"iOS": 16, "macOS": 13}
+_W8A8_FROM = {"iOS": 17, "macOS": 14}
+COMPUTE_UNITS = ("CPU_ONLY", "CPU_AND_GPU", "ALL")  # what `bench` times on macOS
+_LOGGERS = ("coremltools",)
+
+
+@dataclass(frozen=True)
+class CoreMLSettings:
+    """What ``export --target coreml`` accepts beyond the shared options."""
+
+    image_input: bool = False  # ImageType input (0–255 RGB) with the normalisation baked in
+    min_target: str = "iOS16"
+    w8a8: bool = False  # with INT8: activations too (needs predict to calibrate: macOS only)
+    license: str = ""
+
+    def check(self, precisions: tuple[str, ...]) -> None:
+        """Raise UserInputError for combinations that cannot work, before any work starts."""
+        if self.min_target not in MIN_TARGETS:
+            raise UserInputError(f"--min-target {self.min_target!r} is unknown; choose from {', '.join(MIN_TARGETS)}")
+        if "int8" in precisions and not _at_least(self.min_target, _INT8_WEIGHTS_FROM):
+            raise UserInputError(f"CoreML INT8 weights need --min-target iOS16 / macOS13 or newer "
+                                 f"(got {self.min_target})")
+        if self.w8a8:
+            if "int8" not in precisions:
+                raise UserInputError("--w8a8 quantizes activations on top of INT8 weights; add --int8")
+            if not _at_least(self.min_target, _W8A8_FROM):
+                raise UserInputError(f"--w8a8 needs --min-target iOS17 / macOS14 or newer (got {self.min_target})")
+            if platform.system() != "Darwin":
+                raise UserInputError("--w8a8 calibrates activations with Core ML predict, which runs only on "
+                                     "macOS; use --int8 alone (INT8 weights) here, or run this export on a Mac")
+
+
+def _at_least(target: str, first: dict[str, int]) -> bool:
+    os_name = target.rstrip("0123456789")
+    return int(target[len(os_name):]) >= first[os_name]
+
+
+def unavailable_reason() -> str | None:
+    try:
+        require_coremltools()
+    except BackendUnavailable as e:
+        return str(e)
+    return None
+
+
+def require_coremltools():
+    """Import coremltools quietly, or raise BackendUnavailable with the fix."""
+    major_minor = tuple(int(p) for p in np.__version__.split(".")[:2])
+    if major_minor >= (2, 4):
+        raise BackendUnavailable(f"coremltools' converter breaks with numpy {np.__version__}; "
+                                 'install numpy<2.4 (pip install "numpy<2.4")')
+    try:
+        with _silenced():
+            import coremltools
+    except ImportError as e:
+        raise BackendUnavailable(f'coremltools is not installed ({e}); run: pip install "rmt-deploy[coreml]"') from None
+    return coremltools
+
+
+@contextlib.contextmanager
+def _silenced():
+    """coremltools logs missing macOS libraries at import and draws tqdm bars on stderr."""
+    with quiet(*_LOGGERS), contextlib.redirect_stderr(io.StringIO()):
+        yield
+
+
+class _Normalize(torch.nn.Module):
+    """0–1 RGB (what ImageType with scale 1/255 delivers) → the normalised tensor the model expects."""
+
+    def __init__(self, model: torch.nn.Module, mean, std) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("inv_std", 1.0 / torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model((x - self.mean) * self.inv_std)
+
+
+def export(model: torch.nn.Module, path: Path, input_size: tuple[int, int], *, precision: str,
+           metadata: dict[str, str], settings: CoreMLSettings, calibration: np.ndarray | None = None) -> Path:
+    """Convert the deploy form to an ML program at ``path`` (.mlpackage, a folder).
+
+    ``precision``: "fp16" (FP16 compute), "fp32", or "int8" (INT8 per-channel symmetric
+    weights, FP16 compute; with ``settings.w8a8`` also INT8 activations calibrated on
+    ``calibration`` through Core ML predict, macOS only).
+    """
+    ct = require_coremltools()
+    settings.check((precision,))
+    mean, std = json.loads(metadata["mean"]), json.loads(metadata["std"])
+    shape = (1, 3, *input_size)
+    if settings.image_input:
+        net = _Normalize(model, mean, std).eval()
+        inputs = [ct.ImageType(name=IMAGE_INPUT, shape=shape, scale=1.0 / 255.0, bias=[0.0, 0.0, 0.0],
+                               color_layout=ct.colorlayout.RGB)]
+    else:
+        net = model.eval()
+        inputs = [ct.TensorType(name=TENSOR_INPUT, shape=shape, dtype=np.float32)]
+    with torch.no_grad():
+        traced = torch.jit.trace(net, torch.zeros(shape), check_trace=False)
+    with _silenced():
+        mlmodel = ct.convert(traced, inputs=inputs, outputs=[ct.TensorType(name=OUTPUT_NAME, dtype=np.float32)],
+                             convert_to="mlprogram",
+                             compute_precision=ct.precision.FLOAT32 if precision == "fp32" else ct.precision.FLOAT16,
+                             minimum_deployment_target=getattr(ct.target, settings.min_target))
+        if precision == "int8":
+            if settings.w8a8:
+                mlmodel = _quantize_activations(ct, mlmodel, calibration, settings)
+            mlmodel = _quantize_weights(ct, mlmodel)
+    _describe_model(mlmodel, {**metadata, "precision": precision}, settings, input_size)
+    scratch = path.with_name(f".partial-{path.name}")  # Core ML insists on the .mlpackage suffix
+    shutil.rmtree(scratch, ignore_errors=True)
+    with _silenced():
+        mlmodel.save(str(scratch))
+    shutil.rmtree(path, ignore_errors=True)
+    scratch.rename(path)
+    return path
+
+
+def _quantize_weights(ct, mlmodel):
+    from coremltools.optimize.coreml import OpLinearQuantizerConfig, OptimizationConfig, linear_quantize_weights
+
+    config = OptimizationConfig(global_config=OpLinearQuantizerConfig(
+        mode="linear_symmetric", dtype="int8", granularity="per_channel"))
+    return linear_quantize_weights(mlmodel, config)
+
+
+def _quantize_activations(ct, mlmodel, calibration: np.ndarray | None, settings: CoreMLSettings):
+    from coremltools.optimize.coreml import OpLinearQuantizerConfig, OptimizationConfig
+    from coremltools.optimize.coreml.experimental import linear_quantize_activations
+
+    if calibration is None or not len(calibration):
+        raise UserInputError("--w8a8 needs calibration images (--calib DIR)")
+    name = IMAGE_INPUT if settings.image_input else TENSOR_INPUT
+    samples = [{name: _feed_value(x[None], settings.image_input, None)} for x in calibration]
+    config = OptimizationConfig(global_config=OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8"))
+    return linear_quantize_activations(mlmodel, config, samples)
+
+
+def _describe_model(mlmodel, metadata: dict[str, str], settings: CoreMLSettings, size) -> None:
+    """What Xcode shows: description, author, licence, version, input/output help, our metadata."""
+    arch = metadata.get("arch", "RMT")
+    mlmodel.short_description = (f"{arch} image classifier ({size[0]}x{size[1]}, {metadata['num_classes']} classes), "
+                                 f"exported by rmt-deploy {metadata.get('rmt_deploy.version', '')}")
+    mlmodel.author = "rmt-deploy"
+    mlmodel.license = settings.license or metadata.get("license", "") or "unspecified"
+    mlmodel.version = metadata.get("rmt_deploy.version", "")
+    if settings.image_input:
+        mlmodel.input_description[IMAGE_INPUT] = (f"RGB image, {size[1]}x{size[0]} (WxH), resized and centre-cropped "
+                                                  "like the training data; normalisation is built in")
+    else:
+        mlmodel.input_description[TENSOR_INPUT] = (f"float32 NCHW 1x3x{size[0]}x{size[1]}, RGB normalised with "
+                                                   f"mean {metadata['mean']} and std {metadata['std']}")
+    mlmodel.output_description[OUTPUT_NAME] = "class logits (apply softmax for probabilities); labels in 'class_names'"
+    extra = {**metadata, "input_kind": "image" if settings.image_input else "tensor",
+             "min_target": settings.min_target}
+    mlmodel.user_defined_metadata.update({k: str(v) for k, v in extra.items() if v is not None})
+
+
+def describe(path: Path) -> dict:
+    """What a runner needs to feed a package: input name/shape and metadata (no Core ML needed)."""
+    ct = require_coremltools()
+    with _silenced():
+        spec = ct.models.MLModel(str(path), skip_model_load=True).get_spec()
+    feature = spec.description.input[0]
+    kind = feature.type.WhichOneof("Type")
+    if kind == "imageType":
+        shape = [1, 3, feature.type.imageType.height, feature.type.imageType.width]
+    else:
+        shape = list(feature.type.multiArrayType.shape)
+    return {"input_name": feature.name, "input_shape": shape, "dynamic_batch": False,
+            "image_input": kind == "imageType", "metadata": dict(spec.description.metadata.userDefined)}
+
+
+def inspect_graph(path: Path) -> dict:
+    """The Linux preflight of a saved package (see ``coreml_preflight``)."""
+    from .coreml_mil import load_program
+    from .coreml_preflight import preflight
+
+    with _silenced():
+        program = load_program(path)
+    return {**preflight(program), "package_bytes": _folder_bytes(path)}
+
+
+def _folder_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+
+
+def runtimes() -> list[str]:
+    """Compute units to time; none off macOS, where Core ML cannot run."""
+    return list(COMPUTE_UNITS) if platform.system() == "Darwin" else []
+
+
+def no_runtime_reason() -> str:
+    return "Core ML predict runs only on macOS; on this OS the package is checked by the numpy preflight"
+
+
+def _feed_value(x: np.ndarray, image_input: bool, info_metadata: dict | None):
+    """A normalised NCHW batch of one → what the package's input takes (tensor, or 0–255 RGB)."""
+    if not image_input:
+        return x.astype(np.float32)
+    mean, std = _mean_std(info_metadata)
+    return np.clip((x * std + mean) * 255.0, 0.0, 255.0).astype(np.float32)
+
+
+def _mean_std(metadata: dict | None):
+    metadata = metadata or {}
+    mean = np.asarray(json.loads(metadata.get("mean", "[0.485, 0.456, 0.406]")), np.float32).reshape(1, 3, 1, 1)
+    std = np.asarray(json.loads(metadata.get("std", "[0.229, 0.224, 0.225]")), np.float32).reshape(1, 3, 1, 1)
+    return mean, std
+
+
+class _PackageRunner(Runner):
+    """Feeds normalised tensors to a package whatever its input kind (tensor or image)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.info: dict = {}
+
+    def input_names(self) -> list[str]:
+        return [TENSOR_INPUT]  # callers feed the normalised tensor; image packages get pixels
+
+    def _pixels_or_tensor(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        (x,) = feeds.values()
+        return _feed_value(np.asarray(x, np.float32), self.info["image_input"], self.info["metadata"])
+
+
+class MilNumpyRunner(_PackageRunner):
+    """The ML program evaluated op by op with numpy: real numbers, no meaningful timing."""
+
+    name = "coreml ML program evaluated with numpy (no Core ML on this OS)"
+    device = "cpu (numpy reference)"
+    measures_latency = False
+
+    def activate_impl(self) -> None:
+        from .coreml_mil import load_program
+
+        self.info = describe(self.path)
+        with _silenced():
+            self.function = load_program(self.path).functions["main"]
+
+    def deactivate_impl(self) -> None:
+        self.function = None
+
+    def infer_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from .coreml_mil import evaluate
+
+        x = self._pixels_or_tensor(feeds)
+        start = time.perf_counter()
+        outputs = [evaluate(self.function, {self.info["input_name"]: x[i:i + 1]}) for i in range(len(x))]
+        self.last_inference_s = time.perf_counter() - start
+        return {OUTPUT_NAME: np.concatenate([next(iter(o.values())) for o in outputs])}
+
+
+class CoreMLRunner(_PackageRunner):
+    """Core ML ``predict`` on macOS, on one compute unit setting."""
+
+    device = "apple"
+
+    def __init__(self, path: Path, compute_units: str = "ALL") -> None:
+        super().__init__(path)
+        if compute_units not in COMPUTE_UNITS:
+            raise UserInputError(f"unknown compute unit {compute_units!r}; choose from {', '.join(COMPUTE_UNITS)}")
+        self.compute_units = compute_units
+        self.name = f"coreml {compute_units}"
+        self.device = {"CPU_ONLY": "cpu", "CPU_AND_GPU": "cpu+gpu", "ALL": "cpu+gpu+ane"}[compute_units]
+
+    def activate_impl(self) -> None:
+        ct = require_coremltools()
+        self.info = describe(self.path)
+        self.model = ct.models.MLModel(str(self.path), compute_units=getattr(ct.ComputeUnit, self.compute_units))
+
+    def deactivate_impl(self) -> None:
+        self.model = None
+
+    def infer_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        x = self._pixels_or_tensor(feeds)
+        rows = []
+        start = time.perf_counter()
+        for i in range(len(x)):  # packages have batch 1
+            value = _to_image(x[i]) if self.info["image_input"] else x[i:i + 1]
+            rows.append(self.model.predict({self.info["input_name"]: value})[OUTPUT_NAME])
+        self.last_inference_s = time.perf_counter() - start
+        return {OUTPUT_NAME: np.concatenate([np.asarray(r, np.float32).reshape(1, -1) for r in rows])}
+
+
+def _to_image(chw: np.ndarray):
+    from PIL import Image
+
+    return Image.fromarray(np.round(chw.transpose(1, 2, 0)).astype(np.uint8), mode="RGB")
+
+
+def load(path: Path, threads: int | None = None, runtime: str | None = None) -> Runner:
+    """Core ML on macOS (``runtime`` = compute units, default ALL); the numpy evaluator elsewhere."""
+    if platform.system() == "Darwin":
+        return CoreMLRunner(path, runtime or "ALL")
+    return MilNumpyRunner(path)
