@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .errors import RmtDeployError
+from .errors import RmtDeployError, UserInputError
 
 app = typer.Typer(
     name="rmt-deploy",
@@ -175,6 +175,9 @@ def export(
                                                       "calibrated with Core ML predict: macOS only).")] = False,
     license_text: Annotated[str, typer.Option("--license", help="CoreML: licence text stored in the package.",
                                               show_default=False)] = "",
+    require_engine: Annotated[bool, typer.Option(
+        "--require-engine", help="TensorRT: fail (exit 2) when no engine can be built here instead of writing "
+                                 "the TensorRT-ready ONNX and build_engine.sh only.")] = False,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -192,7 +195,8 @@ def export(
             eval_dir=eval_dir, label_map=label_map, parity_samples=parity_samples, atol=atol, bench_iters=bench_iters,
             threads=threads, strict=strict, int8=int8, fp16=fp16, fp32=fp32, calib=calib, calib_size=calib_size,
             max_drop=max_drop, statistic=statistic,
-            coreml=CoreMLSettings(image_input=image_input, min_target=min_target, w8a8=w8a8, license=license_text))
+            coreml=CoreMLSettings(image_input=image_input, min_target=min_target, w8a8=w8a8, license=license_text),
+            require_engine=require_engine)
         report = run_export(opts, RichProgress(quiet or as_json))
         if as_json:
             out.print_json(json.dumps(report))
@@ -362,6 +366,36 @@ def inspect(
         for key, value in rows:
             table.add_row(f"[bold]{key}[/bold]", value)
         out.print(table)
+
+
+@app.command("build-engine")
+def build_engine(
+    onnx_path: Annotated[Path, typer.Argument(help="TensorRT-ready ONNX (model_*.trt.onnx from export --target trt).",
+                                              show_default=False)],
+    engine: Annotated[Optional[Path], typer.Option("--out", help="Engine file (default: next to the ONNX, "
+                                                                 ".engine).", show_default=False)] = None,
+    workspace: Annotated[float, typer.Option("--workspace", help="Builder workspace in GiB.")] = 2.0,
+    timing_cache: Annotated[Optional[Path], typer.Option("--timing-cache", help="Timing cache file, reused and "
+                                                         "updated (faster rebuilds).", show_default=False)] = None,
+    dla_core: Annotated[Optional[int], typer.Option("--dla-core", help="Run on this DLA core (Jetson), GPU "
+                                                    "fallback for unsupported layers.", show_default=False)] = None,
+    min_batch: Annotated[int, typer.Option("--min-batch", help="Profile minimum batch (dynamic-batch ONNX).")] = 1,
+    opt_batch: Annotated[int, typer.Option("--opt-batch", help="Profile batch to optimise for.")] = 1,
+    max_batch: Annotated[int, typer.Option("--max-batch", help="Profile maximum batch.")] = 32,
+) -> None:
+    """Build a TensorRT engine on this machine (needs TensorRT and an NVIDIA GPU) and its sidecar JSON."""
+    with _errors_to_exit():
+        from .targets.tensorrt import EngineSettings, build_engine as build, sidecar_path
+
+        if not onnx_path.is_file():
+            raise UserInputError(f"{onnx_path} does not exist; pass a TensorRT-ready ONNX file")
+        settings = EngineSettings(workspace, timing_cache, dla_core, min_batch, opt_batch, max_batch)
+        settings.check()
+        target = engine or onnx_path.with_name(onnx_path.name.removesuffix(".onnx").removesuffix(".trt") + ".engine")
+        with out.status(f"Building {target.name} with TensorRT (minutes on a Jetson)"):
+            sidecar = build(onnx_path, target, settings)
+        out.print(f"engine: {target} (TensorRT {sidecar['tensorrt']}, {sidecar['gpu']}, "
+                  f"{sidecar['build_seconds']:.0f} s); sidecar: {sidecar_path(target)}", highlight=False)
 
 
 @app.command()

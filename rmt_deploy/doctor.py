@@ -22,8 +22,8 @@ _COMPONENTS = (
     ("nncf", "nncf", "INT8 calibration (--int8 for ONNX)", "int8"),
     ("coremltools", "coremltools", "CoreML target (.mlpackage; predict needs macOS)", "coreml"),
     ("openvino", "openvino", "OpenVINO target (planned)", None),
-    ("tensorrt", "tensorrt", "TensorRT engines (planned; needs an NVIDIA GPU)", None),
-    ("tensorrt_rtx", "tensorrt-rtx-cu12", "TensorRT-RTX parser/builder check (planned)", None),
+    ("tensorrt", "tensorrt", "TensorRT engines (needs an NVIDIA GPU)", "trt"),
+    ("tensorrt_rtx", "tensorrt-rtx-cu12", "TensorRT-RTX parse+build proxy (no GPU needed)", "trt-check"),
 )
 
 

@@ -27,7 +27,7 @@ from .bench.latency import measure
 from .bench.parity import compare_logits
 from .bench.report import REPORT_JSON, write_report
 from .data.images import ImageSet, Preprocess, load_batch, open_image_set
-from .errors import UserInputError, VerificationError
+from .errors import BackendUnavailable, UserInputError, VerificationError
 from .model.checkpoint import LoadedModel, load_model, metadata_json
 from .outdir import commit_out, prepare_out
 from .quant.policy import STATISTICS, QuantPolicy
@@ -87,6 +87,7 @@ class ExportOptions:
     max_drop: float | None = None  # top-1 points; with a labelled eval set: accuracy-aware INT8
     statistic: str = "minmax"
     coreml: CoreMLSettings = field(default_factory=CoreMLSettings)
+    require_engine: bool = False  # --target trt: no GPU/TensorRT here is an error, not a skip
 
     def precisions_for(self, spec: TargetSpec) -> tuple[str, ...]:
         asked = tuple(p for p in ("fp32", "int8", "fp16") if getattr(self, p))
@@ -245,6 +246,12 @@ def run_export(opts: ExportOptions, progress=None) -> dict:
         from .targets.coreml import require_coremltools
 
         require_coremltools()
+    if any(s.name == "trt" for s in specs) and opts.require_engine:
+        from .targets.tensorrt import engine_unavailable_reason
+
+        reason = engine_unavailable_reason()
+        if reason:
+            raise BackendUnavailable(f"--require-engine: {reason}")
     weights = Path(opts.weights) if opts.weights else bundled_weights()
     tmp = prepare_out(opts.out)
     try:
@@ -302,6 +309,11 @@ def _run(opts: ExportOptions, specs: list[TargetSpec], weights: Path, tmp: Path,
     artifacts = [_run_step(spec, precision, tmp, opts.strict, job.export_and_verify)
                  for spec in specs for precision in opts.precisions_for(spec)]
 
+    trtexec = [a["trtexec"] for a in artifacts if a.get("trtexec") and a["status"] != "failed"]
+    if trtexec:
+        from .targets.tensorrt import write_build_script
+
+        write_build_script(tmp, trtexec)
     ref_acc = topk_accuracy(eval_set.reference, eval_set.labels) if eval_set else None
     report = {
         "tool_version": __version__,
@@ -371,8 +383,9 @@ def _run_step(spec: TargetSpec, precision: str, tmp: Path, strict: bool, export_
         if strict or os.environ.get("RMT_DEPLOY_DEBUG"):
             raise
         first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
-        for leftover in [*tmp.glob(f"{artifact_stem(precision)}{spec.suffix}*"),
-                         *tmp.glob(f".partial-{artifact_stem(precision)}{spec.suffix}")]:
+        stem = artifact_stem(precision)
+        for leftover in [*tmp.glob(f"{stem}{spec.suffix}*"), *tmp.glob(f".partial-{stem}{spec.suffix}"),
+                         *(tmp.glob(f"{stem}.trt.onnx") if spec.name == "trt" else [])]:
             remove_artifact(leftover)
         return {**entry, "status": "failed", "stage": "export", "path": None, "size_bytes": None,
                 "reason": f"{type(e).__name__}: {first}"}
@@ -416,6 +429,8 @@ class _Job:
     _int8: object = None
 
     def export_and_verify(self, spec: TargetSpec, module, entry: dict) -> dict:
+        if spec.name == "trt":
+            return self._tensorrt(spec, module, entry)
         precision = entry["precision"]
         path = self.tmp / f"{artifact_stem(precision)}{spec.suffix}"
         start = time.perf_counter()
@@ -461,6 +476,54 @@ class _Job:
             metadata["quantization"] = (f"int8 onnxruntime encoding; {int8.calib_images} calibration images, "
                                         f"statistic {self.opts.statistic}")
             module.save(copy.deepcopy(int8.onnxruntime), path, metadata)
+
+    def _tensorrt(self, spec: TargetSpec, module, entry: dict) -> dict:
+        """TensorRT-ready ONNX + readiness check; the engine where TensorRT and a GPU are."""
+        import onnx
+
+        from .targets import onnx as onnx_target
+        from .targets.trt_readiness import readiness, rtx_build
+
+        precision, dynamic = entry["precision"], self._dynamic(spec)
+        onnx_path = self.tmp / f"{artifact_stem(precision)}.trt.onnx"
+        start = time.perf_counter()
+        metadata = {**self.metadata, "precision": precision, "dynamic_batch": str(dynamic).lower(),
+                    "intended_runtime": "tensorrt"}
+        with self.progress.step(f"Writing the TensorRT-ready {precision.upper()} ONNX"):
+            if precision == "int8":
+                int8 = self._calibrated()
+                entry["quantization"] = {**QuantPolicy(self.opts.statistic, calib_size=self.opts.calib_size).to_dict(),
+                                         "calib_images": int8.calib_images, "calib_seconds": int8.calib_seconds,
+                                         "encoding": "tensorrt", "float_for_speed": 0}
+                onnx_target.save(copy.deepcopy(int8.tensorrt), onnx_path, metadata)
+            else:
+                export = onnx_target.export_fp16 if precision == "fp16" else onnx_target.export
+                export(self.deploy, onnx_path, self.size, dynamic_batch=dynamic, metadata=metadata)
+        entry["export_seconds"] = round(time.perf_counter() - start, 2)
+        with self.progress.step(f"Checking TensorRT readiness of {onnx_path.name}"):
+            entry["readiness"] = readiness(onnx.load(str(onnx_path)), dynamic)
+            entry["readiness"]["rtx_build"] = rtx_build(onnx_path)
+        entry["onnx"] = onnx_path.name
+        with onnx_target.load(onnx_path, self.opts.threads) as runner:  # the same graph, run by ONNX Runtime
+            entry["onnx_parity"] = compare_logits(self.ref_parity, runner_logits(
+                runner, self.x_parity, dynamic, self.deploy.cfg))
+        info = onnx_target.describe(onnx_path)
+        entry["trtexec"] = module.trtexec_command(onnx_path.name, f"{artifact_stem(precision)}.engine", precision,
+                                                  info["input_name"], info["input_shape"], module.EngineSettings())
+        if entry["readiness"]["status"] != "ready":
+            entry.update(status="failed", stage="readiness", reason="; ".join(entry["readiness"]["problems"])[:300])
+            return entry
+        reason = module.engine_unavailable_reason()
+        if reason:
+            entry.update(status="skipped", path=onnx_path.name, size_bytes=onnx_path.stat().st_size,
+                         reason=f"engine not built: {reason}")
+            return entry
+        path = self.tmp / f"{artifact_stem(precision)}{spec.suffix}"
+        with self.progress.step(f"Building the TensorRT {precision.upper()} engine"):
+            entry["engine"] = module.build_engine(onnx_path, path, module.EngineSettings())
+        entry.update(path=path.name, size_bytes=path.stat().st_size)
+        self._verify(spec, module, entry, path)
+        return entry
 
     def _export_coreml(self, spec: TargetSpec, module, entry: dict, path: Path, metadata: dict) -> None:
         precision, settings = entry["precision"], self.opts.coreml

@@ -90,6 +90,25 @@ def _graph_lines(a: dict) -> list[str]:
     return lines + [f"- ops: {ops}", ""]
 
 
+def _readiness_lines(a: dict) -> list[str]:
+    ready = a.get("readiness")
+    if not ready:
+        return []
+    lines = [f"### {a['target']} / {a['precision']} readiness", "",
+             f"- `{a['onnx']}` is **{ready['status']}** for {ready['checked_for']}"
+             + (f": {'; '.join(ready['problems'])}" if ready["problems"] else "")
+             + (" (explicit quantization: Q/DQ)" if ready["explicit_quantization"] else "")]
+    rtx = ready.get("rtx_build")
+    lines.append(f"- parse + build with {rtx['proxy']}: {rtx['status']} ({rtx['layers']} layers, {rtx['seconds']} s)"
+                 + (f" — {'; '.join(rtx['errors'])}" if rtx["errors"] else "") if rtx else
+                 "- TensorRT-RTX not installed: no parse/build proxy (pip install \"rmt-deploy[trt-check]\")")
+    if a.get("onnx_parity"):
+        lines.append(f"- the same ONNX in ONNX Runtime vs PyTorch: cosine {a['onnx_parity']['cosine']:.6f}")
+    if a.get("trtexec"):
+        lines.append(f"- on the device: `{' '.join(a['trtexec'])}` (all in `build_engine.sh`)")
+    return lines + [""]
+
+
 def render_markdown(report: dict, has_plot: bool = False) -> str:
     model, ver = report["model"], report.get("verification") or {}
     size = "x".join(map(str, model.get("input_size") or [])) or "?"
@@ -125,7 +144,7 @@ def render_markdown(report: dict, has_plot: bool = False) -> str:
               "whose top-1 class equals FP32's.",
               "- **latency**: " + _latency_note(report), ""]
     for a in report["artifacts"]:
-        lines += _graph_lines(a) + _quantization_lines(a)
+        lines += _graph_lines(a) + _readiness_lines(a) + _quantization_lines(a)
     env = report["environment"]
     pkgs = ", ".join(f"{k} {v}" for k, v in env["packages"].items())
     lines += ["## Environment", "", f"- {env['cpu']} ({env['cpu_count']} logical CPUs), {env['platform']}, "

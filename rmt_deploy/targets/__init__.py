@@ -35,11 +35,12 @@ TARGETS: dict[str, TargetSpec] = {
                        always_fp32=True, calibrated_int8=True),
     "coreml": TargetSpec("coreml", ("mlpackage", "mlprogram"), ".mlpackage", ("fp16", "fp32", "int8"), "coreml",
                          "coreml", needs="macos", default_precision="fp16", dynamic_batch=False),
+    "trt": TargetSpec("trt", ("tensorrt", "engine"), ".engine", ("fp16", "int8", "fp32"), "tensorrt", "trt",
+                      needs="nvidia-gpu", default_precision="fp16", calibrated_int8=True),
 }
 
 # Targets on the roadmap: named here so users get an honest message, not "unknown target".
 PLANNED: dict[str, str] = {
-    "trt": "TensorRT", "tensorrt": "TensorRT", "engine": "TensorRT",
     "openvino": "OpenVINO", "ov": "OpenVINO",
 }
 

@@ -1,0 +1,307 @@
+"""TensorRT target: a TensorRT-ready ONNX per precision, an engine where a GPU is, a script where not.
+
+INT8 is explicit quantization only (the Q/DQ ONNX); FP16 is an FP16 ONNX (what strongly-typed
+TensorRT 11 builds need), with the FP16 builder flag added where the version still has it.
+Engines are tied to the GPU and TensorRT version that built them: a JSON sidecar records both,
+and loading an engine on anything else fails with a clear message.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import BackendUnavailable, UserInputError
+from .runner import Runner
+
+__all__ = ["EngineSettings", "engine_unavailable_reason", "trtexec_command", "write_build_script", "build_engine",
+           "load", "describe", "runtimes", "no_runtime_reason", "unavailable_reason", "sidecar_path",
+           "BUILD_SCRIPT"]
+
+BUILD_SCRIPT = "build_engine.sh"
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """Builder options shared by `export --target trt` and `build-engine`."""
+
+    workspace_gib: float = 2.0
+    timing_cache: Path | None = None
+    dla_core: int | None = None
+    min_batch: int = 1
+    opt_batch: int = 1
+    max_batch: int = 32
+
+    def check(self) -> None:
+        if not self.workspace_gib > 0:
+            raise UserInputError("--workspace must be a positive number of GiB")
+        if self.dla_core is not None and self.dla_core < 0:
+            raise UserInputError("--dla-core must be 0 or more")
+        if not 1 <= self.min_batch <= self.opt_batch <= self.max_batch:
+            raise UserInputError(f"batch profile needs 1 <= min ({self.min_batch}) <= opt ({self.opt_batch}) "
+                                 f"<= max ({self.max_batch})")
+
+
+def unavailable_reason() -> str | None:
+    return None  # the TensorRT-ready ONNX and build script are written anywhere
+
+
+def engine_unavailable_reason() -> str | None:
+    """Why no engine can be built here (no TensorRT, no NVIDIA GPU), or None."""
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        return ("TensorRT is not installed here (engines need an NVIDIA GPU; run the generated "
+                f"{BUILD_SCRIPT} or `rmt-deploy build-engine` on the device)")
+    if not _gpu_name():
+        return f"no NVIDIA GPU found (run {BUILD_SCRIPT} or `rmt-deploy build-engine` on the device)"
+    return None
+
+
+def _gpu_name() -> str | None:
+    try:
+        from cuda.bindings import runtime as cudart
+    except ImportError:
+        try:
+            from cuda import cudart
+        except ImportError:
+            return None
+    err, count = cudart.cudaGetDeviceCount()
+    if int(err) != 0 or count < 1:
+        return None
+    err, props = cudart.cudaGetDeviceProperties(0)
+    return props.name.decode().rstrip("\x00") if int(err) == 0 else None
+
+
+def _compute_capability() -> str | None:
+    try:
+        from cuda.bindings import runtime as cudart
+    except ImportError:
+        from cuda import cudart
+    err, props = cudart.cudaGetDeviceProperties(0)
+    return f"{props.major}.{props.minor}" if int(err) == 0 else None
+
+
+def _shape_arg(name: str, batch: int, rest: list[int]) -> str:
+    return f"{name}:{'x'.join(str(d) for d in [batch, *rest])}"
+
+
+def trtexec_command(onnx_name: str, engine_name: str, precision: str, input_name: str, input_shape: list,
+                    settings: EngineSettings) -> list[str]:
+    """The trtexec call equivalent to ``build_engine`` (for hosts with TensorRT but not this tool)."""
+    cmd = ["trtexec", f"--onnx={onnx_name}", f"--saveEngine={engine_name}",
+           f"--memPoolSize=workspace:{int(settings.workspace_gib * 1024)}M"]
+    if precision == "fp16":
+        cmd.append("--stronglyTyped")  # precision comes from the FP16 ONNX (required on TensorRT 11)
+    elif precision == "int8":
+        cmd.append("--stronglyTyped")  # explicit quantization: the Q/DQ nodes carry the precision
+    if input_shape[0] in (None, 0, -1):
+        rest = list(input_shape[1:])
+        cmd += [f"--minShapes={_shape_arg(input_name, settings.min_batch, rest)}",
+                f"--optShapes={_shape_arg(input_name, settings.opt_batch, rest)}",
+                f"--maxShapes={_shape_arg(input_name, settings.max_batch, rest)}"]
+    if settings.timing_cache:
+        cmd.append(f"--timingCacheFile={settings.timing_cache}")
+    if settings.dla_core is not None:
+        cmd += [f"--useDLACore={settings.dla_core}", "--allowGPUFallback"]
+    return cmd
+
+
+def write_build_script(folder: Path, commands: list[list[str]]) -> Path:
+    """build_engine.sh: one trtexec line per TensorRT-ready ONNX in ``folder``."""
+    lines = ["#!/usr/bin/env bash",
+             "# Build TensorRT engines on the target device (e.g. a Jetson) from the TensorRT-ready ONNX",
+             "# files next to this script. Either run this (needs trtexec on PATH, e.g. /usr/src/tensorrt/bin)",
+             "# or `rmt-deploy build-engine FILE.onnx`, which also writes the version/GPU sidecar.",
+             "set -euo pipefail", 'cd "$(dirname "$0")"']
+    lines += [" ".join(shlex.quote(part) for part in cmd) for cmd in commands]
+    path = folder / BUILD_SCRIPT
+    path.write_text("\n".join(lines) + "\n")
+    path.chmod(0o755)
+    return path
+
+
+def sidecar_path(engine: Path) -> Path:
+    return Path(engine).with_suffix(".json")
+
+
+def build_engine(onnx_path: Path, engine_path: Path, settings: EngineSettings, progress=None) -> dict:
+    """Build an engine with the TensorRT Python API (10.x / 11.x); write it and its sidecar."""
+    reason = engine_unavailable_reason()
+    if reason:
+        raise BackendUnavailable(reason)
+    settings.check()
+    import tensorrt as trt
+
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    strongly_typed = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+    flags = (1 << int(strongly_typed)) if strongly_typed is not None else 0
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "; ".join(parser.get_error(i).desc().splitlines()[0] for i in range(parser.num_errors))
+        raise UserInputError(f"TensorRT cannot parse {onnx_path.name}: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(settings.workspace_gib * (1 << 30)))
+    inp = network.get_input(0)
+    shape = list(inp.shape)
+    if shape[0] == -1:
+        profile = builder.create_optimization_profile()
+        rest = shape[1:]
+        profile.set_shape(inp.name, (settings.min_batch, *rest), (settings.opt_batch, *rest),
+                          (settings.max_batch, *rest))
+        config.add_optimization_profile(profile)
+    if settings.dla_core is not None:
+        config.default_device_type = trt.DeviceType.DLA
+        config.DLA_core = settings.dla_core
+        config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+    cache = None
+    if settings.timing_cache:
+        data = Path(settings.timing_cache).read_bytes() if Path(settings.timing_cache).exists() else b""
+        cache = config.create_timing_cache(data)
+        config.set_timing_cache(cache, ignore_mismatch=False)
+    start = time.perf_counter()
+    plan = builder.build_serialized_network(network, config)
+    if plan is None:
+        raise RuntimeError(f"TensorRT could not build an engine from {onnx_path.name} (see the log above)")
+    scratch = engine_path.with_name(f".partial-{engine_path.name}")
+    scratch.write_bytes(bytes(plan))
+    scratch.replace(engine_path)
+    if cache is not None:
+        Path(settings.timing_cache).write_bytes(bytes(config.get_timing_cache().serialize()))
+    sidecar = {"tensorrt": trt.__version__, "gpu": _gpu_name(), "compute_capability": _compute_capability(),
+               "precision": _precision_of(onnx_path), "input": inp.name, "input_shape": shape,
+               "profile": [settings.min_batch, settings.opt_batch, settings.max_batch] if shape[0] == -1 else None,
+               "dla_core": settings.dla_core, "source_onnx": onnx_path.name,
+               "source_onnx_sha256": hashlib.sha256(onnx_path.read_bytes()).hexdigest(),
+               "build_seconds": round(time.perf_counter() - start, 2)}
+    sidecar_path(engine_path).write_text(json.dumps(sidecar, indent=2) + "\n")
+    return sidecar
+
+
+def _precision_of(onnx_path: Path) -> str:
+    import onnx
+
+    meta = {p.key: p.value for p in onnx.load(str(onnx_path), load_external_data=False).metadata_props}
+    return meta.get("precision", "unknown")
+
+
+def describe(path: Path) -> dict:
+    sidecar = _read_sidecar(path)
+    return {"input_name": sidecar["input"], "input_shape": sidecar["input_shape"],
+            "dynamic_batch": sidecar["input_shape"][0] == -1, "metadata": sidecar}
+
+
+def _read_sidecar(engine: Path) -> dict:
+    side = sidecar_path(engine)
+    if not side.exists():
+        raise UserInputError(f"{engine}: no {side.name} next to it; build engines with `rmt-deploy build-engine`")
+    return json.loads(side.read_text())
+
+
+def check_engine_matches(engine: Path) -> dict:
+    """Refuse an engine built by another TensorRT version or on another GPU."""
+    import tensorrt as trt
+
+    sidecar = _read_sidecar(engine)
+    gpu = _gpu_name()
+    if sidecar["tensorrt"] != trt.__version__:
+        raise UserInputError(f"{engine.name} was built with TensorRT {sidecar['tensorrt']} but this is "
+                             f"{trt.__version__}; rebuild it here with `rmt-deploy build-engine`")
+    if sidecar.get("gpu") and gpu and sidecar["gpu"] != gpu:
+        raise UserInputError(f"{engine.name} was built on {sidecar['gpu']} but this GPU is {gpu}; "
+                             "rebuild it here with `rmt-deploy build-engine`")
+    return sidecar
+
+
+def runtimes() -> list[str]:
+    return ["cuda"] if engine_unavailable_reason() is None else []
+
+
+def no_runtime_reason() -> str:
+    return engine_unavailable_reason() or "TensorRT is available"
+
+
+class TensorRTRunner(Runner):
+    """Engine execution: bindings by name, device buffers, CUDA events around enqueue."""
+
+    name = "tensorrt"
+    device = "gpu"
+
+    def __init__(self, path: Path, copy_timing: bool = False) -> None:
+        super().__init__()
+        self.path, self.copy_timing = Path(path), copy_timing
+        self.last_copy_s = 0.0
+
+    def activate_impl(self) -> None:
+        reason = engine_unavailable_reason()
+        if reason:
+            raise BackendUnavailable(reason)
+        import tensorrt as trt
+        from cuda.bindings import runtime as cudart
+
+        self.sidecar = check_engine_matches(self.path)
+        self.cudart = cudart
+        self.engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(self.path.read_bytes())
+        self.context = self.engine.create_execution_context()
+        _, self.stream = cudart.cudaStreamCreate()
+        _, self.start_event = cudart.cudaEventCreate()
+        _, self.stop_event = cudart.cudaEventCreate()
+        self.names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        self.trt = trt
+        self.buffers: dict[str, tuple[int, int]] = {}
+
+    def deactivate_impl(self) -> None:
+        for pointer, _ in self.buffers.values():
+            self.cudart.cudaFree(pointer)
+        self.buffers = {}
+        self.context = self.engine = None
+
+    def input_names(self) -> list[str]:
+        return [n for n in self.names if self.engine.get_tensor_mode(n) == self.trt.TensorIOMode.INPUT]
+
+    def _buffer(self, name: str, nbytes: int) -> int:
+        pointer, size = self.buffers.get(name, (0, 0))
+        if size < nbytes:
+            if pointer:
+                self.cudart.cudaFree(pointer)
+            _, pointer = self.cudart.cudaMalloc(nbytes)
+            self.buffers[name] = (pointer, nbytes)
+        return pointer
+
+    def infer_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        cudart, kind = self.cudart, self.cudart.cudaMemcpyKind
+        copy_start = time.perf_counter()
+        for name, array in feeds.items():
+            array = np.ascontiguousarray(array, dtype=self.trt.nptype(self.engine.get_tensor_dtype(name)))
+            self.context.set_input_shape(name, array.shape)
+            pointer = self._buffer(name, array.nbytes)
+            cudart.cudaMemcpyAsync(pointer, array.ctypes.data, array.nbytes, kind.cudaMemcpyHostToDevice, self.stream)
+            self.context.set_tensor_address(name, pointer)
+        outputs = {}
+        for name in self.names:
+            if self.engine.get_tensor_mode(name) == self.trt.TensorIOMode.OUTPUT:
+                shape = tuple(self.context.get_tensor_shape(name))
+                outputs[name] = np.empty(shape, dtype=self.trt.nptype(self.engine.get_tensor_dtype(name)))
+                self.context.set_tensor_address(name, self._buffer(name, outputs[name].nbytes))
+        cudart.cudaEventRecord(self.start_event, self.stream)
+        self.context.execute_async_v3(self.stream)
+        cudart.cudaEventRecord(self.stop_event, self.stream)
+        for name, array in outputs.items():
+            cudart.cudaMemcpyAsync(array.ctypes.data, self.buffers[name][0], array.nbytes,
+                                   kind.cudaMemcpyDeviceToHost, self.stream)
+        cudart.cudaStreamSynchronize(self.stream)
+        _, ms = cudart.cudaEventElapsedTime(self.start_event, self.stop_event)
+        self.last_inference_s = ms / 1000.0
+        self.last_copy_s = time.perf_counter() - copy_start - self.last_inference_s
+        return outputs
+
+
+def load(path: Path, threads: int | None = None, runtime: str | None = None) -> TensorRTRunner:
+    return TensorRTRunner(path)
