@@ -20,7 +20,7 @@ from .errors import RmtDeployError, UserInputError
 
 app = typer.Typer(
     name="rmt-deploy",
-    help="Ship RMT vision backbones to ONNX Runtime (TensorRT, CoreML, OpenVINO planned) with "
+    help="Ship RMT vision backbones to ONNX Runtime, TensorRT, CoreML and OpenVINO with "
          "verified numbers and a report.",
     no_args_is_help=True,
     add_completion=False,
@@ -41,7 +41,7 @@ ImgSizeOpt = Annotated[Optional[str], typer.Option(
     "--img-size", help="Input size: 224 or HxW such as 256x320, multiples of 32. "
                        "Default: checkpoint hint, else 224.", show_default=False)]
 TargetOpt = Annotated[list[str], typer.Option(
-    "--target", "-t", help="Target(s), comma-separated or repeated: onnx.")]
+    "--target", "-t", help="Target(s), comma-separated or repeated: onnx, trt, coreml, openvino.")]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder (replaced if it holds an "
                                                           "earlier rmt-deploy report).")]
 EvalOpt = Annotated[Optional[Path], typer.Option(
@@ -60,6 +60,7 @@ EXPORT_EXAMPLES = """
   rmt-deploy export -w ckpt.pth --arch rmt-t --img-size 256x320 --dynamic-batch --out out/
   rmt-deploy export --int8 --fp16                      [dim]# FP32 + INT8 + FP16, one report[/dim]
   rmt-deploy export -w ckpt.pth --int8 --calib /data/calib --eval /data/val --max-drop 0.5
+  rmt-deploy export --target openvino --int8           [dim]# OpenVINO IR, NNCF INT8[/dim]
 """
 
 
@@ -151,8 +152,9 @@ def export(
     threads: ThreadsOpt = None,
     strict: Annotated[bool, typer.Option("--strict", help="Stop at the first target that fails instead of "
                                                          "recording it in the report.")] = False,
-    int8: Annotated[bool, typer.Option("--int8", help="Write an INT8 model (ONNX: post-training, calibrated "
-                                                      "with NNCF on real images; CoreML: INT8 weights).")] = False,
+    int8: Annotated[bool, typer.Option("--int8", help="Write an INT8 model (ONNX, TensorRT, OpenVINO: "
+                                                      "post-training, calibrated with NNCF on real images; CoreML: "
+                                                      "INT8 weights).")] = False,
     fp16: Annotated[bool, typer.Option("--fp16", help="Write an FP16 model (ONNX: FP32 inputs/outputs).")] = False,
     fp32: Annotated[bool, typer.Option("--fp32", help="Write an FP32 model (ONNX always does; CoreML's "
                                                       "default is FP16).")] = False,
@@ -227,6 +229,7 @@ BENCH_EXAMPLES = """
   rmt-deploy bench --from rmt-deploy-out --batch 1,8,32     [dim]# updates that folder's report[/dim]
   rmt-deploy bench model.onnx --threads 2 --iters 100 --out bench/
   rmt-deploy bench --from out/ --eval /data/val             [dim]# accuracy per artifact too[/dim]
+  rmt-deploy bench model_int8.xml --device CPU --hint throughput --batch 1,8
 """
 
 CHECK_EXAMPLES = """
@@ -254,6 +257,10 @@ def bench(
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Report folder when artifacts are given as "
                                           "files.")] = Path("rmt-deploy-bench"),
     no_reference: Annotated[bool, typer.Option("--no-reference", help="Skip timing the PyTorch reference.")] = False,
+    device: Annotated[Optional[str], typer.Option("--device", help="OpenVINO device: CPU, GPU, NPU, AUTO … "
+                                                  "Default: every device OpenVINO sees.", show_default=False)] = None,
+    hint: Annotated[str, typer.Option("--hint", help="OpenVINO performance hint: latency, or throughput (also "
+                                      "measures images/s with parallel requests).")] = "latency",
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -263,7 +270,8 @@ def bench(
 
         opts = BenchOptions(artifacts=tuple(artifacts or ()), from_dir=from_dir, batches=parse_batches(batch),
                             threads=threads, min_iters=iters, min_seconds=min_time, warmup=warmup,
-                            eval_dir=eval_dir, out=out_dir, reference=not no_reference)
+                            eval_dir=eval_dir, out=out_dir, reference=not no_reference, device=device,
+                            hint=hint.strip().lower())
         report = run_bench(opts, RichProgress(quiet or as_json))
         if as_json:
             out.print_json(json.dumps(report))
@@ -412,7 +420,7 @@ def doctor(as_json: JsonOpt = False) -> None:
         out.print(f"[bold]CPU[/bold] {m['cpu']}  |  INT8 instructions: "
                   f"{', '.join(m['int8_instructions']) or 'none'}  |  ONNX Runtime providers: "
                   f"{', '.join(m['onnxruntime_providers']) or '—'}", highlight=False)
-        colour = {"ok": "green", "missing": "yellow", "broken": "red", "unavailable": "red", "planned": "dim"}
+        colour = {"ok": "green", "missing": "yellow", "broken": "red", "unavailable": "red"}
         pk = Table("package", "status", "detail", "for", title="Packages", title_justify="left")
         for row in info["packages"]:
             detail = row["detail"] + (f" — {row['install']}" if row["install"] else "")

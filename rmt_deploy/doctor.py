@@ -8,7 +8,7 @@ import platform
 from .bench.environment import cpu_name
 from .pipeline import bundled_images, bundled_weights
 from .quiet import quiet
-from .targets import PLANNED, TARGETS, target_module
+from .targets import TARGETS, target_module
 
 __all__ = ["diagnose"]
 
@@ -18,10 +18,9 @@ _COMPONENTS = (
     ("onnx", "onnx", "ONNX graphs", None),
     ("onnxslim", "onnxslim", "ONNX simplification", None),
     ("onnxruntime", "onnxruntime", "ONNX Runtime target, verification", None),
-    # Backends of planned targets: reported so users see what is already on the machine.
-    ("nncf", "nncf", "INT8 calibration (--int8 for ONNX)", "int8"),
+    ("nncf", "nncf", "INT8 calibration (--int8 for ONNX, TensorRT, OpenVINO)", "int8"),
     ("coremltools", "coremltools", "CoreML target (.mlpackage; predict needs macOS)", "coreml"),
-    ("openvino", "openvino", "OpenVINO target (planned)", None),
+    ("openvino", "openvino", "OpenVINO target (IR, CPU/GPU/NPU runtime)", "openvino"),
     ("tensorrt", "tensorrt", "TensorRT engines (needs an NVIDIA GPU)", "trt"),
     ("tensorrt_rtx", "tensorrt-rtx-cu12", "TensorRT-RTX parse+build proxy (no GPU needed)", "trt-check"),
 )
@@ -64,8 +63,6 @@ def diagnose() -> dict:
         reason = target_module(spec).unavailable_reason()
         targets.append({"target": spec.name, "status": "ok" if reason is None else "unavailable",
                         "detail": reason or f"precisions: {', '.join(spec.precisions)}"})
-    for name in sorted(set(PLANNED.values())):
-        targets.append({"target": name, "status": "planned", "detail": "not in this version yet"})
     flags = _cpu_flags()
     providers = []
     try:

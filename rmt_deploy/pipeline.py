@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
+from .artifacts import artifact_bytes, artifact_stem, remove_artifact
 from .bench.accuracy import topk_accuracy
 from .bench.environment import environment
 from .bench.evaluate import EvalSet, accuracy_entry, batch_size_for, reference_logits, runner_logits
@@ -44,7 +45,9 @@ TABLE_LIMIT = 1 << 30  # constant tables per model; ONNX files without external 
 MIN_CALIB_IMAGES = 8  # fewer gives activation ranges from a handful of images
 # Verification thresholds beyond FP32's --atol: a gross-error guard on the worst per-image logit
 # cosine vs PyTorch FP32. Accuracy itself is gated by --max-drop / `rmt-deploy check`.
-MIN_COSINE = {"fp16": 0.999, "int8": 0.95}
+# "bf16" is what OpenVINO computes FP16 models in on AMX CPUs: 8 mantissa bits against FP16's 11.
+MIN_COSINE = {"fp16": 0.999, "bf16": 0.98, "int8": 0.95}
+SCRATCH = ".work"  # inside the private output folder: intermediate files, removed before commit
 
 
 def bundled_weights() -> Path:
@@ -246,6 +249,8 @@ def run_export(opts: ExportOptions, progress=None) -> dict:
         from .targets.coreml import require_coremltools
 
         require_coremltools()
+    if any(s.name == "openvino" for s in specs):
+        require("openvino", "openvino")
     if any(s.name == "trt" for s in specs) and opts.require_engine:
         from .targets.tensorrt import engine_unavailable_reason
 
@@ -309,6 +314,7 @@ def _run(opts: ExportOptions, specs: list[TargetSpec], weights: Path, tmp: Path,
     artifacts = [_run_step(spec, precision, tmp, opts.strict, job.export_and_verify)
                  for spec in specs for precision in opts.precisions_for(spec)]
 
+    shutil.rmtree(tmp / SCRATCH, ignore_errors=True)
     trtexec = [a["trtexec"] for a in artifacts if a.get("trtexec") and a["status"] != "failed"]
     if trtexec:
         from .targets.tensorrt import write_build_script
@@ -391,26 +397,6 @@ def _run_step(spec: TargetSpec, precision: str, tmp: Path, strict: bool, export_
                 "reason": f"{type(e).__name__}: {first}"}
 
 
-def _size_bytes(path: Path) -> int:
-    """A file's size, or a model folder's (.mlpackage) total."""
-    if path.is_dir():
-        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-    return path.stat().st_size
-
-
-def remove_artifact(path: Path) -> None:
-    """Delete a model file, or a model folder (.mlpackage)."""
-    if path.is_dir():
-        shutil.rmtree(path)
-    else:
-        path.unlink(missing_ok=True)
-
-
-def artifact_stem(precision: str) -> str:
-    """model.onnx for FP32, model_int8.onnx / model_fp16.onnx otherwise."""
-    return "model" if precision == "fp32" else f"model_{precision}"
-
-
 @dataclass
 class _Job:
     """Everything the per-artifact steps share; calibration runs once for all INT8 targets."""
@@ -427,6 +413,8 @@ class _Job:
     calib: np.ndarray | None
     progress: object
     _int8: object = None
+    _openvino_int8: object = None  # (calibrated openvino.Model, the FP32 model it came from, seconds)
+    _deploy_onnx_path: Path | None = None
 
     def export_and_verify(self, spec: TargetSpec, module, entry: dict) -> dict:
         if spec.name == "trt":
@@ -436,9 +424,9 @@ class _Job:
         start = time.perf_counter()
         metadata = {**self.metadata, "precision": precision,
                     "dynamic_batch": str(self._dynamic(spec)).lower()}
-        exporter = self._export_coreml if spec.name == "coreml" else self._export_onnx
+        exporter = {"coreml": self._export_coreml, "openvino": self._export_openvino}.get(spec.name, self._export_onnx)
         exporter(spec, module, entry, path, metadata)
-        entry.update(path=path.name, size_bytes=_size_bytes(path),
+        entry.update(path=path.name, size_bytes=artifact_bytes(path),
                      export_seconds=round(time.perf_counter() - start, 2))
         if hasattr(module, "inspect_graph"):
             with self.progress.step(f"Inspecting {spec.name}/{precision}"):
@@ -515,13 +503,13 @@ class _Job:
             return entry
         reason = module.engine_unavailable_reason()
         if reason:
-            entry.update(status="skipped", path=onnx_path.name, size_bytes=onnx_path.stat().st_size,
+            entry.update(status="skipped", path=onnx_path.name, size_bytes=artifact_bytes(onnx_path),
                          reason=f"engine not built: {reason}")
             return entry
         path = self.tmp / f"{artifact_stem(precision)}{spec.suffix}"
         with self.progress.step(f"Building the TensorRT {precision.upper()} engine"):
             entry["engine"] = module.build_engine(onnx_path, path, module.EngineSettings())
-        entry.update(path=path.name, size_bytes=path.stat().st_size)
+        entry.update(path=path.name, size_bytes=artifact_bytes(path))
         self._verify(spec, module, entry, path)
         return entry
 
@@ -538,6 +526,44 @@ class _Job:
         with self.progress.step(f"Converting to CoreML {what} ML program ({settings.min_target}, batch 1)"):
             module.export(self.deploy, path, self.size, precision=precision, metadata=metadata, settings=settings,
                           calibration=self.calib)
+
+    def _export_openvino(self, spec: TargetSpec, module, entry: dict, path: Path, metadata: dict) -> None:
+        precision = entry["precision"]
+        if precision == "int8":
+            model, _, seconds = self._calibrated_openvino(module)
+            entry["quantization"] = {**QuantPolicy(self.opts.statistic, calib_size=self.opts.calib_size).to_dict(),
+                                     "calib_images": int(len(self.calib)), "calib_seconds": seconds,
+                                     "encoding": "openvino", "float_for_speed": 0}
+            metadata["quantization"] = (f"int8 (NNCF OpenVINO backend); {len(self.calib)} calibration images, "
+                                        f"statistic {self.opts.statistic}")
+        else:
+            with self.progress.step(f"Converting to OpenVINO IR ({precision.upper()} weights)"):
+                model = module.convert(self._deploy_onnx())
+        module.save(model, path, metadata)
+
+    def _deploy_onnx(self) -> Path:
+        """The FP32 deploy form as ONNX, written once into the scratch folder for converters."""
+        if self._deploy_onnx_path is None:
+            from .targets import onnx as onnx_target
+
+            scratch = self.tmp / SCRATCH
+            scratch.mkdir(exist_ok=True)
+            with self.progress.step("Exporting the deploy form to ONNX for conversion"):
+                self._deploy_onnx_path = onnx_target.export(self.deploy, scratch / "deploy.onnx", self.size,
+                                                            dynamic_batch=self.opts.dynamic_batch, metadata={})
+        return self._deploy_onnx_path
+
+    def _calibrated_openvino(self, module):
+        if self._openvino_int8 is None:
+            from .quant.calibrate import quantize_openvino
+
+            float_model = module.convert(self._deploy_onnx())
+            policy = QuantPolicy(self.opts.statistic, calib_size=self.opts.calib_size)
+            with self.progress.step(f"Calibrating OpenVINO INT8 with NNCF on {len(self.calib)} images"):
+                start = time.perf_counter()
+                model = quantize_openvino(float_model.clone(), self.calib, policy)  # float_model: revert source
+            self._openvino_int8 = (model, float_model, round(time.perf_counter() - start, 2))
+        return self._openvino_int8
 
     def _gate_drop(self, entry: dict, path: Path) -> None:
         """Targets without layer-wise fallback: over --max-drop fails, the model is kept."""
@@ -566,6 +592,8 @@ class _Job:
         opts, precision, dynamic = self.opts, entry["precision"], self._dynamic(spec)
         with module.load(path, opts.threads) as runner:
             entry["verified_with"] = runner.name
+            if hasattr(runner, "execution"):  # what the device really ran (e.g. bf16 on AMX)
+                entry["execution"] = runner.execution()
             with self.progress.step(f"Verifying {spec.name}/{precision} on {len(self.x_parity)} real images"):
                 entry["parity"] = compare_logits(self.ref_parity, runner_logits(
                     runner, self.x_parity, dynamic, self.deploy.cfg))
@@ -595,16 +623,18 @@ class _Job:
                 entry.update(status="failed", stage="validation", path=None,
                              reason=f"max abs diff {parity['max_abs']:.3g} vs PyTorch exceeds atol {opts.atol:g}; "
                                     "model removed")
-        elif not parity["cosine"] >= MIN_COSINE[precision]:
+            return
+        ran = (entry.get("execution") or {}).get("inference_precision")
+        judged = "bf16" if precision == "fp16" and ran == "bf16" else precision
+        if not parity["cosine"] >= MIN_COSINE[judged]:
             remove_artifact(path)
             entry.update(status="failed", stage="validation", path=None,
                          reason=f"worst logit cosine {parity['cosine']:.4f} vs PyTorch is below "
-                                f"{MIN_COSINE[precision]} for {precision}; model removed")
+                                f"{MIN_COSINE[judged]} for {judged}; model removed")
 
     def _fit_budget(self, spec: TargetSpec, module, entry: dict, path: Path, metadata: dict) -> None:
         """Accuracy-aware INT8: revert sensitive layers until the top-1 drop fits --max-drop."""
         from .quant.accuracy_aware import fit_budget, rank_layers
-        from .quant.encode import quantized_layers
 
         opts, eval_set = self.opts, self.eval_set
         drop = entry["accuracy"]["drop"]
@@ -612,19 +642,18 @@ class _Job:
         entry["accuracy_aware"] = summary
         if summary["fits"]:
             return
-        import onnx
-
-        model = onnx.load(str(path))
-        scratch = self.tmp / f".candidate{spec.suffix}"
+        model, original, reverter = self._int8_graph(spec, module, path)
+        scratch = self.tmp / SCRATCH / f"candidate{spec.suffix}"
+        scratch.parent.mkdir(exist_ok=True)
 
         def logits_of(candidate, x):
             module.save(candidate, scratch, metadata)
             return self._logits(module, scratch, x)
 
-        layers = len(quantized_layers(model))
+        layers = len(reverter.layers(model))
         with self.progress.bar(f"Ranking {layers} int8 layers by sensitivity", layers) as advance:
-            ranking = rank_layers(model, self._int8.float_model, lambda c: logits_of(c, self.x_parity),
-                                  self.ref_parity, advance)
+            ranking = rank_layers(model, original, lambda c: logits_of(c, self.x_parity), self.ref_parity, advance,
+                                  reverter)
 
         def drop_of(candidate) -> float:
             module.save(candidate, scratch, metadata)
@@ -634,14 +663,26 @@ class _Job:
                         lambda x: runner_logits(runner, x, opts.dynamic_batch, self.deploy.cfg), advance)
             return accuracy_entry(logits, eval_set)["drop"]
 
-        result = fit_budget(model, self._int8.float_model, drop_of, ranking, opts.max_drop, drop, self.progress.log)
-        scratch.unlink(missing_ok=True)
+        result = fit_budget(model, original, drop_of, ranking, opts.max_drop, drop, self.progress.log, reverter)
+        remove_artifact(scratch)
         module.save(result.model, path, metadata)
         summary.update(reverted_layers=result.reverted, fits=result.fits, final_drop=result.drop,
                        steps=result.steps, ranking=result.ranking[:10])
-        entry["size_bytes"] = path.stat().st_size
+        entry["size_bytes"] = artifact_bytes(path)
         self._verify(spec, module, entry, path)  # the report describes the model that was kept
         if not result.fits and entry["status"] == "ok":
             entry.update(status="failed", stage="accuracy",
                          reason=f"top-1 drop {result.drop:.2f} exceeds --max-drop {opts.max_drop:g} even with "
                                 f"{len(result.reverted)} layers in float; kept the best model ({path.name})")
+
+    def _int8_graph(self, spec: TargetSpec, module, path: Path):
+        """(INT8 model as written, the FP32 model it was calibrated from, its Reverter)."""
+        if spec.name == "openvino":
+            from .quant.openvino_int8 import OPENVINO_FQ
+
+            return module.read_model(path), self._openvino_int8[1], OPENVINO_FQ
+        import onnx
+
+        from .quant.accuracy_aware import ONNX_QDQ
+
+        return onnx.load(str(path)), self._int8.float_model, ONNX_QDQ

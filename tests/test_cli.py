@@ -132,7 +132,6 @@ BAD_ARGS = {
     "atol zero": (["--atol", "0"], "--atol must be a positive number"),
     "negative threads": (["--threads", "0"], "--threads must be at least 1"),
     "unknown target": (["--target", "onnxx"], "unknown target 'onnxx'; did you mean 'onnx'"),
-    "planned target": (["--target", "openvino"], "not available in this version"),
     "unknown arch": (["--arch", "rmt-x"], "unknown architecture 'rmt-x'"),
     "wrong arch": (["--arch", "rmt-t"], "does not fit rmt-t"),
     "eval with mismatched classes": (["--eval", "{tmp}/evalset"], "has 3 class folders but the model has 10"),

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from .. import __version__
+from ..artifacts import artifact_bytes
 from ..data.images import Preprocess, open_image_set
 from ..errors import UserInputError
 from ..model.rmt import VARIANTS
@@ -48,6 +49,8 @@ class BenchOptions:
     eval_dir: Path | None = None
     out: Path = Path("rmt-deploy-bench")
     reference: bool = True  # also time the PyTorch reference when its checkpoint is known
+    device: str | None = None  # OpenVINO device (CPU, GPU, NPU, AUTO …); None: every device here
+    hint: str = "latency"  # OpenVINO performance hint; "throughput" also measures async images/s
 
 
 def parse_batches(text: str) -> tuple[int, ...]:
@@ -85,7 +88,7 @@ def _from_files(paths: tuple[Path, ...]) -> dict:
             raise UserInputError(f"artifact not found: {path}")
         spec = _spec_for(path)
         entry = {"target": spec.name, "precision": "fp32", "path": str(path.resolve()),
-                 "size_bytes": path.stat().st_size, "status": "ok", "stage": None, "reason": None}
+                 "size_bytes": artifact_bytes(path), "status": "ok", "stage": None, "reason": None}
         artifacts.append(entry)
         try:
             info = target_module(spec).describe(path)
@@ -120,6 +123,7 @@ def run_bench(opts: BenchOptions, progress) -> dict:
         raise UserInputError("--iters must be at least 1, --warmup and --min-time at least 0")
     if opts.threads is not None and opts.threads < 1:
         raise UserInputError("--threads must be at least 1")
+    _check_openvino_options(opts)
     if opts.from_dir:
         report, folder = _from_export(opts.from_dir)
         base = folder
@@ -162,6 +166,34 @@ def run_bench(opts: BenchOptions, progress) -> dict:
     return report
 
 
+def _check_openvino_options(opts: BenchOptions) -> None:
+    from ..targets.openvino import HINTS
+
+    if opts.hint not in HINTS:
+        raise UserInputError(f"--hint {opts.hint!r} is unknown; choose latency or throughput")
+    if opts.device is None:
+        return
+    from ..targets import require
+
+    devices = require("openvino", "openvino").Core().available_devices
+    virtual = opts.device.split(":")[0] in ("AUTO", "HETERO", "MULTI")
+    if opts.device not in devices and not virtual:
+        raise UserInputError(f"--device {opts.device}: OpenVINO sees {', '.join(devices) or 'no device'} on this "
+                             "machine (AUTO picks one)")
+
+
+def _runtimes(entry: dict, module, opts: BenchOptions) -> list[str]:
+    if entry["target"] == "openvino" and opts.device:
+        return [opts.device]
+    return module.runtimes()
+
+
+def _load(entry: dict, module, path: Path, runtime: str, opts: BenchOptions):
+    if entry["target"] == "openvino":
+        return module.load(path, opts.threads, runtime, hint=opts.hint)
+    return module.load(path, opts.threads, runtime)
+
+
 def _prepare_eval(opts: BenchOptions, model: dict, cfg, progress):
     """The PyTorch reference (when its checkpoint is known) and the evaluation set, if asked."""
     from ..model.checkpoint import load_model
@@ -194,7 +226,7 @@ def _bench_artifact(entry: dict, path: Path, size, cfg, opts: BenchOptions, eval
     entry["benchmarks"] = cells = []
     try:
         info = module.describe(path)
-        runtimes = module.runtimes()
+        runtimes = _runtimes(entry, module, opts)
     except Exception as e:  # noqa: BLE001 — one broken artifact must not stop the matrix
         cells.extend(_failed(b, e) for b in opts.batches)
         return
@@ -217,7 +249,7 @@ def _bench_runtime(entry, module, path: Path, runtime: str, info: dict, size, cf
     try:
         reset_peak_rss()
         start = time.perf_counter()
-        runner = module.load(path, opts.threads, runtime)
+        runner = _load(entry, module, path, runtime, opts)
         runner.activate()
         load_seconds = round(time.perf_counter() - start, 3)
     except Exception as e:  # noqa: BLE001
@@ -232,6 +264,8 @@ def _bench_runtime(entry, module, path: Path, runtime: str, info: dict, size, cf
                 logits = eval_set.logits(lambda x: runner_logits(runner, x, fixed is None, cfg), advance)
             entry["accuracy"] = (accuracy_entry(logits, eval_set) if eval_set.reference is not None
                                  else _plain_accuracy(logits, eval_set))
+        if hasattr(runner, "execution"):
+            entry.setdefault("execution_by_runtime", {})[runtime] = runner.execution()
         if first:
             peak = peak_rss_bytes()
             entry["load_seconds"] = load_seconds
@@ -254,11 +288,15 @@ def _bench_cell(entry, runner, info, size, batch: int, fixed: int | None, opts: 
     try:
         with progress.step(f"Timing {entry['target']}/{entry['precision']} on {runner.name}, batch {batch}"):
             lat = measure(call, opts.warmup, opts.min_iters, opts.min_seconds)
+        cell["throughput"] = round(batch * 1000.0 / lat["p50"], 2)
+        if opts.hint == "throughput" and hasattr(runner, "throughput"):  # parallel requests, not 1 / latency
+            with progress.step(f"Async throughput of {entry['target']}/{entry['precision']}, batch {batch}"):
+                cell["async"] = runner.throughput(feeds, max(opts.min_seconds, 1.0))
+            cell["throughput"] = cell["async"]["images_per_s"]
     except Exception as e:  # noqa: BLE001
         return {**cell, **_failed(batch, e)}
     return {**cell, "latency_ms": {**lat, "runtime": runner.name, "device": runner.device,
-                                   "threads": opts.threads or os.cpu_count(), "batch": batch},
-            "throughput": round(batch * 1000.0 / lat["p50"], 2)}
+                                   "threads": opts.threads or os.cpu_count(), "batch": batch}}
 
 
 def _plain_accuracy(logits: np.ndarray, eval_set: EvalSet) -> dict:

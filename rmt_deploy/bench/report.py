@@ -51,7 +51,7 @@ def status_text(entry: dict) -> str:
 def _quantization_lines(a: dict) -> list[str]:
     quant, aware = a.get("quantization"), a.get("accuracy_aware")
     lines = []
-    if quant and "weights" in quant:  # weight-only formats (CoreML)
+    if quant and "calibrator" not in quant:  # weight-only formats (CoreML)
         lines += [f"- INT8: weights {quant['weights']}; activations {quant['activations']}"]
     elif quant:
         lines += [f"- INT8 ({quant['encoding']} encoding): calibrated with {quant['calibrator']} on "
@@ -72,8 +72,14 @@ def _graph_lines(a: dict) -> list[str]:
         return []
     ops = ", ".join(f"{k} {v}" for k, v in list(graph["ops"].items())[:10])
     lines = [f"### {a['target']} / {a['precision']} graph", ""]
-    if "nodes" in graph:  # ONNX
-        lines += [f"- file `{a['path']}`, {graph['nodes']} nodes, opset {graph['opset']}, "
+    if a["target"] == "openvino":
+        int8, dtypes = graph["int8"], ", ".join(f"{k} {v}" for k, v in graph["constant_dtypes"].items())
+        lines += [f"- IR `{a['path'] or 'removed'}` + `.bin`, {graph['nodes']} ops, {graph['attention']} ScaledDotProductAttention; "
+                  f"weight constants by type: {dtypes}"
+                  + (f"; {int8['quantized_layers']} int8 layers, {int8['fake_quantize']} FakeQuantize"
+                     if int8["quantized_layers"] else "")]
+    elif "opset" in graph:  # ONNX
+        lines += [f"- file `{a['path'] or 'removed'}`, {graph['nodes']} nodes, opset {graph['opset']}, "
                   f"max tensor rank {graph['max_rank']}, "
                   f"{graph['attention_chains']} MatMul→Add→Softmax→MatMul chains"]
     else:  # CoreML preflight
@@ -85,6 +91,11 @@ def _graph_lines(a: dict) -> list[str]:
                   f"{graph['fp16_compute_fraction']:.1%} of ops compute in FP16 (FP32: {fp32}); weights: {weights}"]
     if a.get("verified_with"):
         lines.append(f"- verified with {a['verified_with']}")
+    run = a.get("execution")
+    if run:  # OpenVINO: what the device really computed in
+        layers = ", ".join(f"{k} {v}" for k, v in sorted(run["layers_by_precision"].items(), key=lambda kv: -kv[1]))
+        lines.append(f"- ran on {run['device']} with inference precision **{run['inference_precision']}**; "
+                     f"compute layers by precision: {layers}")
     if a.get("latency_skipped"):
         lines.append(f"- latency not measured: {a['latency_skipped']}")
     return lines + [f"- ops: {ops}", ""]

@@ -4,6 +4,10 @@ Sensitivity of a layer = how much closer the logits get to FP32 (mean squared er
 small ranking set) when that layer alone runs in float. Layers are then reverted in that
 order, 1, 2, 4, … at a time, each step scored on the whole evaluation set, until the top-1
 drop is within the budget.
+
+The search is the same for every backend; a ``Reverter`` says how one backend's INT8 graph
+lists and reverts its quantized layers (ONNX Q/DQ here, OpenVINO FakeQuantize in
+``openvino_int8``).
 """
 from __future__ import annotations
 
@@ -13,9 +17,21 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .encode import quantized_layers, revert
+from . import encode
 
-__all__ = ["BudgetResult", "rank_layers", "fit_budget"]
+__all__ = ["BudgetResult", "Reverter", "ONNX_QDQ", "rank_layers", "fit_budget"]
+
+
+@dataclass(frozen=True)
+class Reverter:
+    """One backend's INT8 graph operations used by the search."""
+
+    layers: Callable[[object], list[str]]  # quantized layer names, in graph order
+    revert: Callable[[object, list[str], object], list[str]]  # (model, names, float original), in place
+    clone: Callable[[object], object]
+
+
+ONNX_QDQ = Reverter(encode.quantized_layers, encode.revert, copy.deepcopy)
 
 
 @dataclass
@@ -29,16 +45,16 @@ class BudgetResult:
 
 
 def rank_layers(model, original, logits_of: Callable[[object], np.ndarray], reference: np.ndarray,
-                advance: Callable[[int], None] = lambda n=1: None) -> list[dict]:
+                advance: Callable[[int], None] = lambda n=1: None, reverter: Reverter = ONNX_QDQ) -> list[dict]:
     """Layers of ``model`` by sensitivity, most sensitive first.
 
     ``original`` is the FP32 graph that was calibrated; ``logits_of(model)`` runs a candidate
     on the ranking images; ``reference`` are the FP32 logits of the same images.
     """
     scores = []
-    for name in quantized_layers(model):
-        candidate = copy.deepcopy(model)
-        revert(candidate, [name], original)
+    for name in reverter.layers(model):
+        candidate = reverter.clone(model)
+        reverter.revert(candidate, [name], original)
         err = float(np.mean((logits_of(candidate).astype(np.float64) - reference) ** 2))
         scores.append({"layer": name, "mse_if_float": err})
         advance(1)
@@ -46,7 +62,8 @@ def rank_layers(model, original, logits_of: Callable[[object], np.ndarray], refe
 
 
 def fit_budget(model, original, drop_of: Callable[[object], float], ranking: list[dict], max_drop: float,
-               initial_drop: float, log: Callable[[str], None] = lambda m: None) -> BudgetResult:
+               initial_drop: float, log: Callable[[str], None] = lambda m: None,
+               reverter: Reverter = ONNX_QDQ) -> BudgetResult:
     """Revert layers in ``ranking`` order until ``drop_of(model) <= max_drop``.
 
     ``drop_of`` scores a candidate on the evaluation set (top-1 points vs FP32).
@@ -58,8 +75,8 @@ def fit_budget(model, original, drop_of: Callable[[object], float], ranking: lis
     k = 1
     while True:
         k = min(k, len(order))
-        candidate = copy.deepcopy(model)
-        reverted = revert(candidate, order[:k], original)
+        candidate = reverter.clone(model)
+        reverted = reverter.revert(candidate, order[:k], original)
         drop = drop_of(candidate)
         best.steps.append({"reverted": k, "drop": drop})
         log(f"accuracy-aware: {k} layer(s) in float → top-1 drop {drop:.2f} (budget {max_drop:g})")

@@ -1,8 +1,9 @@
-"""NNCF calibration (ONNX backend) → the TensorRT-bound Q/DQ model.
+"""NNCF calibration with our policy, for both of NNCF's backends we use.
 
-The result is the one calibration every INT8 artifact derives from: int8 weights per
-output channel, int8 activations per tensor, all zero points 0, Q/DQ in front of every
-Conv, Gemm and MatMul input and nowhere else (see ``policy``).
+``quantize_qdq`` (ONNX backend) gives the TensorRT-bound Q/DQ model that the ONNX Runtime
+encoding also derives from: int8 weights per output channel, int8 activations per tensor,
+all zero points 0, Q/DQ in front of every Conv, Gemm and MatMul input and nowhere else (see
+``policy``). ``quantize_openvino`` applies the same policy to an OpenVINO model.
 """
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ import numpy as np
 
 from ..quiet import quiet
 from ..targets import require
-from .policy import QUANTIZED_OPS, STATISTICS, QuantPolicy
+from .policy import OPENVINO_QUANTIZED_OPS, QUANTIZED_OPS, STATISTICS, QuantPolicy
 
-__all__ = ["quantize_qdq"]
+__all__ = ["quantize_qdq", "quantize_openvino"]
 
 
 def quantize_qdq(model, samples: np.ndarray, input_name: str, policy: QuantPolicy):
@@ -21,26 +22,38 @@ def quantize_qdq(model, samples: np.ndarray, input_name: str, policy: QuantPolic
 
     Returns a new ModelProto with QuantizeLinear/DequantizeLinear pairs.
     """
+    op_types = {n.op_type for n in model.graph.node}
+    quantized = _quantize(model, samples, lambda x: {input_name: x}, policy, op_types - set(QUANTIZED_OPS))
+    _unsigned_to_signed(quantized)
+    return quantized
+
+
+def quantize_openvino(model, samples: np.ndarray, policy: QuantPolicy):
+    """Calibrate an ``openvino.Model`` (FP32 deploy form) on ``samples``: FakeQuantize on the
+    inputs of the same layers as ``quantize_qdq``, int8 weight constants."""
+    op_types = {op.get_type_name() for op in model.get_ops()}
+    return _quantize(model, samples, lambda x: x, policy, op_types - set(OPENVINO_QUANTIZED_OPS))
+
+
+def _quantize(model, samples: np.ndarray, feed, policy: QuantPolicy, ignored_types: set[str]):
+    """``nncf.quantize`` with the policy's settings; every op type but the quantized ones ignored."""
     nncf = require("nncf", "int8")
     from nncf.quantization.advanced_parameters import (AdvancedQuantizationParameters, OverflowFix,
                                                        QuantizationParameters)
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
-    ignored = sorted({n.op_type for n in model.graph.node} - set(QUANTIZED_OPS))
     advanced = AdvancedQuantizationParameters(
         # TensorRT needs per-tensor activations and full 8-bit weights (no 7-bit first layer).
         activations_quantization_params=QuantizationParameters(per_channel=False),
         activations_range_estimator_params=getattr(RangeEstimatorParametersSet, STATISTICS[policy.statistic]),
         overflow_fix=OverflowFix.DISABLE,
     )
-    dataset = nncf.Dataset([samples[i:i + 1] for i in range(len(samples))], lambda x: {input_name: x})
+    dataset = nncf.Dataset([samples[i:i + 1] for i in range(len(samples))], feed)
     with quiet("nncf"):  # NNCF logs every skipped node and draws its own progress bars
-        quantized = nncf.quantize(model, dataset, preset=nncf.QuantizationPreset.PERFORMANCE,
-                                  subset_size=len(samples), fast_bias_correction=policy.fast_bias_correction,
-                                  ignored_scope=nncf.IgnoredScope(types=ignored, validate=False),
-                                  advanced_parameters=advanced)
-    _unsigned_to_signed(quantized)
-    return quantized
+        return nncf.quantize(model, dataset, preset=nncf.QuantizationPreset.PERFORMANCE,
+                             subset_size=len(samples), fast_bias_correction=policy.fast_bias_correction,
+                             ignored_scope=nncf.IgnoredScope(types=sorted(ignored_types), validate=False),
+                             advanced_parameters=advanced)
 
 
 def _unsigned_to_signed(model) -> None:

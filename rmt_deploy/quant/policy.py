@@ -12,9 +12,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-__all__ = ["QuantPolicy", "QUANTIZED_OPS", "STATISTICS"]
+__all__ = ["QuantPolicy", "QUANTIZED_OPS", "OPENVINO_QUANTIZED_OPS", "STATISTICS"]
 
 QUANTIZED_OPS = ("Conv", "Gemm", "MatMul")
+# The same layers in an OpenVINO model converted from our ONNX (Conv with groups becomes
+# GroupConvolution; Gemm becomes MatMul + Add).
+OPENVINO_QUANTIZED_OPS = ("Convolution", "GroupConvolution", "MatMul")
 # Activation range estimators: names of NNCF's RangeEstimatorParametersSet presets.
 STATISTICS = {"minmax": "MINMAX", "mean-minmax": "MEAN_MINMAX", "quantile": "MEAN_QUANTILE",
               "histogram": "HISTOGRAM"}
@@ -33,4 +36,4 @@ class QuantPolicy:
     def to_dict(self) -> dict:
         return {**asdict(self), "weights": "int8 symmetric per output channel",
                 "activations": "int8 symmetric per tensor", "quantized_ops": list(QUANTIZED_OPS),
-                "calibrator": "nncf (onnx backend)"}
+                "calibrator": "nncf"}

@@ -12,7 +12,7 @@ from types import ModuleType
 
 from ..errors import BackendUnavailable, UserInputError
 
-__all__ = ["TargetSpec", "TARGETS", "PLANNED", "resolve_target", "target_module", "require"]
+__all__ = ["TargetSpec", "TARGETS", "resolve_target", "target_module", "require"]
 
 
 @dataclass(frozen=True)
@@ -37,11 +37,8 @@ TARGETS: dict[str, TargetSpec] = {
                          "coreml", needs="macos", default_precision="fp16", dynamic_batch=False),
     "trt": TargetSpec("trt", ("tensorrt", "engine"), ".engine", ("fp16", "int8", "fp32"), "tensorrt", "trt",
                       needs="nvidia-gpu", default_precision="fp16", calibrated_int8=True),
-}
-
-# Targets on the roadmap: named here so users get an honest message, not "unknown target".
-PLANNED: dict[str, str] = {
-    "openvino": "OpenVINO", "ov": "OpenVINO",
+    "openvino": TargetSpec("openvino", ("ov", "ir"), ".xml", ("fp16", "int8", "fp32"), "openvino", "openvino",
+                           default_precision="fp16", calibrated_int8=True),
 }
 
 
@@ -56,10 +53,7 @@ def resolve_target(name: str) -> TargetSpec:
         if key == spec.name or key in spec.aliases:
             return spec
     available = ", ".join(TARGETS)
-    if key in PLANNED:
-        raise UserInputError(f"target '{name}' ({PLANNED[key]}) is not available in this version "
-                             f"yet; available: {available}")
-    names = list(TARGETS) + [a for s in TARGETS.values() for a in s.aliases] + list(PLANNED)
+    names = list(TARGETS) + [a for s in TARGETS.values() for a in s.aliases]
     close = difflib.get_close_matches(key, names, n=1)
     hint = f"; did you mean '{close[0]}'?" if close else ""
     raise UserInputError(f"unknown target '{name}'{hint} (available: {available})")

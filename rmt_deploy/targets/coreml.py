@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..artifacts import artifact_bytes
 from ..errors import BackendUnavailable, UserInputError
 from ..quiet import quiet
 from .runner import Runner
@@ -210,11 +211,7 @@ def inspect_graph(path: Path) -> dict:
 
     with _silenced():
         program = load_program(path)
-    return {**preflight(program), "package_bytes": _folder_bytes(path)}
-
-
-def _folder_bytes(path: Path) -> int:
-    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+    return {**preflight(program), "package_bytes": artifact_bytes(path)}
 
 
 def runtimes() -> list[str]:

@@ -1,0 +1,198 @@
+"""OpenVINO target: deploy-form ONNX → OpenVINO IR (model.xml + model.bin); OpenVINO runner.
+
+Precisions and what runs:
+
+- ``fp32``: FP32 weights; the runner asks for FP32 execution (``INFERENCE_PRECISION_HINT
+  f32``), because OpenVINO would otherwise run it in bf16 on AMX CPUs.
+- ``fp16``: FP16-compressed weights; executed in the device's half type (bf16 on CPUs with
+  AMX/AVX512-BF16, fp16 on GPUs and ARM, f32 on older CPUs).
+- ``int8``: NNCF OpenVINO backend, our policy (``rmt_deploy.quant``); int8 layers plus the
+  device default for the rest.
+
+Metadata is kept in the IR's rt_info under ``rmt_deploy``; every runner reports the
+precision the device really used.
+"""
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from . import require
+from .runner import Runner
+
+__all__ = ["convert", "save", "load", "read_model", "describe", "inspect_graph", "runtimes", "unavailable_reason",
+           "no_runtime_reason", "OpenVINORunner", "HINTS", "RT_INFO_KEY"]
+
+RT_INFO_KEY = "rmt_deploy"
+HINTS = {"latency": "LATENCY", "throughput": "THROUGHPUT"}
+# Runtime layer types that only move or hold data: left out of the precision counts.
+_NOT_COMPUTE = {"Const", "Input", "Output", "Parameter", "Result", "Reshape", "Reorder", "Transpose", "Concatenation",
+                "Split", "Squeeze", "Unsqueeze"}
+
+
+def _ov():
+    return require("openvino", "openvino")
+
+
+def unavailable_reason() -> str | None:
+    try:
+        import openvino  # noqa: F401
+    except ImportError as e:
+        return f'openvino is not installed ({e}); run: pip install "rmt-deploy[openvino]"'
+    return None
+
+
+def runtimes() -> list[str]:
+    """OpenVINO devices on this machine (CPU, GPU, NPU …)."""
+    return list(_ov().Core().available_devices)
+
+
+def no_runtime_reason() -> str:
+    return "OpenVINO reports no device on this machine"
+
+
+def convert(onnx_path: Path):
+    """The deploy-form ONNX as an ``openvino.Model`` (FP32)."""
+    return _ov().convert_model(str(onnx_path))
+
+
+def save(model, path: Path, metadata: dict[str, str]) -> Path:
+    """Write ``model`` as ``path`` (.xml) + .bin with ``metadata`` in its rt_info, atomically.
+
+    Weights are FP16-compressed unless the metadata says the precision is fp32 (int8 weights
+    stay int8 either way).
+    """
+    ov = _ov()
+    model = model.clone()  # rt_info and compression must not touch the caller's model
+    if model.has_rt_info(RT_INFO_KEY):
+        del model.get_rt_info()[RT_INFO_KEY]
+    for key, value in metadata.items():
+        model.set_rt_info(str(value), [RT_INFO_KEY, key])
+    path = Path(path)
+    partial = path.with_name(f".partial-{path.name}")
+    try:
+        ov.save_model(model, str(partial), compress_to_fp16=metadata.get("precision") != "fp32")
+        os.replace(partial.with_suffix(".bin"), path.with_suffix(".bin"))
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+        partial.with_suffix(".bin").unlink(missing_ok=True)
+    return path
+
+
+def read_model(path: Path):
+    """An IR file, with a clear error when its weights file is missing."""
+    path = Path(path)
+    if not path.with_suffix(".bin").exists():
+        raise FileNotFoundError(f"{path.with_suffix('.bin').name} (the weights of {path.name}) is missing; keep "
+                                "the .xml and .bin together")
+    return _ov().Core().read_model(str(path))
+
+
+def _metadata(model) -> dict[str, str]:
+    if not model.has_rt_info(RT_INFO_KEY):
+        return {}
+    return {key: value.astype(str) for key, value in model.get_rt_info()[RT_INFO_KEY].items()}
+
+
+def describe(path: Path) -> dict:
+    """What a runner needs to feed an artifact: input name/shape, batch dimension, metadata."""
+    model = read_model(path)
+    shape = model.input(0).get_partial_shape()
+    dims = [d.get_length() if d.is_static else None for d in shape]
+    return {"input_name": model.input(0).get_any_name(), "input_shape": dims, "dynamic_batch": dims[0] is None,
+            "metadata": _metadata(model)}
+
+
+def inspect_graph(path: Path) -> dict:
+    """Op histogram of the IR and its quantization: FakeQuantize count, int8 weight constants."""
+    from ..quant.openvino_int8 import int8_summary
+
+    model = read_model(path)
+    ops = Counter(op.get_type_name() for op in model.get_ops() if op.get_type_name() != "Constant")
+    weights = Counter(op.get_element_type().get_type_name() for op in model.get_ops()
+                      if op.get_type_name() == "Constant" and op.get_byte_size() > 1024)
+    return {"nodes": sum(ops.values()), "ops": dict(sorted(ops.items(), key=lambda kv: -kv[1])),
+            "constant_dtypes": dict(weights), "int8": int8_summary(model),
+            "attention": ops.get("ScaledDotProductAttention", 0)}
+
+
+class OpenVINORunner(Runner):
+    """A compiled model and one infer request; ``throughput`` runs an async queue."""
+
+    def __init__(self, path: Path, threads: int | None = None, device: str = "CPU", hint: str = "latency") -> None:
+        super().__init__()
+        if hint not in HINTS:
+            raise ValueError(f"hint must be one of {', '.join(HINTS)}, not {hint!r}")
+        self.path, self.threads, self.hint, self.device_name = Path(path), threads, hint, device
+        self.name = f"openvino {device}" + (" throughput" if hint == "throughput" else "")
+        self.device = device.lower()
+        self.compiled = self.request = None
+
+    def config(self, precision: str) -> dict:
+        config = {"PERFORMANCE_HINT": HINTS[self.hint]}
+        if self.threads and self.device_name == "CPU":
+            config["INFERENCE_NUM_THREADS"] = self.threads
+        if precision == "fp32" and self.device_name in ("CPU", "GPU"):
+            config["INFERENCE_PRECISION_HINT"] = "f32"  # FP32 means FP32, not bf16 on AMX
+        return config
+
+    def activate_impl(self) -> None:
+        ov = _ov()
+        model = read_model(self.path)
+        precision = _metadata(model).get("precision", "fp32")
+        self.compiled = ov.Core().compile_model(model, self.device_name, self.config(precision))
+        self.request = self.compiled.create_infer_request()
+
+    def deactivate_impl(self) -> None:
+        self.request = self.compiled = None
+
+    def input_names(self) -> list[str]:
+        return [i.get_any_name() for i in self.compiled.inputs]
+
+    def infer_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        start = time.perf_counter()
+        self.request.infer(feeds)
+        self.last_inference_s = time.perf_counter() - start
+        # The request reuses its output buffers: copy before the next call.
+        return {out.get_any_name(): self.request.get_tensor(out).data.copy() for out in self.compiled.outputs}
+
+    def execution(self) -> dict:
+        """What the device really runs: its inference precision and layer counts per precision."""
+        runtime = self.compiled.get_runtime_model()
+        counts: Counter = Counter()
+        for op in runtime.get_ops():
+            info = op.get_rt_info()
+            if info["layerType"].astype(str) not in _NOT_COMPUTE:
+                counts[info["runtimePrecision"].astype(str)] += 1
+        try:
+            hint = str(self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name())
+        except RuntimeError:  # devices without the property
+            hint = None
+        return {"device": self.device_name, "inference_precision": hint, "layers_by_precision": dict(counts),
+                "hint": self.hint}
+
+    def throughput(self, feeds: dict[str, np.ndarray], seconds: float) -> dict:
+        """Images per second with as many parallel requests as the device suggests."""
+        ov = _ov()
+        jobs = max(1, int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+        queue = ov.AsyncInferQueue(self.compiled, jobs)
+        batch = next(iter(feeds.values())).shape[0]
+        for _ in range(jobs):  # warm every request
+            queue.start_async(feeds)
+        queue.wait_all()
+        done, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds or done < 2 * jobs:
+            queue.start_async(feeds)
+            done += 1
+        queue.wait_all()
+        elapsed = time.perf_counter() - start
+        return {"images_per_s": round(done * batch / elapsed, 2), "requests": jobs, "seconds": round(elapsed, 2)}
+
+
+def load(path: Path, threads: int | None = None, runtime: str = "CPU", hint: str = "latency") -> OpenVINORunner:
+    return OpenVINORunner(path, threads, runtime, hint)
