@@ -14,7 +14,6 @@ Absolute times are noisy on shared machines; read the ratios.
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import tempfile
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
+from common import bench_args, interleaved_medians
 
 from rmt_deploy.model.rmt import create_model
 from rmt_deploy.pipeline import parse_img_size
@@ -41,16 +41,7 @@ def export_reference(model: torch.nn.Module, path: Path, x: torch.Tensor, dynamo
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--arch", default="rmt-t")
-    ap.add_argument("--size", default="224")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--rounds", type=int, default=30)
-    ap.add_argument("--warmup", type=int, default=5)
-    args = ap.parse_args()
-    if args.rounds < 20:
-        ap.error("--rounds must be at least 20 for a stable median")
-
+    args = bench_args(__doc__, rounds=30)
     torch.manual_seed(0)
     size = parse_img_size(args.size)
     model = create_model(args.arch).eval()
@@ -75,20 +66,7 @@ def main() -> None:
         diff = np.abs(r.infer(feeds)["logits"] - reference_logits).max()
         print(f"  {name:26s} max |logits - PyTorch| = {diff:.2e}")
 
-    def timed(runner):
-        def call() -> float:
-            runner.infer(feeds)
-            return runner.last_inference_s
-        return call
-
-    calls = {name: timed(r) for name, r in runners.items()}
-    for call in calls.values():
-        for _ in range(args.warmup):
-            call()
-    samples: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(args.rounds):
-        for name, call in calls.items():
-            samples[name].append(call())
+    median = interleaved_medians(runners, x.numpy(), args.warmup, args.rounds)
     for r in runners.values():
         r.deactivate()
     # PyTorch eager runs after, not interleaved: its OpenMP threads keep spinning after each
@@ -101,13 +79,12 @@ def main() -> None:
             model(x)
             if i >= args.warmup:
                 eager.append(time.perf_counter() - start)
-    samples["pytorch eager (reference)"] = eager
-    median = {name: statistics.median(v) * 1000 for name, v in samples.items()}
+    median["pytorch eager (reference)"] = statistics.median(eager) * 1000
 
     print(f"\n{args.arch}, batch 1, {size[0]}x{size[1]}, {args.threads} threads, "
           f"median of {args.rounds} interleaved runs (ONNX Runtime CPU, FP32)")
     print(f"{'variant':28s} {'nodes':>6s} {'p50 ms':>8s}")
-    for name in samples:
+    for name in median:
         nodes = len(onnx.load(str(paths[name])).graph.node) if name in paths else "-"
         print(f"{name:28s} {nodes!s:>6s} {median[name]:8.2f}")
     a = median["deploy"]

@@ -11,8 +11,6 @@ Weights are random (official checkpoints are not reachable here): speed does not
 """
 from __future__ import annotations
 
-import argparse
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -20,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
+from common import bench_args, interleaved_medians
 
 from rmt_deploy.data.images import Preprocess, load_batch, open_image_set
 from rmt_deploy.model.rmt import create_model
@@ -32,17 +31,7 @@ from rmt_deploy.targets import onnx as onnx_target
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--arch", default="rmt-t")
-    ap.add_argument("--size", default="224")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--rounds", type=int, default=40)
-    ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--calib", type=int, default=256)
-    args = ap.parse_args()
-    if args.rounds < 20:
-        ap.error("--rounds must be at least 20 for a stable median")
-
+    args = bench_args(__doc__, calib=True)
     torch.manual_seed(0)
     size = parse_img_size(args.size)
     model = create_model(args.arch).eval()
@@ -62,16 +51,8 @@ def main() -> None:
     runners = {name: onnx_target.OnnxRuntimeRunner(p, args.threads) for name, p in paths.items()}
     for r in runners.values():
         r.activate()
-    x = {onnx_target.INPUT_NAME: np.random.default_rng(0).standard_normal((1, 3, *size)).astype(np.float32)}
-    times: dict[str, list[float]] = {name: [] for name in runners}
-    for _ in range(args.warmup):
-        for r in runners.values():
-            r.infer(x)
-    for _ in range(args.rounds):
-        for name, r in runners.items():
-            r.infer(x)
-            times[name].append(r.last_inference_s * 1000)
-    medians = {name: statistics.median(t) for name, t in times.items()}
+    x = np.random.default_rng(0).standard_normal((1, 3, *size)).astype(np.float32)
+    medians = interleaved_medians(runners, x, args.warmup, args.rounds)
 
     print(f"{args.arch}, batch 1, {size[0]}x{size[1]}, {args.threads} threads, median of {args.rounds} "
           "interleaved runs (ONNX Runtime CPU)")

@@ -13,14 +13,13 @@ not reachable here): speed does not depend on them.
 """
 from __future__ import annotations
 
-import argparse
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from common import bench_args, interleaved_medians
 
 from rmt_deploy.data.images import Preprocess, load_batch, open_image_set
 from rmt_deploy.model.rmt import create_model
@@ -33,17 +32,7 @@ from rmt_deploy.targets import openvino as ov_target
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--arch", default="rmt-t")
-    ap.add_argument("--size", default="224")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--rounds", type=int, default=40)
-    ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--calib", type=int, default=256)
-    args = ap.parse_args()
-    if args.rounds < 20:
-        ap.error("--rounds must be at least 20 for a stable median")
-
+    args = bench_args(__doc__, calib=True)
     torch.manual_seed(0)
     size = parse_img_size(args.size)
     model = create_model(args.arch).eval()
@@ -70,16 +59,7 @@ def main() -> None:
     for r in runners.values():
         r.activate()
     x = np.random.default_rng(0).standard_normal((1, 3, *size)).astype(np.float32)
-    feeds = {name: {r.input_names()[0]: x} for name, r in runners.items()}
-    times: dict[str, list[float]] = {name: [] for name in runners}
-    for _ in range(args.warmup):
-        for name, r in runners.items():
-            r.infer(feeds[name])
-    for _ in range(args.rounds):
-        for name, r in runners.items():
-            r.infer(feeds[name])
-            times[name].append(r.last_inference_s * 1000)
-    medians = {name: statistics.median(t) for name, t in times.items()}
+    medians = interleaved_medians(runners, x, args.warmup, args.rounds)
 
     print(f"{args.arch}, batch 1, {size[0]}x{size[1]}, {args.threads} threads, median of {args.rounds} "
           "interleaved runs (ONNX Runtime CPU vs OpenVINO CPU, latency hint)")

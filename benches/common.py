@@ -1,0 +1,40 @@
+"""What every bench script shares: its command line and the interleaved timing loop."""
+from __future__ import annotations
+
+import argparse
+import statistics
+
+import numpy as np
+
+__all__ = ["bench_args", "interleaved_medians"]
+
+
+def bench_args(doc: str, rounds: int = 40, calib: bool = False) -> argparse.Namespace:
+    """--arch --size --threads --rounds --warmup [--calib], with the rounds floor checked."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--arch", default="rmt-t")
+    ap.add_argument("--size", default="224")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=rounds)
+    ap.add_argument("--warmup", type=int, default=5)
+    if calib:
+        ap.add_argument("--calib", type=int, default=256, help="calibration images")
+    args = ap.parse_args()
+    if args.rounds < 20:
+        ap.error("--rounds must be at least 20 for a stable median")
+    return args
+
+
+def interleaved_medians(runners: dict, x: np.ndarray, warmup: int, rounds: int) -> dict[str, float]:
+    """Median backend-call milliseconds per runner, timed A B C … A B C … so that machine noise
+    hits every runner alike. Runners must be active; each is fed ``x`` under its own input name."""
+    feeds = {name: {r.input_names()[0]: x} for name, r in runners.items()}
+    for _ in range(warmup):
+        for name, r in runners.items():
+            r.infer(feeds[name])
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(rounds):
+        for name, r in runners.items():
+            r.infer(feeds[name])
+            times[name].append(r.last_inference_s * 1000)
+    return {name: statistics.median(t) for name, t in times.items()}
