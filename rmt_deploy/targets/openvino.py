@@ -171,7 +171,7 @@ class OpenVINORunner(Runner):
                 counts[info["runtimePrecision"].astype(str)] += 1
         try:
             hint = str(self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name())
-        except RuntimeError:  # devices without the property
+        except Exception:  # noqa: BLE001 — devices without the property (NPU plugins differ)
             hint = None
         return {"device": self.device_name, "inference_precision": hint, "layers_by_precision": dict(counts),
                 "hint": self.hint}
