@@ -20,12 +20,16 @@ from .test_cli import run
 
 pytest.importorskip("openvino", reason="openvino not installed (pip install -e '.[openvino]')")
 SIZE = (64, 64)
+# One thread: OpenVINO's bf16 kernels split work differently with two, which can flip a
+# borderline digit from run to run; the accuracy assertions should not depend on that.
+THREADS = 1
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("ov") / "out"
-    report = run_export(ExportOptions(targets=("openvino",), int8=True, fp16=True, fp32=True, out=out, bench_iters=3))
+    report = run_export(ExportOptions(targets=("openvino",), int8=True, fp16=True, fp32=True, out=out, bench_iters=3,
+                                      threads=THREADS))
     return report, out
 
 
@@ -120,7 +124,7 @@ def test_accuracy_aware_is_shared_with_onnx(tmp_path):
     for i in range(8):
         Image.new("RGB", (64, 64), (4 * i,) * 3).save(calib / f"{i}.png")
     report = run_export(ExportOptions(targets=("openvino",), out=tmp_path / "out", int8=True, calib=calib,
-                                      max_drop=0.3, bench_iters=0, parity_samples=8))
+                                      max_drop=0.3, bench_iters=0, parity_samples=8, threads=THREADS))
     (int8,) = report["artifacts"]
     aware = int8["accuracy_aware"]
     assert aware["initial_drop"] > 0.3 and aware["ranking"], aware
