@@ -14,6 +14,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .errors import RmtDeployError, UserInputError
@@ -72,7 +73,8 @@ def _errors_to_exit():
     except RmtDeployError as e:
         if os.environ.get("RMT_DEPLOY_DEBUG"):
             raise
-        err.print(f"[bold red]error:[/bold red] {e}", highlight=False, soft_wrap=True)
+        # escape: messages name extras such as "rmt-deploy[int8]", which rich would take for markup
+        err.print(f"[bold red]error:[/bold red] {escape(str(e))}", highlight=False, soft_wrap=True)
         raise typer.Exit(e.exit_code) from None
     except KeyboardInterrupt:
         err.print("interrupted; nothing was written")
@@ -91,7 +93,7 @@ def _errors_to_exit():
 
 def _unexpected(e: BaseException) -> None:
     first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    err.print(f"[bold red]error:[/bold red] unexpected {type(e).__name__}: {first} "
+    err.print(f"[bold red]error:[/bold red] unexpected {type(e).__name__}: {escape(first)} "
               "(set RMT_DEPLOY_DEBUG=1 for the traceback)", highlight=False, soft_wrap=True)
     raise typer.Exit(1) from None
 
@@ -127,7 +129,7 @@ class RichProgress:
 
     def log(self, message: str) -> None:
         if not self.quiet:
-            err.print(f"[yellow]![/yellow] {message}", highlight=False)
+            err.print(f"[yellow]![/yellow] {escape(message)}", highlight=False)
 
 
 def _split_targets(values: list[str]) -> tuple[str, ...]:
@@ -302,7 +304,7 @@ def _print_matrix(report: dict) -> None:
                           f"{b['throughput']:.0f}" if b.get("throughput") else "—")
     out.print(table)
     for note in dict.fromkeys(notes):
-        out.print(f"  [dim]{note}[/dim]", highlight=False)
+        out.print(f"  [dim]{escape(note)}[/dim]", highlight=False)
 
 
 @app.command(epilog=CHECK_EXAMPLES)
@@ -424,11 +426,12 @@ def doctor(as_json: JsonOpt = False) -> None:
         pk = Table("package", "status", "detail", "for", title="Packages", title_justify="left")
         for row in info["packages"]:
             detail = row["detail"] + (f" — {row['install']}" if row["install"] else "")
-            pk.add_row(row["package"], f"[{colour[row['status']]}]{row['status']}[/]", detail, row["purpose"])
+            # escape: rich would read the extra in 'rmt-deploy[trt]' as markup and drop it
+            pk.add_row(row["package"], f"[{colour[row['status']]}]{row['status']}[/]", escape(detail), row["purpose"])
         out.print(pk)
         tg = Table("target", "status", "detail", title="Targets", title_justify="left")
         for row in info["targets"]:
-            tg.add_row(row["target"], f"[{colour[row['status']]}]{row['status']}[/]", row["detail"])
+            tg.add_row(row["target"], f"[{colour[row['status']]}]{row['status']}[/]", escape(row["detail"]))
         out.print(tg)
         for key, value in info["bundled"].items():
             out.print(f"[bold]{key.replace('_', ' ')}[/bold]: {value or '[yellow]not found[/yellow]'}",

@@ -190,3 +190,23 @@ def test_rmt_t_fp32_ir_matches_pytorch_at_224():
         got = np.concatenate([runner.infer({"input": x[i:i + 1]})["logits"] for i in range(len(x))])
         assert runner.execution()["inference_precision"] == "f32"
     assert np.abs(got - ref).max() <= 1e-4
+
+
+def test_missing_openvino_names_the_extra(tmp_path):
+    """Without OpenVINO the export stops before any work, with the install command intact (the
+    '[openvino]' extra must survive the terminal's markup)."""
+    import os
+    import subprocess
+
+    from .test_cli import EXE
+
+    blocker = tmp_path / "block"
+    blocker.mkdir()
+    (blocker / "openvino.py").write_text("raise ImportError('blocked for this test')\n")
+    env = {**os.environ, "PYTHONPATH": str(blocker), "COLUMNS": "200"}
+    env.pop("RMT_DEPLOY_DEBUG", None)
+    result = subprocess.run([EXE, "export", "--target", "openvino", "--out", str(tmp_path / "out")],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 2, result.stderr
+    assert 'pip install "rmt-deploy[openvino]"' in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
