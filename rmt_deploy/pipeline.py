@@ -216,7 +216,7 @@ def run_export(opts: ExportOptions, progress=None) -> dict:
     progress = progress or NullProgress()
     specs: list[TargetSpec] = [resolve_target(t) for t in opts.targets]
     if not specs:
-        raise UserInputError("no --target given; choose from onnx")
+        raise UserInputError(f"no --target given; choose from {', '.join(TARGETS)}")
     if opts.parity_samples < 1:
         raise UserInputError("--parity-samples must be at least 1")
     if opts.threads is not None and opts.threads < 1:
