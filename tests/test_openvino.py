@@ -78,14 +78,15 @@ def test_ir_carries_metadata_and_int8_structure(demo):
     assert set(fp16["constant_dtypes"]) == {"f16"} and fp16["int8"]["quantized_layers"] == 0
 
 
-def test_revert_restores_the_float_model_exactly():
+def test_revert_restores_the_float_model_exactly(tmp_path):
     """Reverting every layer (activations, int8 weights and bias-corrected biases) gives back
     the calibrated FP32 model; reverting one removes exactly that layer's quantization."""
     import openvino as ov
 
     model = random_model("rmt-demo")
     x = real_images(SIZE, 8)
-    path = onnx_target.export(to_deploy(model, SIZE), _tmp() / "deploy.onnx", SIZE, dynamic_batch=False, metadata={})
+    path = onnx_target.export(to_deploy(model, SIZE), tmp_path / "deploy.onnx", SIZE, dynamic_batch=False,
+                              metadata={})
     float_model = ov_target.convert(path)
     quantized = quantize_openvino(ov_target.convert(path), x, QuantPolicy(calib_size=8))
     layers = quantized_layers(quantized)
@@ -104,13 +105,6 @@ def test_revert_restores_the_float_model_exactly():
     assert sorted(revert(everything, layers, float_model)) == sorted(layers)
     assert int8_summary(everything)["fake_quantize"] == 0
     np.testing.assert_allclose(logits(everything), reference, atol=1e-5)
-
-
-def _tmp():
-    import tempfile
-    from pathlib import Path
-
-    return Path(tempfile.mkdtemp(prefix="rmt-ov-test-"))
 
 
 def test_accuracy_aware_is_shared_with_onnx(tmp_path):
@@ -173,14 +167,14 @@ def test_ir_without_its_weights_is_a_clear_failure(demo, tmp_path):
 
 
 @pytest.mark.slow
-def test_rmt_t_fp32_ir_matches_pytorch_at_224():
+def test_rmt_t_fp32_ir_matches_pytorch_at_224(tmp_path):
     """Full-size RMT-T: the FP32 IR, run in f32, agrees with PyTorch like the ONNX export."""
     import torch
 
     size = (224, 224)
     model = random_model("rmt-t")
     x = real_images(size, 2)
-    folder = _tmp()
+    folder = tmp_path
     onnx_path = onnx_target.export(to_deploy(model, size), folder / "deploy.onnx", size, dynamic_batch=False,
                                    metadata={})
     xml = ov_target.save(ov_target.convert(onnx_path), folder / "model.xml", {"precision": "fp32"})
