@@ -15,14 +15,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import onnx
 import torch
-from common import bench_args, interleaved_medians
+from common import bench_args, calibration_samples, interleaved_medians, random_input
 
-from rmt_deploy.data.images import Preprocess, load_batch, open_image_set
 from rmt_deploy.model.rmt import create_model
-from rmt_deploy.pipeline import bundled_images, parse_img_size
+from rmt_deploy.pipeline import parse_img_size
 from rmt_deploy.quant.checks import quantizer_summary
 from rmt_deploy.quant.int8 import calibrate_int8
 from rmt_deploy.quant.policy import QuantPolicy
@@ -41,18 +39,14 @@ def main() -> None:
     onnx_target.export(to_deploy(model, size), paths["fp32"], size, dynamic_batch=False, metadata={})
 
     start = time.perf_counter()
-    images = open_image_set(bundled_images("train")).subset(args.calib)
-    samples, _, _ = load_batch(images, Preprocess(size))
+    samples = calibration_samples(args.calib, size)
     result = calibrate_int8(model, size, samples, QuantPolicy(), dynamic_batch=False)
     onnx.save(result.onnxruntime, str(paths["int8 (onnxruntime)"]))
     onnx.save(result.tensorrt, str(paths["int8 (tensorrt q/dq, as-is)"]))
     wall = time.perf_counter() - start
 
     runners = {name: onnx_target.OnnxRuntimeRunner(p, args.threads) for name, p in paths.items()}
-    for r in runners.values():
-        r.activate()
-    x = np.random.default_rng(0).standard_normal((1, 3, *size)).astype(np.float32)
-    medians = interleaved_medians(runners, x, args.warmup, args.rounds)
+    medians = interleaved_medians(runners, random_input(size), args.warmup, args.rounds)
 
     print(f"{args.arch}, batch 1, {size[0]}x{size[1]}, {args.threads} threads, median of {args.rounds} "
           "interleaved runs (ONNX Runtime CPU)")

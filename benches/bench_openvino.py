@@ -17,13 +17,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-from common import bench_args, interleaved_medians
+from common import bench_args, calibration_samples, interleaved_medians, random_input
 
-from rmt_deploy.data.images import Preprocess, load_batch, open_image_set
 from rmt_deploy.model.rmt import create_model
-from rmt_deploy.pipeline import bundled_images, parse_img_size
+from rmt_deploy.pipeline import parse_img_size
 from rmt_deploy.quant.calibrate import quantize_openvino
 from rmt_deploy.quant.policy import QuantPolicy
 from rmt_deploy.rewrite import to_deploy
@@ -46,8 +44,7 @@ def main() -> None:
     ov_target.save(float_model, paths["ov fp16 (device default)"], {"precision": "fp16"})
 
     start = time.perf_counter()
-    images = open_image_set(bundled_images("train")).subset(args.calib)
-    samples, _, _ = load_batch(images, Preprocess(size))
+    samples = calibration_samples(args.calib, size)
     calib_start = time.perf_counter()
     quantized = quantize_openvino(ov_target.convert(deploy_onnx), samples, QuantPolicy())
     calib_seconds = time.perf_counter() - calib_start
@@ -56,10 +53,7 @@ def main() -> None:
 
     runners = {"ort fp32": onnx_target.OnnxRuntimeRunner(deploy_onnx, args.threads)}
     runners.update({name: ov_target.OpenVINORunner(p, args.threads) for name, p in paths.items()})
-    for r in runners.values():
-        r.activate()
-    x = np.random.default_rng(0).standard_normal((1, 3, *size)).astype(np.float32)
-    medians = interleaved_medians(runners, x, args.warmup, args.rounds)
+    medians = interleaved_medians(runners, random_input(size), args.warmup, args.rounds)
 
     print(f"{args.arch}, batch 1, {size[0]}x{size[1]}, {args.threads} threads, median of {args.rounds} "
           "interleaved runs (ONNX Runtime CPU vs OpenVINO CPU, latency hint)")

@@ -6,7 +6,7 @@ import statistics
 
 import numpy as np
 
-__all__ = ["bench_args", "interleaved_medians"]
+__all__ = ["bench_args", "calibration_samples", "random_input", "interleaved_medians"]
 
 
 def bench_args(doc: str, rounds: int = 40, calib: bool = False) -> argparse.Namespace:
@@ -25,9 +25,26 @@ def bench_args(doc: str, rounds: int = 40, calib: bool = False) -> argparse.Name
     return args
 
 
+def calibration_samples(count: int, size: tuple[int, int]) -> np.ndarray:
+    """The first ``count`` (evenly spread) bundled calib/train images, preprocessed as export does."""
+    from rmt_deploy.data.images import Preprocess, load_batch, open_image_set
+    from rmt_deploy.pipeline import bundled_images
+
+    samples, _, _ = load_batch(open_image_set(bundled_images("train")).subset(count), Preprocess(size))
+    return samples
+
+
+def random_input(size: tuple[int, int]) -> np.ndarray:
+    """One (1, 3, H, W) float32 image of noise, the same in every script: speed ignores content."""
+    return np.random.default_rng(0).standard_normal((1, 3, *size)).astype(np.float32)
+
+
 def interleaved_medians(runners: dict, x: np.ndarray, warmup: int, rounds: int) -> dict[str, float]:
     """Median backend-call milliseconds per runner, timed A B C … A B C … so that machine noise
-    hits every runner alike. Runners must be active; each is fed ``x`` under its own input name."""
+    hits every runner alike. Runners are activated if they are not yet; each is fed ``x`` under
+    its own input name."""
+    for r in runners.values():
+        r.activate()
     feeds = {name: {r.input_names()[0]: x} for name, r in runners.items()}
     for _ in range(warmup):
         for name, r in runners.items():

@@ -458,9 +458,7 @@ class _Job:
                 module.export_fp16(self.deploy, path, self.size, dynamic_batch=dynamic, metadata=metadata)
         else:
             int8 = self._calibrated()
-            entry["quantization"] = {**QuantPolicy(self.opts.statistic, calib_size=self.opts.calib_size).to_dict(),
-                                     "calib_images": int8.calib_images, "calib_seconds": int8.calib_seconds,
-                                     "encoding": "onnxruntime", "float_for_speed": len(int8.float_for_speed)}
+            entry["quantization"] = self._quantization("onnxruntime", int8.calib_seconds, len(int8.float_for_speed))
             metadata["quantization"] = (f"int8 onnxruntime encoding; {int8.calib_images} calibration images, "
                                         f"statistic {self.opts.statistic}")
             module.save(copy.deepcopy(int8.onnxruntime), path, metadata)
@@ -480,9 +478,7 @@ class _Job:
         with self.progress.step(f"Writing the TensorRT-ready {precision.upper()} ONNX"):
             if precision == "int8":
                 int8 = self._calibrated()
-                entry["quantization"] = {**QuantPolicy(self.opts.statistic, calib_size=self.opts.calib_size).to_dict(),
-                                         "calib_images": int8.calib_images, "calib_seconds": int8.calib_seconds,
-                                         "encoding": "tensorrt", "float_for_speed": 0}
+                entry["quantization"] = self._quantization("tensorrt", int8.calib_seconds)
                 onnx_target.save(copy.deepcopy(int8.tensorrt), onnx_path, metadata)
             else:
                 export = onnx_target.export_fp16 if precision == "fp16" else onnx_target.export
@@ -531,9 +527,7 @@ class _Job:
         precision = entry["precision"]
         if precision == "int8":
             model, _, seconds = self._calibrated_openvino(module)
-            entry["quantization"] = {**QuantPolicy(self.opts.statistic, calib_size=self.opts.calib_size).to_dict(),
-                                     "calib_images": int(len(self.calib)), "calib_seconds": seconds,
-                                     "encoding": "openvino", "float_for_speed": 0}
+            entry["quantization"] = self._quantization("openvino", seconds)
             metadata["quantization"] = (f"int8 (NNCF OpenVINO backend); {len(self.calib)} calibration images, "
                                         f"statistic {self.opts.statistic}")
         else:
@@ -542,7 +536,11 @@ class _Job:
         module.save(model, path, metadata)
 
     def _deploy_onnx(self) -> Path:
-        """The FP32 deploy form as ONNX, written once into the scratch folder for converters."""
+        """The FP32 deploy form as ONNX for converters: the ONNX target's verified model.onnx when
+        this run wrote one, else exported once into the scratch folder."""
+        written = self.tmp / f"{artifact_stem('fp32')}{TARGETS['onnx'].suffix}"
+        if self._deploy_onnx_path is None and written.exists():
+            self._deploy_onnx_path = written
         if self._deploy_onnx_path is None:
             from .targets import onnx as onnx_target
 
@@ -558,12 +556,19 @@ class _Job:
             from .quant.calibrate import quantize_openvino
 
             float_model = module.convert(self._deploy_onnx())
-            policy = QuantPolicy(self.opts.statistic, calib_size=self.opts.calib_size)
             with self.progress.step(f"Calibrating OpenVINO INT8 with NNCF on {len(self.calib)} images"):
                 start = time.perf_counter()
-                model = quantize_openvino(float_model.clone(), self.calib, policy)  # float_model: revert source
+                model = quantize_openvino(float_model.clone(), self.calib, self._policy())  # float_model: revert source
             self._openvino_int8 = (model, float_model, round(time.perf_counter() - start, 2))
         return self._openvino_int8
+
+    def _policy(self) -> QuantPolicy:
+        return QuantPolicy(self.opts.statistic, calib_size=self.opts.calib_size)
+
+    def _quantization(self, encoding: str, calib_seconds: float, float_for_speed: int = 0) -> dict:
+        """The report's ``quantization`` entry: the policy, the calibration and this encoding."""
+        return {**self._policy().to_dict(), "calib_images": int(len(self.calib)), "calib_seconds": calib_seconds,
+                "encoding": encoding, "float_for_speed": float_for_speed}
 
     def _gate_drop(self, entry: dict, path: Path) -> None:
         """Targets without layer-wise fallback: over --max-drop fails, the model is kept."""
@@ -579,9 +584,9 @@ class _Job:
         if self._int8 is None:
             from .quant.int8 import calibrate_int8
 
-            policy = QuantPolicy(self.opts.statistic, calib_size=self.opts.calib_size)
             with self.progress.step(f"Calibrating INT8 with NNCF on {len(self.calib)} images"):
-                self._int8 = calibrate_int8(self.loaded.model, self.size, self.calib, policy, self.opts.dynamic_batch)
+                self._int8 = calibrate_int8(self.loaded.model, self.size, self.calib, self._policy(),
+                                            self.opts.dynamic_batch)
         return self._int8
 
     def _logits(self, module, path: Path, x: np.ndarray) -> np.ndarray:
