@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from types import ModuleType
 
 from ..errors import BackendUnavailable, UserInputError
+from ..telemetry import USES_OPENVINO_TELEMETRY, openvino_telemetry_off
 
 __all__ = ["TargetSpec", "TARGETS", "resolve_target", "target_module", "require"]
 
@@ -65,6 +66,8 @@ def target_module(spec: TargetSpec) -> ModuleType:
 
 def require(module: str, extra: str | None) -> ModuleType:
     """Import an optional backend or raise BackendUnavailable with the install hint."""
+    if module.split(".")[0] in USES_OPENVINO_TELEMETRY:
+        openvino_telemetry_off()
     try:
         return importlib.import_module(module)
     except ImportError as e:
