@@ -114,7 +114,7 @@ def chain_graph(chain, int8: bool) -> onnx.ModelProto:
 
 
 def _chain_runners(chain_list, work: Path, threads: int) -> dict[str, dict]:
-    """Per chain: runners (ort fp32, ort int8, ov bf16, ov int8) and the chain's input."""
+    """Per chain, by a label naming it: runners (ort fp32, ort int8, ov bf16, ov int8) and its input."""
     out = {}
     for c, chain in enumerate(chain_list):
         paths = {name: work / f"chain{c}_{name}.onnx" for name in ("fp32", "int8", "int8_ort")}
@@ -130,7 +130,8 @@ def _chain_runners(chain_list, work: Path, threads: int) -> dict[str, dict]:
                    "ov bf16": ov_target.OpenVINORunner(ov_fp16, threads),
                    "ov int8": ov_target.OpenVINORunner(ov_int8, threads)}
         x = np.random.default_rng(c).standard_normal((chain[0][0], chain[0][1].shape[1])).astype(np.float32)
-        out[f"chain{c}"] = {"runners": runners, "x": x, "layers": len(chain)}
+        label = f"{len(chain):2d} linears, {chain[0][0]} tokens, {chain[0][1].shape[1]} in"
+        out[label] = {"runners": runners, "x": x}
     return out
 
 
@@ -156,8 +157,7 @@ def main() -> None:
     model = create_model(args.arch).eval()
     work = Path(tempfile.mkdtemp(prefix="rmt-bench-ceiling-"))
     layers = linear_layers(to_deploy(model, size, ffn_layout="linear"), size)
-    chain_list = chains(layers)
-    per_chain = _chain_runners(chain_list, work, args.threads)
+    per_chain = _chain_runners(chains(layers), work, args.threads)
     whole = _whole_runners(model, size, work, args)
 
     columns = ("ort fp32", "ort int8", "ov bf16", "ov int8")
@@ -165,10 +165,8 @@ def main() -> None:
     print(f"{args.arch}, batch 1, {size[0]}x{size[1]}, {args.threads} threads, median of {args.rounds} "
           "interleaved runs; ms")
     print(f"{'part':34s}" + "".join(f"{c:>10s}" for c in columns))
-    for name, chain in per_chain.items():
+    for label, chain in per_chain.items():
         medians = interleaved_medians(chain["runners"], chain["x"], args.warmup, args.rounds)
-        first = chain_list[int(name[5:])][0]
-        label = f"{chain['layers']:2d} linears, {first[0]} tokens, {first[1].shape[1]} in"
         print(f"{label:34s}" + "".join(f"{medians[c]:10.2f}" for c in columns))
         for c in columns:
             linear[c] += medians[c]

@@ -42,7 +42,7 @@ def test_int8_export_to_onnx_and_openvino_leaves_no_telemetry_trace(tmp_path):
     assert not [f for f in files if f.startswith(("intel", ".cache/Microsoft"))], files
 
 
-def _consent(home) -> str:
+def _consent(home) -> list[str]:
     code = ("import rmt_deploy\n"
             "from rmt_deploy.targets import require\n"
             "require('openvino', 'openvino')\n"
