@@ -15,7 +15,6 @@ Absolute times are noisy on shared machines; read the ratios.
 from __future__ import annotations
 
 import statistics
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -23,11 +22,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
-from common import bench_args, interleaved_medians
+from common import bench_setup, export_deploy_fp32, interleaved_medians
 
-from rmt_deploy.model.rmt import create_model
-from rmt_deploy.pipeline import parse_img_size
-from rmt_deploy.rewrite import to_deploy
 from rmt_deploy.targets import onnx as onnx_target
 from rmt_deploy.targets.onnx import _quiet_exporter
 
@@ -41,19 +37,16 @@ def export_reference(model: torch.nn.Module, path: Path, x: torch.Tensor, dynamo
 
 
 def main() -> None:
-    args = bench_args(__doc__, rounds=30)
-    torch.manual_seed(0)
-    size = parse_img_size(args.size)
-    model = create_model(args.arch).eval()
+    bench = bench_setup(__doc__, "reference", rounds=30)
+    args, size, model, work = bench.args, bench.size, bench.model, bench.work
     x = torch.randn(1, 3, *size)
-    work = Path(tempfile.mkdtemp(prefix="rmt-bench-"))
     paths = {
         "deploy": work / "deploy.onnx",
         "reference (dynamo)": work / "ref_dynamo.onnx",
         "reference (torchscript)": work / "ref_ts.onnx",
     }
     print(f"exporting {args.arch} at {size[0]}x{size[1]} into {work} …", flush=True)
-    onnx_target.export(to_deploy(model, size), paths["deploy"], size, dynamic_batch=False, metadata={})
+    export_deploy_fp32(bench, paths["deploy"])
     export_reference(model, paths["reference (dynamo)"], x, dynamo=True)
     export_reference(model, paths["reference (torchscript)"], x, dynamo=False)
 

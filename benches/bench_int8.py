@@ -11,32 +11,23 @@ Weights are random (official checkpoints are not reachable here): speed does not
 """
 from __future__ import annotations
 
-import tempfile
 import time
-from pathlib import Path
 
 import onnx
-import torch
-from common import bench_args, calibration_samples, interleaved_medians, random_input
+from common import bench_setup, calibration_samples, export_deploy_fp32, interleaved_medians, random_input
 
-from rmt_deploy.model.rmt import create_model
-from rmt_deploy.pipeline import parse_img_size
 from rmt_deploy.quant.checks import quantizer_summary
 from rmt_deploy.quant.int8 import calibrate_int8
 from rmt_deploy.quant.policy import QuantPolicy
-from rmt_deploy.rewrite import to_deploy
 from rmt_deploy.targets import onnx as onnx_target
 
 
 def main() -> None:
-    args = bench_args(__doc__, calib=True)
-    torch.manual_seed(0)
-    size = parse_img_size(args.size)
-    model = create_model(args.arch).eval()
-    work = Path(tempfile.mkdtemp(prefix="rmt-bench-int8-"))
+    bench = bench_setup(__doc__, "int8", calib=True)
+    args, size, model, work = bench.args, bench.size, bench.model, bench.work
     paths = {"fp32": work / "fp32.onnx", "int8 (onnxruntime)": work / "int8_ort.onnx",
              "int8 (tensorrt q/dq, as-is)": work / "int8_trt.onnx"}
-    onnx_target.export(to_deploy(model, size), paths["fp32"], size, dynamic_batch=False, metadata={})
+    export_deploy_fp32(bench, paths["fp32"])
 
     start = time.perf_counter()
     samples = calibration_samples(args.calib, size)

@@ -23,17 +23,14 @@ towards nothing). Read the ratios, not absolute times. Weights are random (speed
 """
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import onnx
 import torch
-from common import bench_args, calibration_samples, interleaved_medians, random_input
+from common import Bench, bench_setup, calibration_samples, export_deploy_fp32, interleaved_medians, random_input
 from onnx import TensorProto, helper, numpy_helper
 
-from rmt_deploy.model.rmt import create_model
-from rmt_deploy.pipeline import parse_img_size
 from rmt_deploy.quant.calibrate import quantize_openvino
 from rmt_deploy.quant.encode import for_onnxruntime
 from rmt_deploy.quant.int8 import calibrate_int8
@@ -135,9 +132,9 @@ def _chain_runners(chain_list, work: Path, threads: int) -> dict[str, dict]:
     return out
 
 
-def _whole_runners(model, size, work: Path, args) -> dict:
-    deploy_onnx = onnx_target.export(to_deploy(model, size), work / "fp32.onnx", size, dynamic_batch=False,
-                                     metadata={})
+def _whole_runners(bench: Bench) -> dict:
+    args, size, model, work = bench.args, bench.size, bench.model, bench.work
+    deploy_onnx = export_deploy_fp32(bench, work / "fp32.onnx")
     samples = calibration_samples(args.calib, size)
     ort_int8 = work / "int8_ort.onnx"
     onnx.save(calibrate_int8(model, size, samples, QuantPolicy(), dynamic_batch=False).onnxruntime, str(ort_int8))
@@ -151,14 +148,11 @@ def _whole_runners(model, size, work: Path, args) -> dict:
 
 
 def main() -> None:
-    args = bench_args(__doc__, calib=True)
-    torch.manual_seed(0)
-    size = parse_img_size(args.size)
-    model = create_model(args.arch).eval()
-    work = Path(tempfile.mkdtemp(prefix="rmt-bench-ceiling-"))
+    bench = bench_setup(__doc__, "ceiling", calib=True)
+    args, size, model, work = bench.args, bench.size, bench.model, bench.work
     layers = linear_layers(to_deploy(model, size, ffn_layout="linear"), size)
     per_chain = _chain_runners(chains(layers), work, args.threads)
-    whole = _whole_runners(model, size, work, args)
+    whole = _whole_runners(bench)
 
     columns = ("ort fp32", "ort int8", "ov bf16", "ov int8")
     linear = dict.fromkeys(columns, 0.0)

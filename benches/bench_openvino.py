@@ -13,30 +13,20 @@ not reachable here): speed does not depend on them.
 """
 from __future__ import annotations
 
-import tempfile
 import time
-from pathlib import Path
 
-import torch
-from common import bench_args, calibration_samples, interleaved_medians, random_input
+from common import bench_setup, calibration_samples, export_deploy_fp32, interleaved_medians, random_input
 
-from rmt_deploy.model.rmt import create_model
-from rmt_deploy.pipeline import parse_img_size
 from rmt_deploy.quant.calibrate import quantize_openvino
 from rmt_deploy.quant.policy import QuantPolicy
-from rmt_deploy.rewrite import to_deploy
 from rmt_deploy.targets import onnx as onnx_target
 from rmt_deploy.targets import openvino as ov_target
 
 
 def main() -> None:
-    args = bench_args(__doc__, calib=True)
-    torch.manual_seed(0)
-    size = parse_img_size(args.size)
-    model = create_model(args.arch).eval()
-    work = Path(tempfile.mkdtemp(prefix="rmt-bench-ov-"))
-    deploy_onnx = onnx_target.export(to_deploy(model, size), work / "fp32.onnx", size, dynamic_batch=False,
-                                     metadata={})
+    bench = bench_setup(__doc__, "ov", calib=True)
+    args, size, work = bench.args, bench.size, bench.work
+    deploy_onnx = export_deploy_fp32(bench, work / "fp32.onnx")
     float_model = ov_target.convert(deploy_onnx)
     paths = {"ov fp32 (f32)": work / "model.xml", "ov fp16 (device default)": work / "model_fp16.xml",
              "ov int8": work / "model_int8.xml"}

@@ -1,12 +1,16 @@
-"""What every bench script shares: its command line and the interleaved timing loop."""
+"""What every bench script shares: its command line, set-up and the interleaved timing loop."""
 from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-__all__ = ["bench_args", "calibration_samples", "random_input", "interleaved_medians"]
+__all__ = ["Bench", "bench_setup", "export_deploy_fp32", "bench_args", "calibration_samples", "random_input",
+           "interleaved_medians"]
 
 
 def bench_args(doc: str, rounds: int = 40, calib: bool = False) -> argparse.Namespace:
@@ -23,6 +27,35 @@ def bench_args(doc: str, rounds: int = 40, calib: bool = False) -> argparse.Name
     if args.rounds < 20:
         ap.error("--rounds must be at least 20 for a stable median")
     return args
+
+
+@dataclass
+class Bench:
+    args: argparse.Namespace
+    size: tuple[int, int]
+    model: object  # the reference RMT (random weights: speed does not depend on them), eval mode
+    work: Path  # a fresh temporary folder for this run's models
+
+
+def bench_setup(doc: str, prefix: str, rounds: int = 40, calib: bool = False) -> Bench:
+    """Parse the command line, seed torch, build --arch at --size and make a work folder."""
+    import torch
+
+    from rmt_deploy.model.rmt import create_model
+    from rmt_deploy.pipeline import parse_img_size
+
+    args = bench_args(doc, rounds=rounds, calib=calib)
+    torch.manual_seed(0)
+    return Bench(args, parse_img_size(args.size), create_model(args.arch).eval(),
+                 Path(tempfile.mkdtemp(prefix=f"rmt-bench-{prefix}-")))
+
+
+def export_deploy_fp32(bench: Bench, path: Path) -> Path:
+    """The FP32 deploy-form ONNX at batch 1, as `rmt-deploy export` writes it."""
+    from rmt_deploy.rewrite import to_deploy
+    from rmt_deploy.targets import onnx as onnx_target
+
+    return onnx_target.export(to_deploy(bench.model, bench.size), path, bench.size, dynamic_batch=False, metadata={})
 
 
 def calibration_samples(count: int, size: tuple[int, int]) -> np.ndarray:
