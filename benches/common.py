@@ -13,8 +13,9 @@ __all__ = ["Bench", "bench_setup", "export_deploy_fp32", "bench_args", "calibrat
            "interleaved_medians"]
 
 
-def bench_args(doc: str, rounds: int = 40, calib: bool = False) -> argparse.Namespace:
-    """--arch --size --threads --rounds --warmup [--calib], with the rounds floor checked."""
+def bench_args(doc: str, rounds: int = 40, calib: bool = False, extra=None) -> argparse.Namespace:
+    """--arch --size --threads --rounds --warmup [--calib], plus what ``extra(parser)`` adds;
+    the rounds floor checked."""
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--arch", default="rmt-t")
     ap.add_argument("--size", default="224")
@@ -23,6 +24,8 @@ def bench_args(doc: str, rounds: int = 40, calib: bool = False) -> argparse.Name
     ap.add_argument("--warmup", type=int, default=5)
     if calib:
         ap.add_argument("--calib", type=int, default=256, help="calibration images")
+    if extra:
+        extra(ap)
     args = ap.parse_args()
     if args.rounds < 20:
         ap.error("--rounds must be at least 20 for a stable median")
@@ -37,14 +40,14 @@ class Bench:
     work: Path  # a fresh temporary folder for this run's models
 
 
-def bench_setup(doc: str, prefix: str, rounds: int = 40, calib: bool = False) -> Bench:
+def bench_setup(doc: str, prefix: str, rounds: int = 40, calib: bool = False, extra=None) -> Bench:
     """Parse the command line, seed torch, build --arch at --size and make a work folder."""
     import torch
 
     from rmt_deploy.model.rmt import create_model
     from rmt_deploy.pipeline import parse_img_size
 
-    args = bench_args(doc, rounds=rounds, calib=calib)
+    args = bench_args(doc, rounds=rounds, calib=calib, extra=extra)
     torch.manual_seed(0)
     return Bench(args, parse_img_size(args.size), create_model(args.arch).eval(),
                  Path(tempfile.mkdtemp(prefix=f"rmt-bench-{prefix}-")))

@@ -8,4 +8,4 @@ from .telemetry import onnxruntime_telemetry_off
 
 onnxruntime_telemetry_off()
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

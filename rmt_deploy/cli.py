@@ -419,8 +419,9 @@ def doctor(as_json: JsonOpt = False) -> None:
             out.print_json(json.dumps(info))
             return
         m = info["machine"]
-        out.print(f"[bold]CPU[/bold] {m['cpu']}  |  INT8 instructions: "
-                  f"{', '.join(m['int8_instructions']) or 'none'}  |  ONNX Runtime providers: "
+        isa = m["cpu_features"]
+        out.print(f"[bold]CPU[/bold] {m['cpu']}  |  {', '.join(isa['isa']) or 'ISA unknown'}  |  int8 accumulation: "
+                  f"{isa['int8_accumulation']}  |  ONNX Runtime providers: "
                   f"{', '.join(m['onnxruntime_providers']) or '—'}", highlight=False)
         colour = {"ok": "green", "missing": "yellow", "broken": "red", "unavailable": "red"}
         pk = Table("package", "status", "detail", "for", title="Packages", title_justify="left")

@@ -5,7 +5,7 @@ import importlib
 import importlib.metadata
 import platform
 
-from .bench.environment import cpu_name
+from .cpu import cpu_features, cpu_name
 from .pipeline import bundled_images, bundled_weights
 from .quiet import quiet
 from .targets import TARGETS, target_module
@@ -24,17 +24,6 @@ _COMPONENTS = (
     ("tensorrt", "tensorrt", "TensorRT engines (needs an NVIDIA GPU)", "trt"),
     ("tensorrt_rtx", "tensorrt-rtx-cu12", "TensorRT-RTX parse+build proxy (no GPU needed)", "trt-check"),
 )
-
-
-def _cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
 
 
 def _component(module: str, dist: str) -> tuple[str, str]:
@@ -63,7 +52,6 @@ def diagnose() -> dict:
         reason = target_module(spec).unavailable_reason()
         targets.append({"target": spec.name, "status": "ok" if reason is None else "unavailable",
                         "detail": reason or f"precisions: {', '.join(spec.precisions)}"})
-    flags = _cpu_flags()
     providers = []
     try:
         import onnxruntime
@@ -75,8 +63,7 @@ def diagnose() -> dict:
         "machine": {
             "cpu": cpu_name(),
             "platform": platform.platform(),
-            "int8_instructions": sorted(f for f in ("avx512_vnni", "avx_vnni", "amx_int8", "amx_bf16")
-                                        if f in flags),
+            "cpu_features": cpu_features().to_dict(),
             "onnxruntime_providers": providers,
         },
         "packages": packages,

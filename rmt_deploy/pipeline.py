@@ -31,7 +31,7 @@ from .data.images import ImageSet, Preprocess, load_batch, open_image_set
 from .errors import BackendUnavailable, UserInputError, VerificationError
 from .model.checkpoint import LoadedModel, load_model, metadata_json
 from .outdir import commit_out, prepare_out
-from .quant.policy import STATISTICS, QuantPolicy
+from .quant.policy import EXACT_ON, PAIR_SAFE_WEIGHT, STATISTICS, WEIGHT_RANGES, QuantPolicy
 from .rewrite import table_bytes, to_deploy
 from .targets import TARGETS, TargetSpec, require, resolve_target, target_module
 from .targets.coreml import CoreMLSettings
@@ -45,9 +45,13 @@ TABLE_LIMIT = 1 << 30  # constant tables per model; ONNX files without external 
 MIN_CALIB_IMAGES = 8  # fewer gives activation ranges from a handful of images
 # Verification thresholds beyond FP32's --atol: a gross-error guard on the worst per-image logit
 # cosine vs PyTorch FP32. Accuracy itself is gated by --max-drop / `rmt-deploy check`.
-# "bf16" is what OpenVINO computes FP16 models in on AMX CPUs: 8 mantissa bits against FP16's 11.
+# "bf16" is what OpenVINO computes FP16 models in on CPUs with AVX512-BF16 or AMX: 8 mantissa bits
+# against FP16's 11.
 MIN_COSINE = {"fp16": 0.999, "bf16": 0.98, "int8": 0.95}
 SCRATCH = ".work"  # inside the private output folder: intermediate files, removed before commit
+# INT8 for CPU runtimes (ONNX Runtime, OpenVINO) uses the 7-bit weight grid: exact on every CPU an
+# artifact may land on, and measured as fast as 8-bit on VNNI (README "INT8 on every CPU").
+CPU_WEIGHT_RANGE = "portable"
 
 
 def bundled_weights() -> Path:
@@ -202,6 +206,12 @@ def _metadata(loaded: LoadedModel, size: tuple[int, int], pre: Preprocess, dynam
         "source_checkpoint": loaded.checkpoint.path.name,
         "source_sha256": loaded.sha256,
     }
+
+
+def _int8_metadata(encoding: str, calib_images: int, policy: QuantPolicy) -> dict[str, str]:
+    """What an INT8 artifact says about itself: how it was calibrated and where it is exact."""
+    return {"quantization": f"{encoding}; {calib_images} calibration images, statistic {policy.statistic}",
+            "int8_weight_bits": str(policy.weight_bits), "int8_exact_on": EXACT_ON[policy.weight_range]}
 
 
 def run_export(opts: ExportOptions, progress=None) -> dict:
@@ -412,7 +422,7 @@ class _Job:
     eval_set: EvalSet | None
     calib: np.ndarray | None
     progress: object
-    _int8: object = None
+    _int8: dict = field(default_factory=dict)  # weight range → Int8Models
     _openvino_int8: object = None  # (calibrated openvino.Model, the FP32 model it came from, seconds)
     _deploy_onnx_path: Path | None = None
 
@@ -457,10 +467,12 @@ class _Job:
             with self.progress.step(f"Exporting {spec.name} FP16 ({mode} batch)"):
                 module.export_fp16(self.deploy, path, self.size, dynamic_batch=dynamic, metadata=metadata)
         else:
-            int8 = self._calibrated()
-            entry["quantization"] = self._quantization("onnxruntime", int8.calib_seconds, len(int8.float_for_speed))
-            metadata["quantization"] = (f"int8 onnxruntime encoding; {int8.calib_images} calibration images, "
-                                        f"statistic {self.opts.statistic}")
+            from .quant.checks import weight_grid
+
+            int8 = self._calibrated(CPU_WEIGHT_RANGE)
+            entry["quantization"] = self._quantization("onnxruntime", int8.calib_seconds, weight_grid(int8.onnxruntime),
+                                                       len(int8.float_for_speed))
+            metadata.update(_int8_metadata("int8 onnxruntime encoding", int8.calib_images, self._policy()))
             module.save(copy.deepcopy(int8.onnxruntime), path, metadata)
 
     def _tensorrt(self, spec: TargetSpec, module, entry: dict) -> dict:
@@ -477,8 +489,12 @@ class _Job:
                     "intended_runtime": "tensorrt"}
         with self.progress.step(f"Writing the TensorRT-ready {precision.upper()} ONNX"):
             if precision == "int8":
-                int8 = self._calibrated()
-                entry["quantization"] = self._quantization("tensorrt", int8.calib_seconds)
+                from .quant.checks import weight_grid
+
+                int8 = self._calibrated("full")  # GPUs accumulate in int32; TensorRT wants the full grid
+                entry["quantization"] = self._quantization("tensorrt", int8.calib_seconds, weight_grid(int8.tensorrt),
+                                                           weight_range="full")
+                metadata.update(_int8_metadata("int8 tensorrt q/dq", int8.calib_images, self._policy("full")))
                 onnx_target.save(copy.deepcopy(int8.tensorrt), onnx_path, metadata)
             else:
                 export = onnx_target.export_fp16 if precision == "fp16" else onnx_target.export
@@ -488,7 +504,9 @@ class _Job:
             entry["readiness"] = readiness(onnx.load(str(onnx_path)), dynamic)
             entry["readiness"]["rtx_build"] = rtx_build(onnx_path)
         entry["onnx"] = onnx_path.name
-        with onnx_target.load(onnx_path, self.opts.threads) as runner:  # the same graph, run by ONNX Runtime
+        # The same graph run by ONNX Runtime without its int8 kernels (Q/DQ as float math, what TensorRT
+        # computes): fused kernels would saturate the full 8-bit grid on x86 CPUs without VNNI.
+        with onnx_target.OnnxRuntimeRunner(onnx_path, self.opts.threads, fuse_int8=False) as runner:
             entry["onnx_parity"] = compare_logits(self.ref_parity, runner_logits(
                 runner, self.x_parity, dynamic, self.deploy.cfg))
         info = onnx_target.describe(onnx_path)
@@ -526,10 +544,11 @@ class _Job:
     def _export_openvino(self, spec: TargetSpec, module, entry: dict, path: Path, metadata: dict) -> None:
         precision = entry["precision"]
         if precision == "int8":
+            from .quant.openvino_int8 import weight_grid
+
             model, _, seconds = self._calibrated_openvino(module)
-            entry["quantization"] = self._quantization("openvino", seconds)
-            metadata["quantization"] = (f"int8 (NNCF OpenVINO backend); {len(self.calib)} calibration images, "
-                                        f"statistic {self.opts.statistic}")
+            entry["quantization"] = self._quantization("openvino", seconds, weight_grid(model))
+            metadata.update(_int8_metadata("int8 (NNCF OpenVINO backend)", len(self.calib), self._policy()))
         else:
             with self.progress.step(f"Converting to OpenVINO IR ({precision.upper()} weights)"):
                 model = module.convert(self._deploy_onnx())
@@ -562,13 +581,21 @@ class _Job:
             self._openvino_int8 = (model, float_model, round(time.perf_counter() - start, 2))
         return self._openvino_int8
 
-    def _policy(self) -> QuantPolicy:
-        return QuantPolicy(self.opts.statistic, calib_size=self.opts.calib_size)
+    def _policy(self, weight_range: str = CPU_WEIGHT_RANGE) -> QuantPolicy:
+        return QuantPolicy(self.opts.statistic, calib_size=self.opts.calib_size, weight_range=weight_range)
 
-    def _quantization(self, encoding: str, calib_seconds: float, float_for_speed: int = 0) -> dict:
-        """The report's ``quantization`` entry: the policy, the calibration and this encoding."""
-        return {**self._policy().to_dict(), "calib_images": int(len(self.calib)), "calib_seconds": calib_seconds,
-                "encoding": encoding, "float_for_speed": float_for_speed}
+    def _quantization(self, encoding: str, calib_seconds: float, grid: dict, float_for_speed: int = 0,
+                      weight_range: str = CPU_WEIGHT_RANGE) -> dict:
+        """The report's ``quantization`` entry: the policy, the calibration, this encoding and the
+        weight grid read back from the graph. A CPU-bound graph off the 7-bit grid raises: it
+        would compute wrong results on x86 CPUs without VNNI."""
+        if weight_range == "portable" and grid["saturating_layers"]:
+            raise VerificationError(f"{len(grid['saturating_layers'])} int8 layers have weights beyond "
+                                    f"±{PAIR_SAFE_WEIGHT} (first: {grid['saturating_layers'][0]}); they would "
+                                    "saturate on x86 CPUs without VNNI")
+        return {**self._policy(weight_range).to_dict(), "calib_images": int(len(self.calib)),
+                "calib_seconds": calib_seconds, "encoding": encoding, "float_for_speed": float_for_speed,
+                "max_abs_weight": grid["max_abs"]}
 
     def _gate_drop(self, entry: dict, path: Path) -> None:
         """Targets without layer-wise fallback: over --max-drop fails, the model is kept."""
@@ -580,14 +607,16 @@ class _Job:
                          reason=f"top-1 drop {drop:.2f} exceeds --max-drop {self.opts.max_drop:g} (this target "
                                 f"has no per-layer fallback; use --fp16); kept {path.name}")
 
-    def _calibrated(self):
-        if self._int8 is None:
+    def _calibrated(self, weight_range: str):
+        """One NNCF calibration per weight grid (CPU targets: portable; TensorRT: full)."""
+        if weight_range not in self._int8:
             from .quant.int8 import calibrate_int8
 
-            with self.progress.step(f"Calibrating INT8 with NNCF on {len(self.calib)} images"):
-                self._int8 = calibrate_int8(self.loaded.model, self.size, self.calib, self._policy(),
-                                            self.opts.dynamic_batch)
-        return self._int8
+            bits = WEIGHT_RANGES[weight_range]
+            with self.progress.step(f"Calibrating INT8 ({bits}-bit weights) with NNCF on {len(self.calib)} images"):
+                self._int8[weight_range] = calibrate_int8(self.loaded.model, self.size, self.calib,
+                                                          self._policy(weight_range), self.opts.dynamic_batch)
+        return self._int8[weight_range]
 
     def _logits(self, module, path: Path, x: np.ndarray) -> np.ndarray:
         with module.load(path, self.opts.threads) as runner:
@@ -690,4 +719,4 @@ class _Job:
 
         from .quant.accuracy_aware import ONNX_QDQ
 
-        return onnx.load(str(path)), self._int8.float_model, ONNX_QDQ
+        return onnx.load(str(path)), self._int8[CPU_WEIGHT_RANGE].float_model, ONNX_QDQ

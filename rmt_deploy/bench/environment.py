@@ -5,21 +5,12 @@ import importlib.metadata
 import os
 import platform
 
-__all__ = ["environment", "cpu_name"]
+from ..cpu import cpu_features, cpu_name
+
+__all__ = ["environment"]
 
 _PACKAGES = ("rmt-deploy", "torch", "onnx", "onnxruntime", "onnxslim", "numpy", "safetensors",
              "nncf", "openvino", "coremltools", "tensorrt", "tensorrt-rtx-cu12")
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def environment() -> dict:
@@ -34,6 +25,7 @@ def environment() -> dict:
         "platform": platform.platform(),
         "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
+        "cpu_features": cpu_features().to_dict(),  # ISA and int8 accumulation: how to read INT8 figures
         "gpu": None,
         "packages": versions,
     }

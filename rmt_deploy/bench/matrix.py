@@ -30,6 +30,7 @@ from .environment import environment
 from .evaluate import EvalSet, accuracy_entry, batch_size_for, reference_logits, runner_logits
 from .latency import measure
 from .memory import peak_rss_bytes, reset_peak_rss
+from .portability import int8_cpu_warning
 from .report import REPORT_JSON, write_report
 
 __all__ = ["BenchOptions", "run_bench", "parse_batches"]
@@ -227,9 +228,13 @@ def _bench_artifact(entry: dict, path: Path, size, cfg, opts: BenchOptions, eval
     try:
         info = module.describe(path)
         runtimes = _runtimes(entry, module, opts)
+        warning = int8_cpu_warning(path, entry["target"])
     except Exception as e:  # noqa: BLE001 — one broken artifact must not stop the matrix
         cells.extend(_failed(b, e) for b in opts.batches)
         return
+    if warning:
+        entry["cpu_warning"] = warning
+        progress.log(warning)
     if not runtimes:  # e.g. CoreML off macOS
         reason = module.no_runtime_reason()
         cells.extend({"batch": b, "runtime": "none here", "status": "skipped", "stage": None, "reason": reason}

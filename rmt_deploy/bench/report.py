@@ -57,6 +57,9 @@ def _quantization_lines(a: dict) -> list[str]:
         lines += [f"- INT8 ({quant['encoding']} encoding): calibrated with {quant['calibrator']} on "
                   f"{quant['calib_images']} images in {quant['calib_seconds']:.1f} s, statistic {quant['statistic']}; "
                   f"{quant['float_for_speed']} layers kept in float where int8 ran slower"]
+        if "weight_bits" in quant:  # reports written before the weight grid was recorded lack it
+            lines += [f"- INT8 weights on the {quant['weight_bits']}-bit grid (largest |w| {quant['max_abs_weight']}): "
+                      f"exact on {quant['exact_on']}"]
     if aware:
         reverted = aware.get("reverted_layers") or []
         lines += [f"- accuracy-aware: budget {aware['max_drop']:g} points, initial drop {aware['initial_drop']:.2f}"
@@ -158,8 +161,11 @@ def render_markdown(report: dict, has_plot: bool = False) -> str:
         lines += _graph_lines(a) + _readiness_lines(a) + _quantization_lines(a)
     env = report["environment"]
     pkgs = ", ".join(f"{k} {v}" for k, v in env["packages"].items())
+    isa = env.get("cpu_features") or {"isa": [], "int8_accumulation": "unknown"}
     lines += ["## Environment", "", f"- {env['cpu']} ({env['cpu_count']} logical CPUs), {env['platform']}, "
-              f"Python {env['python']}", f"- {pkgs}", ""]
+              f"Python {env['python']}",
+              f"- CPU features: {', '.join(isa['isa']) or 'unknown'}; int8 accumulation: {isa['int8_accumulation']}",
+              f"- {pkgs}", ""]
     return "\n".join(lines)
 
 

@@ -43,10 +43,12 @@ def _quantize(model, samples: np.ndarray, feed, policy: QuantPolicy, ignored_typ
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
     advanced = AdvancedQuantizationParameters(
-        # TensorRT needs per-tensor activations and full 8-bit weights (no 7-bit first layer).
+        # TensorRT needs per-tensor activations.
         activations_quantization_params=QuantizationParameters(per_channel=False),
         activations_range_estimator_params=getattr(RangeEstimatorParametersSet, STATISTICS[policy.statistic]),
-        overflow_fix=OverflowFix.DISABLE,
+        # NNCF's overflow fix puts the weights of every layer that sums over channels (all but the
+        # depthwise convs) on the 7-bit grid (see policy.WEIGHT_RANGES).
+        overflow_fix=OverflowFix.ENABLE if policy.weight_bits == 7 else OverflowFix.DISABLE,
     )
     dataset = nncf.Dataset([samples[i:i + 1] for i in range(len(samples))], feed)
     with quiet("nncf"):  # NNCF logs every skipped node and draws its own progress bars

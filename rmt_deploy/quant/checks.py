@@ -8,9 +8,9 @@ from __future__ import annotations
 import numpy as np
 
 from .encode import DATA_MOVEMENT, _Index
-from .policy import QUANTIZED_OPS
+from .policy import PAIR_SAFE_WEIGHT, QUANTIZED_OPS
 
-__all__ = ["tensorrt_problems", "onnxruntime_problems", "quantizer_summary"]
+__all__ = ["tensorrt_problems", "onnxruntime_problems", "quantizer_summary", "weight_grid"]
 
 FLOAT_ONLY = ("LayerNormalization", "Softmax", "Erf", "Gelu", "Div")
 
@@ -108,3 +108,29 @@ def quantizer_summary(model) -> dict:
     ops = [n.op_type for n in model.graph.node]
     return {"quantized_layers": layers, "quantize_nodes": ops.count("QuantizeLinear"),
             "dequantize_nodes": ops.count("DequantizeLinear")}
+
+
+def _is_depthwise(node, weight) -> bool:
+    """A Conv with one input channel per group: no reduction over channels, so no u8 x s8 pairs."""
+    return node.op_type == "Conv" and weight.ndim == 4 and weight.shape[1] == 1
+
+
+def weight_grid(model) -> dict:
+    """The int8 weight grid the graph really holds (see ``policy.WEIGHT_RANGES``).
+
+    ``max_abs`` is the largest |int8 weight| of the layers that reduce over channels;
+    ``saturating_layers`` those above ``PAIR_SAFE_WEIGHT``, i.e. wrong on x86 without VNNI.
+    """
+    idx = _Index(model.graph)
+    largest, saturating = 0, []
+    for node in model.graph.node:
+        if node.op_type not in QUANTIZED_OPS or not idx.is_dq(node, 1):
+            continue
+        weight = _array(idx, idx.parent(node, 1).input[0])
+        if weight is None or weight.dtype != np.int8 or _is_depthwise(node, weight):
+            continue
+        peak = int(np.abs(weight.astype(np.int16)).max())
+        largest = max(largest, peak)
+        if peak > PAIR_SAFE_WEIGHT:
+            saturating.append(node.name)
+    return {"max_abs": largest, "saturating_layers": saturating}

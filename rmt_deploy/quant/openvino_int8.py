@@ -9,9 +9,9 @@ the unused quantization nodes then fall out of the graph.
 from __future__ import annotations
 
 from .accuracy_aware import Reverter
-from .policy import OPENVINO_QUANTIZED_OPS
+from .policy import OPENVINO_QUANTIZED_OPS, PAIR_SAFE_WEIGHT
 
-__all__ = ["quantized_layers", "revert", "OPENVINO_FQ", "int8_summary"]
+__all__ = ["quantized_layers", "revert", "OPENVINO_FQ", "int8_summary", "weight_grid"]
 
 _DEQUANTIZE = ("Multiply", "Subtract", "Convert", "Reshape", "Transpose")
 
@@ -20,12 +20,18 @@ def _is_fake_quantized(output) -> bool:
     return output.get_node().get_type_name() == "FakeQuantize"
 
 
-def _is_int8_weight(output) -> bool:
-    """Constant(int8/uint8) → Convert → [Subtract] → Multiply: a compressed quantized weight."""
+def _int8_constant(output):
+    """The int8/uint8 Constant behind Convert → [Subtract] → Multiply (a compressed weight), or None."""
     node = output.get_node()
     while node.get_type_name() in _DEQUANTIZE:
         node = node.input_value(0).get_node()
-    return node.get_type_name() == "Constant" and node.get_element_type().get_type_name() in ("i8", "u8")
+    if node.get_type_name() == "Constant" and node.get_element_type().get_type_name() in ("i8", "u8"):
+        return node
+    return None
+
+
+def _is_int8_weight(output) -> bool:
+    return _int8_constant(output) is not None
 
 
 def quantized_layers(model) -> list[str]:
@@ -92,3 +98,24 @@ def int8_summary(model) -> dict:
     return {"quantized_layers": len(quantized_layers(model)),
             "fake_quantize": sum(op.get_type_name() == "FakeQuantize" for op in model.get_ops()),
             "levels": levels, "int8_weight_constants": len(weights)}
+
+
+def weight_grid(model) -> dict:
+    """Like ``checks.weight_grid`` for an OpenVINO model: the largest |int8 weight| of the layers
+    that reduce over channels (depthwise GroupConvolutions left out) and those above
+    ``PAIR_SAFE_WEIGHT``."""
+    largest, saturating = 0, []
+    for op in model.get_ordered_ops():
+        if op.get_type_name() not in OPENVINO_QUANTIZED_OPS or op.get_input_size() < 2:
+            continue
+        constant = _int8_constant(op.input_value(1))
+        if constant is None:
+            continue
+        shape = list(op.input_value(1).get_partial_shape().to_shape())
+        if op.get_type_name() == "GroupConvolution" and shape[2] == 1:  # (groups, out, in=1, kh, kw)
+            continue
+        peak = int(abs(constant.get_data().astype("int16")).max())
+        largest = max(largest, peak)
+        if peak > PAIR_SAFE_WEIGHT:
+            saturating.append(op.get_friendly_name())
+    return {"max_abs": largest, "saturating_layers": saturating}

@@ -168,11 +168,17 @@ def _attention_chains(proto) -> int:
 
 
 class OnnxRuntimeRunner(Runner):
-    """ONNX Runtime session; spinning disabled so two sessions can be timed in one process."""
+    """ONNX Runtime session; spinning disabled so two sessions can be timed in one process.
 
-    def __init__(self, path: Path, threads: int | None = None, provider: str = "CPUExecutionProvider") -> None:
+    ``fuse_int8=False`` keeps ONNX Runtime from fusing Q/DQ pairs into int8 kernels (basic graph
+    optimizations only): the graph then computes its Q/DQ arithmetic in float, the same on every
+    CPU — how a graph meant for another runtime (TensorRT) is checked here.
+    """
+
+    def __init__(self, path: Path, threads: int | None = None, provider: str = "CPUExecutionProvider",
+                 fuse_int8: bool = True) -> None:
         super().__init__()
-        self.path, self.threads, self.provider = Path(path), threads, provider
+        self.path, self.threads, self.provider, self.fuse_int8 = Path(path), threads, provider, fuse_int8
         self.name = f"onnxruntime {provider}"
         self.device = _COMPUTE_PROVIDERS.get(provider, "cpu")
         self.session = None
@@ -185,6 +191,8 @@ class OnnxRuntimeRunner(Runner):
         options.inter_op_num_threads = 1
         options.add_session_config_entry("session.force_spinning_stop", "1")
         options.log_severity_level = 3
+        if not self.fuse_int8:
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
         self.session = ort.InferenceSession(str(self.path), options, providers=[self.provider])
 
     def deactivate_impl(self) -> None:

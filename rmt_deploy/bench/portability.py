@@ -1,0 +1,38 @@
+"""Whether an INT8 artifact computes correctly on this CPU (see ``rmt_deploy.cpu``).
+
+rmt-deploy's CPU-bound INT8 artifacts use 7-bit weights and are exact everywhere. A graph with
+full 8-bit weights (an artifact from rmt-deploy 0.1, a TensorRT-bound Q/DQ graph, someone
+else's INT8 model) saturates in ONNX Runtime's and OpenVINO's int8 kernels on x86 without
+VNNI/AMX: its latency there is real, its outputs are not.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..cpu import CpuFeatures, cpu_features
+
+__all__ = ["int8_cpu_warning"]
+
+
+def int8_cpu_warning(path: Path, target: str, features: CpuFeatures | None = None) -> str | None:
+    """One line for the user when ``path`` would compute wrong int8 results on this CPU, else None."""
+    features = features or cpu_features()
+    if not features.int8_saturates or target not in ("onnx", "openvino"):
+        return None
+    if target == "onnx":
+        import onnx
+
+        from ..quant.checks import weight_grid
+
+        grid = weight_grid(onnx.load(str(path)))
+    else:
+        from ..quant.openvino_int8 import weight_grid
+        from ..targets.openvino import read_model
+
+        grid = weight_grid(read_model(path))
+    layers = grid["saturating_layers"]
+    if not layers:
+        return None
+    return (f"{Path(path).name}: {len(layers)} int8 layers use full 8-bit weights, which this CPU (x86 without "
+            "VNNI/AMX) saturates: outputs here are wrong, timings are real; re-export with rmt-deploy >= 0.2 "
+            "(7-bit weights, exact on every CPU)")
