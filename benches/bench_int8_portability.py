@@ -24,13 +24,10 @@ import torch
 from common import bench_setup, calibration_samples, interleaved_medians, random_input
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.avx2 import onnxruntime_on_avx2, openvino_on_avx2, qemu_missing  # noqa: E402
-from tests.conftest import randomize_  # noqa: E402
-
+from rmt_deploy.bundled import bundled_images, bundled_weights  # noqa: E402
 from rmt_deploy.cpu import cpu_features, cpu_name  # noqa: E402
 from rmt_deploy.data.images import Preprocess, load_batch, open_image_set  # noqa: E402
 from rmt_deploy.model.checkpoint import load_model  # noqa: E402
-from rmt_deploy.pipeline import bundled_images, bundled_weights  # noqa: E402
 from rmt_deploy.quant.calibrate import quantize_openvino  # noqa: E402
 from rmt_deploy.quant.checks import weight_grid  # noqa: E402
 from rmt_deploy.quant.int8 import calibrate_int8  # noqa: E402
@@ -38,6 +35,8 @@ from rmt_deploy.quant.policy import QuantPolicy  # noqa: E402
 from rmt_deploy.rewrite import to_deploy  # noqa: E402
 from rmt_deploy.targets import onnx as onnx_target  # noqa: E402
 from rmt_deploy.targets import openvino as ov_target  # noqa: E402
+from tests.avx2 import onnxruntime_on_avx2, openvino_on_avx2, qemu_missing  # noqa: E402
+from tests.conftest import randomize_  # noqa: E402
 
 RANGES = ("full", "portable")
 
@@ -66,7 +65,8 @@ def _measure(name: str, model, size, calib: np.ndarray, x: np.ndarray, work: Pat
     paths = {}
     for weight_range in RANGES:
         policy = QuantPolicy(calib_size=len(calib), weight_range=weight_range)
-        ort_model = calibrate_int8(model, size, calib, policy, dynamic_batch=False).onnxruntime
+        graph = onnx_target.export_for_calibration(model, size, dynamic_batch=False)
+        ort_model = calibrate_int8(graph, calib, policy).onnxruntime
         paths["ort", weight_range] = work / f"ort_{weight_range}.onnx"
         onnx.save(ort_model, str(paths["ort", weight_range]))
         paths["ov", weight_range] = ov_target.save(quantize_openvino(ov_target.convert(fp32), calib, policy),

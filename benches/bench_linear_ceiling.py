@@ -137,7 +137,8 @@ def _whole_runners(bench: Bench) -> dict:
     deploy_onnx = export_deploy_fp32(bench, work / "fp32.onnx")
     samples = calibration_samples(args.calib, size)
     ort_int8 = work / "int8_ort.onnx"
-    onnx.save(calibrate_int8(model, size, samples, QuantPolicy(), dynamic_batch=False).onnxruntime, str(ort_int8))
+    onnx.save(calibrate_int8(onnx_target.export_for_calibration(model, size, dynamic_batch=False), samples,
+                             QuantPolicy()).onnxruntime, str(ort_int8))
     ov_fp16 = ov_target.save(ov_target.convert(deploy_onnx), work / "model_fp16.xml", {"precision": "fp16"})
     ov_int8 = ov_target.save(quantize_openvino(ov_target.convert(deploy_onnx), samples, QuantPolicy()),
                              work / "model_int8.xml", {"precision": "int8"})

@@ -51,7 +51,7 @@ def main() -> None:
           f"images + calibration + save {wall:.1f} s wall")
     print(f"{'model':28s} {'p50 ms':>8s}  ran as")
     for name, m in medians.items():
-        run = runners[name].execution() if hasattr(runners[name], "execution") else None
+        run = runners[name].execution()
         ran = (f"{run['inference_precision']}; layers {run['layers_by_precision']}" if run
                else "fp32 (onnxruntime)")
         print(f"{name:28s} {m:8.2f}  {ran}")

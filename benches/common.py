@@ -45,7 +45,7 @@ def bench_setup(doc: str, prefix: str, rounds: int = 40, calib: bool = False, ex
     import torch
 
     from rmt_deploy.model.rmt import create_model
-    from rmt_deploy.pipeline import parse_img_size
+    from rmt_deploy.sizes import parse_img_size
 
     args = bench_args(doc, rounds=rounds, calib=calib, extra=extra)
     torch.manual_seed(0)
@@ -63,8 +63,8 @@ def export_deploy_fp32(bench: Bench, path: Path) -> Path:
 
 def calibration_samples(count: int, size: tuple[int, int]) -> np.ndarray:
     """The first ``count`` (evenly spread) bundled calib/train images, preprocessed as export does."""
+    from rmt_deploy.bundled import bundled_images
     from rmt_deploy.data.images import Preprocess, load_batch, open_image_set
-    from rmt_deploy.pipeline import bundled_images
 
     samples, _, _ = load_batch(open_image_set(bundled_images("train")).subset(count), Preprocess(size))
     return samples

@@ -136,12 +136,20 @@ def _split_targets(values: list[str]) -> tuple[str, ...]:
     return tuple(t for v in values for t in v.split(",") if t.strip())
 
 
+# CLI parameter → ExportOptions / CoreMLSettings field where the names differ (presets merge by field).
+_FIELD_OF = {"target": "targets", "out_dir": "out", "license_text": "license"}
+
+
 @app.command(epilog=EXPORT_EXAMPLES)
 def export(
+    ctx: typer.Context,
+    preset: Annotated[Optional[str], typer.Option(
+        "--preset", help="A deployment recipe: a shipped preset name (see `rmt-deploy presets`) or a .toml file. "
+                         "Flags given here override it.", show_default=False)] = None,
     weights: WeightsOpt = None,
     arch: ArchOpt = None,
     img_size: ImgSizeOpt = None,
-    dynamic_batch: Annotated[bool, typer.Option("--dynamic-batch", help="Batch axis dynamic in the ONNX.")] = False,
+    dynamic_batch: Annotated[bool, typer.Option("--dynamic-batch/--no-dynamic-batch", help="Batch axis dynamic in the ONNX.")] = False,
     target: TargetOpt = ["onnx"],  # noqa: B006 — typer reads the default
     out_dir: OutOpt = Path("rmt-deploy-out"),
     eval_dir: EvalOpt = None,
@@ -152,13 +160,13 @@ def export(
     atol: Annotated[float, typer.Option("--atol", help="Max abs logit difference allowed vs PyTorch (FP32).")] = 1e-4,
     bench_iters: Annotated[int, typer.Option("--bench-iters", help="Timed runs for latency (0: skip).")] = 30,
     threads: ThreadsOpt = None,
-    strict: Annotated[bool, typer.Option("--strict", help="Stop at the first target that fails instead of "
+    strict: Annotated[bool, typer.Option("--strict/--no-strict", help="Stop at the first target that fails instead of "
                                                          "recording it in the report.")] = False,
-    int8: Annotated[bool, typer.Option("--int8", help="Write an INT8 model (ONNX, TensorRT, OpenVINO: "
+    int8: Annotated[bool, typer.Option("--int8/--no-int8", help="Write an INT8 model (ONNX, TensorRT, OpenVINO: "
                                                       "post-training, calibrated with NNCF on real images; CoreML: "
                                                       "INT8 weights).")] = False,
-    fp16: Annotated[bool, typer.Option("--fp16", help="Write an FP16 model (ONNX: FP32 inputs/outputs).")] = False,
-    fp32: Annotated[bool, typer.Option("--fp32", help="Write an FP32 model (ONNX always does; CoreML's "
+    fp16: Annotated[bool, typer.Option("--fp16/--no-fp16", help="Write an FP16 model (ONNX: FP32 inputs/outputs).")] = False,
+    fp32: Annotated[bool, typer.Option("--fp32/--no-fp32", help="Write an FP32 model (ONNX always does; CoreML's "
                                                       "default is FP16).")] = False,
     calib: Annotated[Optional[Path], typer.Option(
         "--calib", help="INT8 calibration images: ImageFolder, flat folder or .txt list. "
@@ -171,16 +179,16 @@ def export(
     statistic: Annotated[str, typer.Option("--statistic", help="Activation range estimator: minmax, "
                                                                "mean-minmax, quantile, histogram.")] = "minmax",
     image_input: Annotated[bool, typer.Option(
-        "--image-input", help="CoreML: take an RGB image (camera frames, Vision) with the normalisation built "
+        "--image-input/--no-image-input", help="CoreML: take an RGB image (camera frames, Vision) with the normalisation built "
                               "in, instead of a normalised float tensor.")] = False,
     min_target: Annotated[str, typer.Option("--min-target", help="CoreML: oldest OS to run on, e.g. iOS16, "
                                                                  "iOS17, macOS14.")] = "iOS16",
-    w8a8: Annotated[bool, typer.Option("--w8a8", help="CoreML with --int8: INT8 activations too (iOS17+, "
+    w8a8: Annotated[bool, typer.Option("--w8a8/--no-w8a8", help="CoreML with --int8: INT8 activations too (iOS17+, "
                                                       "calibrated with Core ML predict: macOS only).")] = False,
     license_text: Annotated[str, typer.Option("--license", help="CoreML: licence text stored in the package.",
                                               show_default=False)] = "",
     require_engine: Annotated[bool, typer.Option(
-        "--require-engine", help="TensorRT: fail (exit 2) when no engine can be built here instead of writing "
+        "--require-engine/--no-require-engine", help="TensorRT: fail (exit 2) when no engine can be built here instead of writing "
                                  "the TensorRT-ready ONNX and build_engine.sh only.")] = False,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -190,17 +198,23 @@ def export(
     ONNX always writes FP32 (the baseline); --int8 and --fp16 add artifacts to the same report.
     Other targets write the precisions asked for, or their default (CoreML: FP16)."""
     with _errors_to_exit():
-        from .pipeline import ExportOptions, parse_img_size, run_export
+        from .pipeline import ExportOptions, run_export
+        from .presets import load_preset, merge
+        from .sizes import parse_img_size
         from .targets.coreml import CoreMLSettings
 
-        opts = ExportOptions(
+        flags = dict(
             weights=weights, arch=arch, img_size=parse_img_size(img_size) if img_size else None,
             dynamic_batch=dynamic_batch, targets=_split_targets(target), out=out_dir,
             eval_dir=eval_dir, label_map=label_map, parity_samples=parity_samples, atol=atol, bench_iters=bench_iters,
             threads=threads, strict=strict, int8=int8, fp16=fp16, fp32=fp32, calib=calib, calib_size=calib_size,
-            max_drop=max_drop, statistic=statistic,
-            coreml=CoreMLSettings(image_input=image_input, min_target=min_target, w8a8=w8a8, license=license_text),
-            require_engine=require_engine)
+            max_drop=max_drop, statistic=statistic, require_engine=require_engine)
+        coreml = dict(image_input=image_input, min_target=min_target, w8a8=w8a8, license=license_text)
+        # Flags the user typed (by the source's name: typer's enum class is not public API).
+        given = {_FIELD_OF.get(name, name) for name in ctx.params
+                 if getattr(ctx.get_parameter_source(name), "name", "DEFAULT") in ("COMMANDLINE", "ENVIRONMENT")}
+        flags, coreml = merge(load_preset(preset) if preset else None, flags, coreml, given)
+        opts = ExportOptions(**flags, coreml=CoreMLSettings(**coreml))
         report = run_export(opts, RichProgress(quiet or as_json))
         if as_json:
             out.print_json(json.dumps(report))
@@ -241,6 +255,23 @@ CHECK_EXAMPLES = """
   rmt-deploy check out/report.json --baseline main/report.json --max-latency-regression 0.1
   rmt-deploy check out/report.json --config limits.json --junit results.xml
 """
+
+
+@app.command("presets")
+def presets_command(as_json: JsonOpt = False) -> None:
+    """List the shipped export presets (use one with `rmt-deploy export --preset NAME`)."""
+    with _errors_to_exit():
+        from .presets import list_presets
+
+        found = list_presets()
+        if as_json:
+            out.print_json(json.dumps([{"name": p.name, "path": str(p.path), "description": p.description}
+                                       for p in found]))
+            return
+        table = Table("preset", "recipe", title="Export presets (rmt-deploy export --preset NAME)", title_justify="left")
+        for p in found:
+            table.add_row(p.name, escape(p.description))
+        out.print(table)
 
 
 @app.command(epilog=BENCH_EXAMPLES)
@@ -395,7 +426,8 @@ def build_engine(
 ) -> None:
     """Build a TensorRT engine on this machine (needs TensorRT and an NVIDIA GPU) and its sidecar JSON."""
     with _errors_to_exit():
-        from .targets.tensorrt import EngineSettings, build_engine as build, sidecar_path
+        from .targets.tensorrt import EngineSettings, sidecar_path
+        from .targets.tensorrt import build_engine as build
 
         if not onnx_path.is_file():
             raise UserInputError(f"{onnx_path} does not exist; pass a TensorRT-ready ONNX file")

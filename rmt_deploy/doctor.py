@@ -5,8 +5,8 @@ import importlib
 import importlib.metadata
 import platform
 
+from .bundled import bundled_images, bundled_weights
 from .cpu import cpu_features, cpu_name
-from .pipeline import bundled_images, bundled_weights
 from .quiet import quiet
 from .targets import TARGETS, target_module
 

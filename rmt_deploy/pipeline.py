@@ -27,20 +27,19 @@ from .bench.evaluate import EvalSet, accuracy_entry, batch_size_for, reference_l
 from .bench.latency import measure
 from .bench.parity import compare_logits
 from .bench.report import REPORT_JSON, write_report
+from .bundled import bundled_images, bundled_weights
 from .data.images import ImageSet, Preprocess, load_batch, open_image_set
 from .errors import BackendUnavailable, UserInputError, VerificationError
 from .model.checkpoint import LoadedModel, load_model, metadata_json
 from .outdir import commit_out, prepare_out
 from .quant.policy import EXACT_ON, PAIR_SAFE_WEIGHT, STATISTICS, WEIGHT_RANGES, QuantPolicy
 from .rewrite import table_bytes, to_deploy
+from .sizes import parse_img_size
 from .targets import TARGETS, TargetSpec, require, resolve_target, target_module
 from .targets.coreml import CoreMLSettings
 
-__all__ = ["ExportOptions", "run_export", "parse_img_size", "bundled_weights", "bundled_images",
-           "NullProgress", "MAX_SIDE"]
+__all__ = ["ExportOptions", "run_export", "NullProgress"]
 
-PACKAGE_DIR = Path(__file__).resolve().parent
-MAX_SIDE = 2048  # a sanity bound; the real limit depends on the variant (see _check_size)
 TABLE_LIMIT = 1 << 30  # constant tables per model; ONNX files without external data stop at 2 GiB
 MIN_CALIB_IMAGES = 8  # fewer gives activation ranges from a handful of images
 # Verification thresholds beyond FP32's --atol: a gross-error guard on the worst per-image logit
@@ -52,15 +51,6 @@ SCRATCH = ".work"  # inside the private output folder: intermediate files, remov
 # INT8 for CPU runtimes (ONNX Runtime, OpenVINO) uses the 7-bit weight grid: exact on every CPU an
 # artifact may land on, and measured as fast as 8-bit on VNNI (README "INT8 on every CPU").
 CPU_WEIGHT_RANGE = "portable"
-
-
-def bundled_weights() -> Path:
-    return PACKAGE_DIR / "assets" / "rmt_demo.safetensors"
-
-
-def bundled_images(split: str) -> Path:
-    """calib/<split> of the source checkout (the package is installed editable)."""
-    return PACKAGE_DIR.parent / "calib" / split
 
 
 @dataclass
@@ -121,25 +111,6 @@ class NullProgress:
 
     def log(self, message: str) -> None:
         pass
-
-
-def parse_img_size(text: str) -> tuple[int, int]:
-    """'224' → (224, 224); '256x320' → (256, 320) as (H, W). Multiples of 32, 32..MAX_SIDE."""
-    raw = text.strip().lower().replace("×", "x")
-    parts = raw.split("x") if "x" in raw else [raw, raw]
-    try:
-        h, w = (int(p) for p in parts)
-    except ValueError:
-        raise UserInputError(f"--img-size '{text}' is not a size; use e.g. 224 or 256x320 (HxW)") from None
-    for side in (h, w):
-        if side <= 0 or side > MAX_SIDE:
-            raise UserInputError(f"--img-size {text}: each side must be between 32 and {MAX_SIDE}")
-        if side % 32:
-            lo, hi = side // 32 * 32, side // 32 * 32 + 32
-            near = f"{lo} or {hi}" if lo else f"{hi}"
-            raise UserInputError(f"--img-size {text}: {side} is not a multiple of 32 (RMT downsamples "
-                                 f"by 32); use {near}")
-    return h, w
 
 
 def _check_size(loaded: LoadedModel, size: tuple[int, int]) -> None:
@@ -423,6 +394,7 @@ class _Job:
     calib: np.ndarray | None
     progress: object
     _int8: dict = field(default_factory=dict)  # weight range → Int8Models
+    _calibration_graph: object = None  # FP32 token-layout ONNX both calibrations start from
     _openvino_int8: object = None  # (calibrated openvino.Model, the FP32 model it came from, seconds)
     _deploy_onnx_path: Path | None = None
 
@@ -492,10 +464,10 @@ class _Job:
                 from .quant.checks import weight_grid
 
                 int8 = self._calibrated("full")  # GPUs accumulate in int32; TensorRT wants the full grid
-                entry["quantization"] = self._quantization("tensorrt", int8.calib_seconds, weight_grid(int8.tensorrt),
+                entry["quantization"] = self._quantization("tensorrt", int8.calib_seconds, weight_grid(int8.qdq),
                                                            weight_range="full")
                 metadata.update(_int8_metadata("int8 tensorrt q/dq", int8.calib_images, self._policy("full")))
-                onnx_target.save(copy.deepcopy(int8.tensorrt), onnx_path, metadata)
+                onnx_target.save(copy.deepcopy(int8.qdq), onnx_path, metadata)
             else:
                 export = onnx_target.export_fp16 if precision == "fp16" else onnx_target.export
                 export(self.deploy, onnx_path, self.size, dynamic_batch=dynamic, metadata=metadata)
@@ -614,8 +586,14 @@ class _Job:
 
             bits = WEIGHT_RANGES[weight_range]
             with self.progress.step(f"Calibrating INT8 ({bits}-bit weights) with NNCF on {len(self.calib)} images"):
-                self._int8[weight_range] = calibrate_int8(self.loaded.model, self.size, self.calib,
-                                                          self._policy(weight_range), self.opts.dynamic_batch)
+                if self._calibration_graph is None:
+                    from .targets.onnx import export_for_calibration
+
+                    self._calibration_graph = export_for_calibration(self.loaded.model, self.size,
+                                                                     dynamic_batch=self.opts.dynamic_batch)
+                # Each calibration gets its own copy: NNCF and the encoders edit graphs in place.
+                self._int8[weight_range] = calibrate_int8(copy.deepcopy(self._calibration_graph), self.calib,
+                                                          self._policy(weight_range))
         return self._int8[weight_range]
 
     def _logits(self, module, path: Path, x: np.ndarray) -> np.ndarray:
@@ -626,8 +604,9 @@ class _Job:
         opts, precision, dynamic = self.opts, entry["precision"], self._dynamic(spec)
         with module.load(path, opts.threads) as runner:
             entry["verified_with"] = runner.name
-            if hasattr(runner, "execution"):  # what the device really ran (e.g. bf16 on AMX)
-                entry["execution"] = runner.execution()
+            execution = runner.execution()  # what the device really ran (e.g. bf16 on AVX512-BF16/AMX)
+            if execution is not None:
+                entry["execution"] = execution
             with self.progress.step(f"Verifying {spec.name}/{precision} on {len(self.x_parity)} real images"):
                 entry["parity"] = compare_logits(self.ref_parity, runner_logits(
                     runner, self.x_parity, dynamic, self.deploy.cfg))

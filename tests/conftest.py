@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from rmt_deploy.bundled import bundled_images, bundled_weights
 from rmt_deploy.data.images import Preprocess, load_batch, open_image_set
 from rmt_deploy.model.rmt import RMT, create_model
-from rmt_deploy.pipeline import bundled_images, bundled_weights
 
 REPO = Path(__file__).resolve().parents[1]
 # Keys and shapes of the official qhfan/RMT checkpoints (copied from shared/reference).

@@ -8,8 +8,9 @@ import pytest
 
 from rmt_deploy.bench.latency import measure, summarize
 from rmt_deploy.bench.matrix import BenchOptions, parse_batches, run_bench
+from rmt_deploy.bundled import bundled_images
 from rmt_deploy.errors import UserInputError
-from rmt_deploy.pipeline import ExportOptions, NullProgress, bundled_images, run_export
+from rmt_deploy.pipeline import ExportOptions, NullProgress, run_export
 
 from .test_cli import run
 
@@ -97,3 +98,11 @@ def test_cli_bench_inputs(tmp_path, dynamic_export):
                  "--no-reference", "--json")
     assert result.returncode == 0, result.stderr
     assert [c["batch"] for c in json.loads(result.stdout)["artifacts"][0]["benchmarks"]] == [1, 2]
+
+
+def test_throughput_hint_on_a_runtime_without_async_requests_says_so(dynamic_export, tmp_path):
+    report = run_bench(BenchOptions(artifacts=(dynamic_export / "model.onnx",), batches=(1,), hint="throughput",
+                                    out=tmp_path / "bench", reference=False, **FAST), NullProgress())
+    cell = report["artifacts"][0]["benchmarks"][0]
+    assert cell["status"] == "ok" and "async" not in cell
+    assert "one request at a time" in cell["async_skipped"] and "OpenVINO" in cell["async_skipped"]

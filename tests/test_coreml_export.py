@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from rmt_deploy.pipeline import bundled_images
+from rmt_deploy.bundled import bundled_images
 
 from .test_cli import run
 

@@ -8,6 +8,7 @@ either grid; the AVX2 runs tell the two apart anywhere.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -112,7 +113,7 @@ def crafted(tmp_path_factory):
         onnx.save(qdq, str(work / f"ort_{weight_range}.onnx"))
         models[f"qdq_{weight_range}"] = work / f"qdq_{weight_range}.onnx"
         models[f"ort_{weight_range}"] = work / f"ort_{weight_range}.onnx"
-        if pytest.importorskip("openvino"):
+        if importlib.util.find_spec("openvino"):  # the ONNX Runtime tests run without it
             from rmt_deploy.quant.calibrate import quantize_openvino
             from rmt_deploy.targets import openvino as ov_target
 
@@ -142,7 +143,7 @@ def test_crafted_layer_onnxruntime_native(crafted):
 
 
 def test_crafted_layer_openvino_avx2(crafted):
-    pytest.importorskip("openvino")
+    pytest.importorskip("openvino")  # "ov_*" models exist only with it
     models, x, ref, work = crafted
     portable = openvino_on_avx2(models["ov_portable"], x, work / "ov_portable")
     full = openvino_on_avx2(models["ov_full"], x, work / "ov_full")
@@ -178,8 +179,8 @@ def test_bench_warns_about_full_grid_artifacts_on_cpus_without_vnni(crafted):
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     pytest.importorskip("openvino")
+    from rmt_deploy.bundled import bundled_images
     from rmt_deploy.data.images import load_batch, open_image_set
-    from rmt_deploy.pipeline import bundled_images
 
     out = tmp_path_factory.mktemp("demo") / "out"
     report = run_export(ExportOptions(targets=("onnx", "openvino"), int8=True, out=out, bench_iters=0, threads=1))
@@ -191,8 +192,8 @@ def demo(tmp_path_factory):
     x, _, _ = load_batch(images, pre)
     import torch
 
+    from rmt_deploy.bundled import bundled_weights
     from rmt_deploy.model.checkpoint import load_model
-    from rmt_deploy.pipeline import bundled_weights
 
     with torch.no_grad():
         ref = load_model(bundled_weights(), None).model(torch.from_numpy(x)).numpy()

@@ -6,8 +6,10 @@ import shutil
 
 import pytest
 
+from rmt_deploy.bundled import bundled_images
 from rmt_deploy.errors import UserInputError, VerificationError
-from rmt_deploy.pipeline import ExportOptions, bundled_images, parse_img_size, run_export
+from rmt_deploy.pipeline import ExportOptions, run_export
+from rmt_deploy.sizes import parse_img_size
 
 
 def _small_eval_set(root, per_class=2, corrupt=True):

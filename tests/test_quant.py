@@ -9,12 +9,12 @@ import onnxruntime as ort
 import pytest
 from onnx import helper, numpy_helper
 
+from rmt_deploy.bundled import bundled_images
 from rmt_deploy.data.images import Preprocess, load_batch, open_image_set
 from rmt_deploy.model.checkpoint import load_model, metadata_json
-from rmt_deploy.pipeline import bundled_images
 from rmt_deploy.quant import checks
 from rmt_deploy.quant.accuracy_aware import fit_budget, rank_layers
-from rmt_deploy.quant.encode import _Index, quantized_layers, revert
+from rmt_deploy.quant.encode import GraphIndex, quantized_layers, revert
 from rmt_deploy.quant.fp16 import to_fp16
 from rmt_deploy.quant.int8 import calibrate_int8
 from rmt_deploy.quant.policy import QuantPolicy
@@ -37,7 +37,7 @@ def demo(demo_weights):
 @pytest.fixture(scope="module")
 def int8(demo):
     model, calib, _ = demo
-    return calibrate_int8(model, SIZE, calib, QuantPolicy(), dynamic_batch=True)
+    return calibrate_int8(onnx_target.export_for_calibration(model, SIZE, dynamic_batch=True), calib, QuantPolicy())
 
 
 def _run(proto, x):
@@ -57,16 +57,16 @@ def _cosine(a, b):
 
 
 def _attention_matmuls(proto):
-    idx = _Index(proto.graph)
+    idx = GraphIndex(proto.graph)
     # MatMuls whose second operand is computed (not a weight): q @ k^T and attn @ v
     return [n for n in proto.graph.node if n.op_type == "MatMul" and
             not (idx.parent(n, 1) is not None and idx.parent(n, 1).input[0] in idx.init)]
 
 
 def test_tensorrt_encoding_structure(int8):
-    proto = int8.tensorrt
+    proto = int8.qdq
     assert checks.tensorrt_problems(proto) == []
-    idx = _Index(proto.graph)
+    idx = GraphIndex(proto.graph)
     for node in proto.graph.node:
         if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
             zero = numpy_helper.to_array(idx.init[node.input[2]])
@@ -91,14 +91,14 @@ def test_tensorrt_encoding_structure(int8):
 
 
 def test_tensorrt_check_catches_planted_violations(int8):
-    asymmetric = copy.deepcopy(int8.tensorrt)
+    asymmetric = copy.deepcopy(int8.qdq)
     q = next(n for n in asymmetric.graph.node if n.op_type == "QuantizeLinear")
     asymmetric.graph.initializer.append(numpy_helper.from_array(np.array(3, np.int8), "planted_zero"))
     q.input[2] = "planted_zero"
     assert any("zero point must be int8 0" in p for p in checks.tensorrt_problems(asymmetric))
 
-    in_layernorm = copy.deepcopy(int8.tensorrt)
-    idx = _Index(in_layernorm.graph)
+    in_layernorm = copy.deepcopy(int8.qdq)
+    idx = GraphIndex(in_layernorm.graph)
     ln = next(n for n in in_layernorm.graph.node if n.op_type == "LayerNormalization")
     some_dq = next(n for n in in_layernorm.graph.node if n.op_type == "DequantizeLinear" and n.input[0] not in idx.init)
     extra = helper.make_node("QuantizeLinear", [ln.input[0], some_dq.input[1], some_dq.input[2]], ["planted_q"], name="pq")
@@ -110,7 +110,7 @@ def test_tensorrt_check_catches_planted_violations(int8):
     ln.input[0] = "planted_dq"
     assert any("feeds LayerNormalization" in p for p in checks.tensorrt_problems(in_layernorm))
 
-    unquantized = copy.deepcopy(int8.tensorrt)
+    unquantized = copy.deepcopy(int8.qdq)
     revert(unquantized, [_attention_matmuls(unquantized)[0].name])
     assert any("is not quantized" in p for p in checks.tensorrt_problems(unquantized))
 
@@ -118,7 +118,7 @@ def test_tensorrt_check_catches_planted_violations(int8):
 def test_onnxruntime_encoding_structure_and_fusion(int8, tmp_path):
     proto = int8.onnxruntime
     assert checks.onnxruntime_problems(proto) == []
-    idx = _Index(proto.graph)
+    idx = GraphIndex(proto.graph)
     activation_zero_points = {numpy_helper.to_array(idx.init[n.input[2]]).tobytes() + bytes(
         str(numpy_helper.to_array(idx.init[n.input[2]]).dtype), "ascii")
         for n in proto.graph.node if n.op_type == "QuantizeLinear" and n.input[0] not in idx.init}
@@ -135,14 +135,14 @@ def test_onnxruntime_encoding_structure_and_fusion(int8, tmp_path):
     ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
     fused = [n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node]
     assert "QLinearConv" in fused and ("MatMulIntegerToFloat" in fused or "QGemm" in fused)
-    opt_idx = _Index(onnx.load(str(tmp_path / "optimized.onnx")).graph)
+    opt_idx = GraphIndex(onnx.load(str(tmp_path / "optimized.onnx")).graph)
     assert not [n for n in opt_idx.producer.values() if n.op_type == "DequantizeLinear" and n.input[0] in opt_idx.init]
 
 
 def test_int8_logits_close_to_fp32(demo, int8):
     model, _, x = demo
     ref = _fp32_logits(model, x)
-    for proto in (int8.tensorrt, int8.onnxruntime):
+    for proto in (int8.qdq, int8.onnxruntime):
         logits = _run(proto, x)
         assert _cosine(logits, ref) > 0.98
         assert np.mean(logits.argmax(1) == ref.argmax(1)) >= 0.95
@@ -150,9 +150,9 @@ def test_int8_logits_close_to_fp32(demo, int8):
 
 def test_revert_everything_gives_a_float_graph(demo, int8):
     model, _, x = demo
-    proto = copy.deepcopy(int8.tensorrt)
+    proto = copy.deepcopy(int8.qdq)
     reverted = revert(proto, quantized_layers(proto), int8.float_model)
-    assert len(reverted) == len(quantized_layers(int8.tensorrt))
+    assert len(reverted) == len(quantized_layers(int8.qdq))
     assert not [n for n in proto.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
     # With the original weights and biases back, the graph is the FP32 model again.
     assert np.abs(_run(proto, x) - _fp32_logits(model, x)).max() < 1e-4

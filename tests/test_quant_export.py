@@ -7,8 +7,9 @@ import numpy as np
 import onnx
 import pytest
 
+from rmt_deploy.bundled import bundled_images
 from rmt_deploy.errors import UserInputError
-from rmt_deploy.pipeline import ExportOptions, bundled_images, run_export
+from rmt_deploy.pipeline import ExportOptions, run_export
 from rmt_deploy.quant import checks
 from rmt_deploy.quant.encode import quantized_layers
 

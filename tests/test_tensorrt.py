@@ -33,8 +33,9 @@ def rmt_t_onnx(tmp_path_factory):
     model = random_model("rmt-t")
     fp16 = onnx_target.export_fp16(to_deploy(model, SIZE), folder / "model_fp16.trt.onnx", SIZE,
                                    dynamic_batch=False, metadata={"precision": "fp16"})
-    int8 = calibrate_int8(model, SIZE, real_images(SIZE, 8), QuantPolicy(calib_size=8), dynamic_batch=False)
-    path = onnx_target.save(int8.tensorrt, folder / "model_int8.trt.onnx", {"precision": "int8"})
+    int8 = calibrate_int8(onnx_target.export_for_calibration(model, SIZE, dynamic_batch=False),
+                          real_images(SIZE, 8), QuantPolicy(calib_size=8, weight_range="full"))
+    path = onnx_target.save(int8.qdq, folder / "model_int8.trt.onnx", {"precision": "int8"})
     return {"fp16": fp16, "int8": path}
 
 

@@ -269,8 +269,9 @@ def _bench_runtime(entry, module, path: Path, runtime: str, info: dict, size, cf
                 logits = eval_set.logits(lambda x: runner_logits(runner, x, fixed is None, cfg), advance)
             entry["accuracy"] = (accuracy_entry(logits, eval_set) if eval_set.reference is not None
                                  else _plain_accuracy(logits, eval_set))
-        if hasattr(runner, "execution"):
-            entry.setdefault("execution_by_runtime", {})[runtime] = runner.execution()
+        execution = runner.execution()
+        if execution is not None:
+            entry.setdefault("execution_by_runtime", {})[runtime] = execution
         if first:
             peak = peak_rss_bytes()
             entry["load_seconds"] = load_seconds
@@ -294,10 +295,13 @@ def _bench_cell(entry, runner, info, size, batch: int, fixed: int | None, opts: 
         with progress.step(f"Timing {entry['target']}/{entry['precision']} on {runner.name}, batch {batch}"):
             lat = measure(call, opts.warmup, opts.min_iters, opts.min_seconds)
         cell["throughput"] = round(batch * 1000.0 / lat["p50"], 2)
-        if opts.hint == "throughput" and hasattr(runner, "throughput"):  # parallel requests, not 1 / latency
+        if opts.hint == "throughput":  # parallel requests, not 1 / latency
             with progress.step(f"Async throughput of {entry['target']}/{entry['precision']}, batch {batch}"):
-                cell["async"] = runner.throughput(feeds, max(opts.min_seconds, 1.0))
-            cell["throughput"] = cell["async"]["images_per_s"]
+                parallel = runner.throughput(feeds, max(opts.min_seconds, 1.0))
+            if parallel is None:
+                cell["async_skipped"] = f"{runner.name} runs one request at a time (--hint throughput is for OpenVINO)"
+            else:
+                cell["async"], cell["throughput"] = parallel, parallel["images_per_s"]
     except Exception as e:  # noqa: BLE001
         return {**cell, **_failed(batch, e)}
     return {**cell, "latency_ms": {**lat, "runtime": runner.name, "device": runner.device,

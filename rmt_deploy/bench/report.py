@@ -5,11 +5,12 @@ import json
 import os
 from pathlib import Path
 
+from ..outdir import REPORT_JSON
 from .plot import PLOT_PNG, write_plot
 
 __all__ = ["write_report", "REPORT_JSON", "REPORT_MD", "SCHEMA_VERSION"]
 
-REPORT_JSON, REPORT_MD = "report.json", "report.md"
+REPORT_MD = "report.md"
 SCHEMA_VERSION = 1
 
 

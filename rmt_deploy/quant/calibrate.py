@@ -7,11 +7,10 @@ all zero points 0, Q/DQ in front of every Conv, Gemm and MatMul input and nowher
 """
 from __future__ import annotations
 
-
 import numpy as np
 
+from ..optional import require
 from ..quiet import quiet
-from ..targets import require
 from .policy import OPENVINO_QUANTIZED_OPS, QUANTIZED_OPS, STATISTICS, QuantPolicy
 
 __all__ = ["quantize_qdq", "quantize_openvino"]

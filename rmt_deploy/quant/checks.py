@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .encode import DATA_MOVEMENT, _Index
+from .encode import DATA_MOVEMENT, GraphIndex
 from .policy import PAIR_SAFE_WEIGHT, QUANTIZED_OPS
 
 __all__ = ["tensorrt_problems", "onnxruntime_problems", "quantizer_summary", "weight_grid"]
@@ -15,7 +15,7 @@ __all__ = ["tensorrt_problems", "onnxruntime_problems", "quantizer_summary", "we
 FLOAT_ONLY = ("LayerNormalization", "Softmax", "Erf", "Gelu", "Div")
 
 
-def _array(idx: _Index, name: str):
+def _array(idx: GraphIndex, name: str):
     from onnx import numpy_helper
 
     return numpy_helper.to_array(idx.init[name]) if name in idx.init else None
@@ -33,7 +33,7 @@ def _weight_axis_ok(node, dq, weight) -> bool:
 
 
 def tensorrt_problems(model) -> list[str]:
-    idx = _Index(model.graph)
+    idx = GraphIndex(model.graph)
     problems = []
     for node in model.graph.node:
         if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
@@ -65,7 +65,7 @@ def tensorrt_problems(model) -> list[str]:
     return problems
 
 
-def _users_through_movement(idx: _Index, node) -> list:
+def _users_through_movement(idx: GraphIndex, node) -> list:
     found, frontier = [], list(idx.users.get(node.output[0], []))
     while frontier:
         user = frontier.pop()
@@ -78,7 +78,7 @@ def _users_through_movement(idx: _Index, node) -> list:
 
 def onnxruntime_problems(model) -> list[str]:
     """Activations int8/zero point 0 or uint8/zero point 128; weights int8 zero point 0."""
-    idx = _Index(model.graph)
+    idx = GraphIndex(model.graph)
     problems = []
     for node in model.graph.node:
         if node.op_type not in ("QuantizeLinear", "DequantizeLinear") or len(node.input) < 3:
@@ -100,7 +100,7 @@ def onnxruntime_problems(model) -> list[str]:
 
 def quantizer_summary(model) -> dict:
     """Counts for the report: quantized layers by op type, Q and DQ nodes."""
-    idx = _Index(model.graph)
+    idx = GraphIndex(model.graph)
     layers: dict[str, int] = {}
     for n in model.graph.node:
         if n.op_type in QUANTIZED_OPS and idx.is_dq(n, 0):
@@ -121,7 +121,7 @@ def weight_grid(model) -> dict:
     ``max_abs`` is the largest |int8 weight| of the layers that reduce over channels;
     ``saturating_layers`` those above ``PAIR_SAFE_WEIGHT``, i.e. wrong on x86 without VNNI.
     """
-    idx = _Index(model.graph)
+    idx = GraphIndex(model.graph)
     largest, saturating = 0, []
     for node in model.graph.node:
         if node.op_type not in QUANTIZED_OPS or not idx.is_dq(node, 1):

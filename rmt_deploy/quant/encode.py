@@ -10,14 +10,14 @@ import numpy as np
 
 from .policy import QUANTIZED_OPS
 
-__all__ = ["quantized_layers", "revert", "for_onnxruntime", "DATA_MOVEMENT"]
+__all__ = ["quantized_layers", "revert", "for_onnxruntime", "DATA_MOVEMENT", "GraphIndex"]
 
 # Ops that only move values: a per-tensor quantizer commutes with them, and ONNX Runtime
 # moves Q/DQ across them to fuse int8 kernels.
 DATA_MOVEMENT = ("Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze")
 
 
-class _Index:
+class GraphIndex:
     """Producers, consumers and initializers of one graph (rebuilt after each edit)."""
 
     def __init__(self, graph) -> None:
@@ -38,7 +38,7 @@ class _Index:
 
 def quantized_layers(model) -> list[str]:
     """Names of Conv/Gemm/MatMul nodes whose data input is quantized, in graph order."""
-    idx = _Index(model.graph)
+    idx = GraphIndex(model.graph)
     return [n.name for n in model.graph.node if n.op_type in QUANTIZED_OPS and idx.is_dq(n, 0)]
 
 
@@ -49,7 +49,7 @@ def _attr(node, name: str, default):
     return default
 
 
-def _dequantized_weight(idx: _Index, dq):
+def _dequantized_weight(idx: GraphIndex, dq):
     """A weight DequantizeLinear as the float initializer it computes."""
     from onnx import numpy_helper
 
@@ -75,8 +75,8 @@ def revert(model, names, original=None) -> list[str]:
 
     wanted = set(names)
     graph = model.graph
-    idx = _Index(graph)
-    source = _Index(original.graph) if original is not None else None
+    idx = GraphIndex(graph)
+    source = GraphIndex(original.graph) if original is not None else None
     source_nodes = {n.name: n for n in original.graph.node} if original is not None else {}
     done = []
     for node in graph.node:
@@ -134,7 +134,7 @@ def _drop_unused(model) -> None:
     graph.initializer.extend(keep)
 
 
-def _output_quantized(idx: _Index, node) -> bool:
+def _output_quantized(idx: GraphIndex, node) -> bool:
     """Every path from ``node``'s output, through data movement only, ends in a QuantizeLinear."""
     frontier = list(idx.users.get(node.output[0], []))
     if not frontier:
@@ -152,7 +152,7 @@ def _output_quantized(idx: _Index, node) -> bool:
     return True
 
 
-def _has_weight(idx: _Index, node) -> bool:
+def _has_weight(idx: GraphIndex, node) -> bool:
     """A linear layer (constant second input) rather than an activation x activation MatMul."""
     dq = idx.parent(node, 1)
     return dq is not None and dq.op_type == "DequantizeLinear" and dq.input[0] in idx.init
@@ -175,7 +175,7 @@ def for_onnxruntime(model, original=None) -> list[str]:
     """
     reverted: list[str] = []
     while True:  # reverting a conv can unquantize the output of the conv before it
-        idx = _Index(model.graph)
+        idx = GraphIndex(model.graph)
         slow = [n.name for n in model.graph.node if n.op_type in QUANTIZED_OPS and idx.is_dq(n, 0) and (
             (n.op_type == "MatMul" and not _has_weight(idx, n)) or
             (n.op_type == "Conv" and not _output_quantized(idx, n)))]
@@ -192,7 +192,7 @@ def _activations_to_uint8(model) -> None:
     from onnx import numpy_helper
 
     graph = model.graph
-    idx = _Index(graph)
+    idx = GraphIndex(graph)
     zero = "rmt_deploy_zero_point_u8"
     graph.initializer.append(numpy_helper.from_array(np.array(128, np.uint8), zero))
     for q in list(graph.node):
@@ -211,7 +211,7 @@ def _int32_biases(model) -> None:
     from onnx import helper, numpy_helper
 
     graph = model.graph
-    idx = _Index(graph)
+    idx = GraphIndex(graph)
     new_nodes = []
     for node in graph.node:
         if node.op_type not in ("Gemm", "Conv") or len(node.input) < 3 or node.input[2] not in idx.init:

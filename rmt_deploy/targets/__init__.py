@@ -1,7 +1,8 @@
 """Target registry: one row per backend, read by the CLI, the exporter, reports and tests.
 
 Every target module exposes ``export(...) -> Path``, ``load(path, ...) -> Runner`` and
-``unavailable_reason() -> str | None``, and imports its backend lazily.
+``unavailable_reason() -> str | None``, and imports its backend lazily (``require``, re-exported
+here for the target modules).
 """
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import importlib
 from dataclasses import dataclass
 from types import ModuleType
 
-from ..errors import BackendUnavailable, UserInputError
-from ..telemetry import USES_OPENVINO_TELEMETRY, openvino_telemetry_off
+from ..errors import UserInputError
+from ..optional import require
 
 __all__ = ["TargetSpec", "TARGETS", "resolve_target", "target_module", "require"]
 
@@ -62,14 +63,3 @@ def resolve_target(name: str) -> TargetSpec:
 
 def target_module(spec: TargetSpec) -> ModuleType:
     return importlib.import_module(f"{__name__}.{spec.module}")
-
-
-def require(module: str, extra: str | None) -> ModuleType:
-    """Import an optional backend or raise BackendUnavailable with the install hint."""
-    if module.split(".")[0] in USES_OPENVINO_TELEMETRY:
-        openvino_telemetry_off()
-    try:
-        return importlib.import_module(module)
-    except ImportError as e:
-        hint = f'pip install "rmt-deploy[{extra}]"' if extra else f"pip install {module}"
-        raise BackendUnavailable(f"{module} is not installed or failed to import ({e}); run: {hint}") from None

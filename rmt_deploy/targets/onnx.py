@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import require
 from ..quiet import quiet
+from . import require
 from .runner import Runner
 
-__all__ = ["export", "export_fp16", "save", "load", "unavailable_reason", "no_runtime_reason", "describe", "runtimes", "inspect_graph", "OnnxRuntimeRunner",
+__all__ = ["export", "export_fp16", "export_for_calibration", "save", "load", "unavailable_reason", "no_runtime_reason", "describe", "runtimes", "inspect_graph", "OnnxRuntimeRunner",
            "INPUT_NAME", "OUTPUT_NAME", "OPSET", "FORBIDDEN_OPS"]
 
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
@@ -89,6 +89,21 @@ def export_fp16(model: torch.nn.Module, path: Path, input_size: tuple[int, int],
     finally:
         fp32.unlink()
     return save(proto, path, metadata)
+
+
+def export_for_calibration(model: torch.nn.Module, input_size: tuple[int, int], *, dynamic_batch: bool):
+    """The reference ``model`` as the FP32 graph INT8 calibration takes (``quant.int8``): deploy
+    form with the FFN as linear layers on tokens, loaded as an onnx.ModelProto."""
+    import tempfile
+
+    import onnx
+
+    from ..rewrite import to_deploy
+
+    deploy = to_deploy(model, input_size, ffn_layout="linear")
+    with tempfile.TemporaryDirectory(prefix="rmt-int8-") as tmp:
+        path = export(deploy, Path(tmp) / "fp32_tokens.onnx", input_size, dynamic_batch=dynamic_batch, metadata={})
+        return onnx.load(str(path))
 
 
 def save(proto, path: Path, metadata: dict[str, str]) -> Path:

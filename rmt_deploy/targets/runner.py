@@ -39,6 +39,16 @@ class Runner:
     def input_names(self) -> list[str]:
         raise NotImplementedError
 
+    def execution(self) -> dict | None:
+        """What the device really ran (inference precision, layers by precision) where the backend
+        can say; None where it cannot."""
+        return None
+
+    def throughput(self, feeds: dict[str, np.ndarray], seconds: float) -> dict | None:
+        """Images per second from parallel asynchronous requests, for backends that have them;
+        None for those that run one request at a time."""
+        return None
+
     def __enter__(self) -> "Runner":
         self.activate()
         return self

@@ -1,0 +1,21 @@
+"""Optional backends, imported on first use with the install hint when they are missing."""
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from .errors import BackendUnavailable
+from .telemetry import USES_OPENVINO_TELEMETRY, openvino_telemetry_off
+
+__all__ = ["require"]
+
+
+def require(module: str, extra: str | None) -> ModuleType:
+    """Import an optional backend or raise BackendUnavailable with the install hint."""
+    if module.split(".")[0] in USES_OPENVINO_TELEMETRY:
+        openvino_telemetry_off()
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        hint = f'pip install "rmt-deploy[{extra}]"' if extra else f"pip install {module}"
+        raise BackendUnavailable(f"{module} is not installed or failed to import ({e}); run: {hint}") from None

@@ -1,0 +1,127 @@
+"""Export presets: one small TOML file per deployment recipe (the ``export/`` folder).
+
+A preset names targets, precisions, input size, calibration, budgets and target options with
+the CLI's own flag names (``img-size``, ``max-drop``, ``[coreml] min-target`` …). Loading checks
+every key and type; the values then go through exactly the validation flags go through
+(``ExportOptions`` and ``run_export``). Flags given on the command line override the preset.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from .bundled import bundled_presets
+from .errors import UserInputError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # the same parser, from PyPI
+    import tomli as tomllib
+
+__all__ = ["Preset", "list_presets", "load_preset", "merge", "PRESET_KEYS", "COREML_KEYS"]
+
+# Preset key → (ExportOptions field, accepted TOML types). Paths are resolved against the preset's folder.
+PRESET_KEYS: dict[str, tuple[str, tuple[type, ...]]] = {
+    "targets": ("targets", (list,)), "int8": ("int8", (bool,)), "fp16": ("fp16", (bool,)), "fp32": ("fp32", (bool,)),
+    "img-size": ("img_size", (str, int)), "dynamic-batch": ("dynamic_batch", (bool,)),
+    "calib": ("calib", (str,)), "calib-size": ("calib_size", (int,)), "statistic": ("statistic", (str,)),
+    "max-drop": ("max_drop", (int, float)), "eval": ("eval_dir", (str,)), "parity-samples": ("parity_samples", (int,)),
+    "atol": ("atol", (int, float)), "bench-iters": ("bench_iters", (int,)), "threads": ("threads", (int,)),
+    "strict": ("strict", (bool,)), "require-engine": ("require_engine", (bool,)),
+}
+COREML_KEYS: dict[str, tuple[str, tuple[type, ...]]] = {
+    "image-input": ("image_input", (bool,)), "min-target": ("min_target", (str,)), "w8a8": ("w8a8", (bool,)),
+    "license": ("license", (str,)),
+}
+_PATHS = {"calib", "eval_dir"}
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    path: Path
+    description: str
+    options: dict  # ExportOptions field → value (img_size still as written)
+    coreml: dict  # CoreMLSettings field → value
+
+
+def list_presets() -> list[Preset]:
+    """The shipped presets, by name."""
+    folder = bundled_presets()
+    return [load_preset(p) for p in sorted(folder.glob("*.toml"))] if folder.is_dir() else []
+
+
+def load_preset(name_or_path: str | Path) -> Preset:
+    """A shipped preset by name, or a preset file.
+
+    Raises:
+        UserInputError: unknown name, unreadable file, bad TOML, an unknown key or a wrong type
+            (one line naming the file and the key).
+    """
+    path = _find(str(name_or_path))
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as e:
+        raise UserInputError(f"preset {path}: cannot read it ({e.strerror or e})") from None
+    except tomllib.TOMLDecodeError as e:
+        raise UserInputError(f"preset {path}: not valid TOML ({e})") from None
+    description = data.pop("description", "")
+    if not isinstance(description, str):
+        raise UserInputError(f"preset {path}: 'description' must be a string")
+    coreml = data.pop("coreml", {})
+    if not isinstance(coreml, dict):
+        raise UserInputError(f"preset {path}: 'coreml' must be a table ([coreml])")
+    options = _fields(path, data, PRESET_KEYS, "")
+    if "targets" in options and not all(isinstance(t, str) for t in options["targets"]):
+        raise UserInputError(f"preset {path}: 'targets' must be a list of target names, e.g. [\"onnx\", \"trt\"]")
+    for key in _PATHS & set(options):
+        options[key] = (path.parent / Path(options[key]).expanduser()).resolve()
+    return Preset(path.stem, path, description, options, _fields(path, coreml, COREML_KEYS, "coreml."))
+
+
+def _find(text: str) -> Path:
+    path = Path(text).expanduser()
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise UserInputError(f"preset {path}: no such file")
+        return path
+    shipped = bundled_presets() / f"{text}.toml"
+    if shipped.is_file():
+        return shipped
+    names = ", ".join(sorted(p.stem for p in bundled_presets().glob("*.toml"))) or "none shipped"
+    raise UserInputError(f"unknown preset '{text}' (shipped: {names}; or pass a .toml file)")
+
+
+def _fields(path: Path, data: dict, keys: dict, prefix: str) -> dict:
+    fields = {}
+    for key, value in data.items():
+        if key not in keys:
+            known = ", ".join(prefix + k for k in keys)
+            raise UserInputError(f"preset {path}: unknown key '{prefix}{key}' (known: {known})")
+        field, types = keys[key]
+        # TOML booleans are not numbers here, although Python's bool is an int.
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            wanted = " or ".join(dict.fromkeys({list: "a list", bool: "true/false", str: "a string", int: "a number",
+                                                float: "a number"}[t] for t in types))
+            raise UserInputError(f"preset {path}: '{prefix}{key}' must be {wanted}, not {value!r}")
+        fields[field] = value
+    return fields
+
+
+def merge(preset: Preset | None, flags: dict, coreml_flags: dict, given: set[str]) -> tuple[dict, dict]:
+    """ExportOptions and CoreMLSettings keyword arguments: the preset's values over the flags'
+    defaults, and the flags in ``given`` (field names set on the command line) over both."""
+    if preset is None:
+        return flags, coreml_flags
+    options = {**flags, **{k: v for k, v in preset.options.items() if k not in given}}
+    if "img_size" in preset.options and "img_size" not in given:
+        from .sizes import parse_img_size
+
+        options["img_size"] = parse_img_size(str(preset.options["img_size"]))
+    if "targets" in preset.options and "targets" not in given:
+        options["targets"] = tuple(t.strip().lower() for v in preset.options["targets"] for t in v.split(",") if t.strip())
+    coreml = dict(coreml_flags)
+    if any(t in ("coreml", "mlpackage", "mlprogram") for t in options["targets"]):  # not with, e.g., --target onnx
+        coreml.update({k: v for k, v in preset.coreml.items() if k not in given})
+    return options, coreml

@@ -1,0 +1,69 @@
+"""Atomic output folders: a killed run's leftovers are removed by the next run, and only those."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from rmt_deploy.outdir import commit_out, prepare_out, remove_abandoned
+
+
+def _exited_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def _leftover(parent: Path, name: str, owner: dict | None) -> Path:
+    folder = parent / f".out.tmp-{name}"
+    folder.mkdir()
+    (folder / "model.onnx").write_bytes(b"half written")
+    if owner is not None:
+        (folder / ".rmt-deploy-owner").write_text(json.dumps(owner))
+    return folder
+
+
+def test_only_leftovers_of_exited_processes_on_this_host_are_removed(tmp_path):
+    host = socket.gethostname()
+    dead = _leftover(tmp_path, "dead", {"host": host, "pid": _exited_pid()})
+    alive = _leftover(tmp_path, "alive", {"host": host, "pid": os.getpid()})
+    elsewhere = _leftover(tmp_path, "elsewhere", {"host": host + "-other", "pid": _exited_pid()})
+    unowned = _leftover(tmp_path, "unowned", None)
+    other_out = tmp_path / ".other.tmp-dead"
+    other_out.mkdir()
+    (other_out / ".rmt-deploy-owner").write_text(json.dumps({"host": host, "pid": _exited_pid()}))
+    assert remove_abandoned(tmp_path / "out") == [dead]
+    assert not dead.exists() and alive.exists() and elsewhere.exists() and unowned.exists() and other_out.exists()
+
+
+def test_prepare_and_commit_leave_no_owner_record(tmp_path):
+    tmp = prepare_out(tmp_path / "out")
+    assert json.loads((tmp / ".rmt-deploy-owner").read_text())["pid"] == os.getpid()
+    (tmp / "report.json").write_text("{}")
+    commit_out(tmp, tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["report.json"]
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+@pytest.mark.skipif(os.name == "nt", reason="SIGKILL is POSIX")
+def test_export_killed_mid_run_is_cleaned_up_by_the_next_run(tmp_path):
+    out = tmp_path / "out"
+    cli = [sys.executable, "-m", "rmt_deploy.cli", "export", "--target", "onnx", "--out", str(out), "--bench-iters", "0"]
+    victim = subprocess.Popen(cli, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".out.tmp-*")) and time.monotonic() < deadline and victim.poll() is None:
+        time.sleep(0.05)
+    assert victim.poll() is None, "the export ended before it could be killed"
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    assert list(tmp_path.glob(".out.tmp-*")) and not out.exists()
+    done = subprocess.run(cli, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["out"] and (out / "model.onnx").exists()
