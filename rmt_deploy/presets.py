@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .bundled import bundled_presets
 from .errors import UserInputError
+from .targets import resolve_target
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -122,6 +123,6 @@ def merge(preset: Preset | None, flags: dict, coreml_flags: dict, given: set[str
     if "targets" in preset.options and "targets" not in given:
         options["targets"] = tuple(t.strip().lower() for v in preset.options["targets"] for t in v.split(",") if t.strip())
     coreml = dict(coreml_flags)
-    if any(t in ("coreml", "mlpackage", "mlprogram") for t in options["targets"]):  # not with, e.g., --target onnx
+    if any(resolve_target(t).name == "coreml" for t in options["targets"]):  # not with, e.g., --target onnx
         coreml.update({k: v for k, v in preset.coreml.items() if k not in given})
     return options, coreml
