@@ -32,6 +32,7 @@ from .data.images import ImageSet, Preprocess, load_batch, open_image_set
 from .errors import BackendUnavailable, UserInputError, VerificationError
 from .model.checkpoint import LoadedModel, load_model, metadata_json
 from .outdir import commit_out, prepare_out
+from .quant import checks, openvino_int8
 from .quant.policy import EXACT_ON, PAIR_SAFE_WEIGHT, STATISTICS, WEIGHT_RANGES, QuantPolicy
 from .rewrite import table_bytes, to_deploy
 from .sizes import parse_img_size
@@ -439,11 +440,9 @@ class _Job:
             with self.progress.step(f"Exporting {spec.name} FP16 ({mode} batch)"):
                 module.export_fp16(self.deploy, path, self.size, dynamic_batch=dynamic, metadata=metadata)
         else:
-            from .quant.checks import weight_grid
-
             int8 = self._calibrated(CPU_WEIGHT_RANGE)
-            entry["quantization"] = self._quantization("onnxruntime", int8.calib_seconds, weight_grid(int8.onnxruntime),
-                                                       len(int8.float_for_speed))
+            grid = checks.weight_grid(int8.onnxruntime)
+            entry["quantization"] = self._quantization("onnxruntime", int8.calib_seconds, grid, len(int8.float_for_speed))
             metadata.update(_int8_metadata("int8 onnxruntime encoding", int8.calib_images, self._policy()))
             module.save(copy.deepcopy(int8.onnxruntime), path, metadata)
 
@@ -461,10 +460,8 @@ class _Job:
                     "intended_runtime": "tensorrt"}
         with self.progress.step(f"Writing the TensorRT-ready {precision.upper()} ONNX"):
             if precision == "int8":
-                from .quant.checks import weight_grid
-
                 int8 = self._calibrated("full")  # GPUs accumulate in int32; TensorRT wants the full grid
-                entry["quantization"] = self._quantization("tensorrt", int8.calib_seconds, weight_grid(int8.qdq),
+                entry["quantization"] = self._quantization("tensorrt", int8.calib_seconds, checks.weight_grid(int8.qdq),
                                                            weight_range="full")
                 metadata.update(_int8_metadata("int8 tensorrt q/dq", int8.calib_images, self._policy("full")))
                 onnx_target.save(copy.deepcopy(int8.qdq), onnx_path, metadata)
@@ -516,10 +513,8 @@ class _Job:
     def _export_openvino(self, spec: TargetSpec, module, entry: dict, path: Path, metadata: dict) -> None:
         precision = entry["precision"]
         if precision == "int8":
-            from .quant.openvino_int8 import weight_grid
-
             model, _, seconds = self._calibrated_openvino(module)
-            entry["quantization"] = self._quantization("openvino", seconds, weight_grid(model))
+            entry["quantization"] = self._quantization("openvino", seconds, openvino_int8.weight_grid(model))
             metadata.update(_int8_metadata("int8 (NNCF OpenVINO backend)", len(self.calib), self._policy()))
         else:
             with self.progress.step(f"Converting to OpenVINO IR ({precision.upper()} weights)"):

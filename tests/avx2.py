@@ -50,21 +50,23 @@ def qemu_missing() -> str | None:
     return None
 
 
-def _run(command: list[str], script: str, x: np.ndarray, work: Path, env: dict, *extra: str) -> np.ndarray:
+def _run(command: list[str], script: str, model: Path, x: np.ndarray, work: Path, env: dict,
+         *args: str) -> np.ndarray:
+    """``command script model x.npy y.npy *args`` in ``work``; returns y."""
     work.mkdir(parents=True, exist_ok=True)
     (work / "run.py").write_text(script)
     np.save(work / "x.npy", x)
-    done = subprocess.run([*command, str(work / "run.py"), str(extra[0]), str(work / "x.npy"), str(work / "y.npy"),
-                           *extra[1:]], env={**os.environ, **env}, capture_output=True, text=True, timeout=900)
+    done = subprocess.run([*command, str(work / "run.py"), str(model), str(work / "x.npy"), str(work / "y.npy"), *args],
+                          env={**os.environ, **env}, capture_output=True, text=True, timeout=900)
     if done.returncode:
         raise RuntimeError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed")
     return np.load(work / "y.npy")
 
 
 def openvino_on_avx2(xml: Path, x: np.ndarray, work: Path) -> np.ndarray:
-    return _run([sys.executable], _OPENVINO, x, work, {"ONEDNN_MAX_CPU_ISA": "AVX2"}, str(xml))
+    return _run([sys.executable], _OPENVINO, xml, x, work, {"ONEDNN_MAX_CPU_ISA": "AVX2"})
 
 
 def onnxruntime_on_avx2(onnx_path: Path, x: np.ndarray, work: Path, fused: bool = True) -> np.ndarray:
-    return _run(["qemu-x86_64", "-cpu", "Haswell", sys.executable], _ONNXRUNTIME, x, work, {}, str(onnx_path),
+    return _run(["qemu-x86_64", "-cpu", "Haswell", sys.executable], _ONNXRUNTIME, onnx_path, x, work, {},
                 "fused" if fused else "unfused")
