@@ -50,7 +50,7 @@ def main() -> None:
     export_reference(model, paths["reference (dynamo)"], x, dynamo=True)
     export_reference(model, paths["reference (torchscript)"], x, dynamo=False)
 
-    runners = {name: onnx_target.load(p, threads=args.threads) for name, p in paths.items()}
+    runners = {name: onnx_target.TARGET.load(p, threads=args.threads) for name, p in paths.items()}
     for r in runners.values():
         r.activate()
     feeds = {"input": x.numpy()}

@@ -18,5 +18,5 @@ def bundled_images(split: str) -> Path:
 
 
 def bundled_presets() -> Path:
-    """export/ of the source checkout: one TOML file per deployment recipe (``rmt_deploy.presets``)."""
+    """export/ of the source checkout: one TOML file per deployment recipe (``rmt_deploy.jobs.presets``)."""
     return PACKAGE_DIR.parent / "export"

@@ -6,20 +6,35 @@ rename (SIGKILL, power loss) leaves its folder behind; the next run writing to t
 """
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
 import shutil
 import socket
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import UserInputError
 
-__all__ = ["prepare_out", "commit_out", "REPORT_JSON"]
+__all__ = ["writing", "prepare_out", "commit_out", "REPORT_JSON"]
 
 REPORT_JSON = "report.json"  # every folder rmt-deploy writes has one
 _OWNER = ".rmt-deploy-owner"
+
+
+@contextlib.contextmanager
+def writing(out: Path) -> Iterator[Path]:
+    """Yield a private folder for ``out``; it replaces ``out`` when the block succeeds and is
+    removed when the block fails (including Ctrl-C)."""
+    tmp = prepare_out(out)
+    try:
+        yield tmp
+        commit_out(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def prepare_out(out: Path) -> Path:

@@ -5,7 +5,7 @@ from .errors import UserInputError
 
 __all__ = ["parse_img_size", "MAX_SIDE"]
 
-MAX_SIDE = 2048  # a sanity bound; the real limit depends on the variant (pipeline._check_size)
+MAX_SIDE = 2048  # a sanity bound; the real limit depends on the variant (jobs.prepare._check_size)
 
 
 def parse_img_size(text: str) -> tuple[int, int]:

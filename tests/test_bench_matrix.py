@@ -7,10 +7,11 @@ import shutil
 import pytest
 
 from rmt_deploy.bench.latency import measure, summarize
-from rmt_deploy.bench.matrix import BenchOptions, parse_batches, run_bench
+from rmt_deploy.jobs.bench import BenchOptions, parse_batches, run_bench
 from rmt_deploy.bundled import bundled_images
 from rmt_deploy.errors import UserInputError
-from rmt_deploy.pipeline import ExportOptions, NullProgress, run_export
+from rmt_deploy.jobs.export import ExportOptions, run_export
+from rmt_deploy.progress import NullProgress
 
 from .test_cli import run
 

@@ -40,7 +40,7 @@ def _export(name: str, size, tmp_path, precision="fp16", **settings):
 def _numpy_vs_torch(deploy, path, x: np.ndarray) -> dict:
     with torch.no_grad():
         ref = deploy(torch.from_numpy(x)).numpy()
-    with coreml.load(path) as runner:
+    with coreml.TARGET.load(path) as runner:
         out = runner.infer({"input": x})["logits"]
     return compare_logits(ref, out)
 

@@ -90,7 +90,7 @@ def test_attention_rotation_matches_reference_block():
 
 
 def test_table_and_attention_budgets_grow_with_size():
-    from rmt_deploy.model.rmt import VARIANTS
+    from rmt_deploy.model.variants import VARIANTS
     from rmt_deploy.rewrite import attention_bytes, table_bytes
 
     cfg = VARIANTS["rmt-t"]

@@ -8,7 +8,7 @@ OPTIONAL = ["tensorrt", "tensorrt_rtx", "coremltools", "openvino", "nncf", "onnx
 
 
 def test_import_loads_no_backend():
-    code = ("import sys, rmt_deploy, rmt_deploy.cli, rmt_deploy.pipeline, rmt_deploy.targets; "
+    code = ("import sys, rmt_deploy, rmt_deploy.cli, rmt_deploy.jobs.plan, rmt_deploy.targets; "
             f"print([m for m in {OPTIONAL!r} if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -19,7 +19,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from rmt_deploy.bench.portability import int8_cpu_warning
 from rmt_deploy.cpu import cpu_features, parse_cpuinfo
-from rmt_deploy.pipeline import ExportOptions, run_export
+from rmt_deploy.jobs.export import ExportOptions, run_export
 from rmt_deploy.quant.calibrate import quantize_qdq
 from rmt_deploy.quant.checks import weight_grid
 from rmt_deploy.quant.encode import for_onnxruntime

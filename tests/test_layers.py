@@ -13,7 +13,7 @@ LAYERS = ["core", "model", "rewrite", "quant", "targets", "bench", "jobs", "cli"
 # Top-level modules outside the sub-packages, by layer; a sub-package is its own layer.
 TOP_LEVEL = {"__init__": "core", "errors": "core", "quiet": "core", "telemetry": "core", "artifacts": "core",
              "cpu": "core", "outdir": "core", "bundled": "core", "optional": "core", "sizes": "core",
-             "data": "core", "pipeline": "jobs", "doctor": "jobs", "presets": "jobs", "cli": "cli"}
+             "data": "core", "atomic": "core", "progress": "core"}
 
 
 def _layer(module: str) -> str:
@@ -73,3 +73,19 @@ def test_imports_point_downward_only():
             if LAYERS.index(there) > LAYERS.index(here):
                 upward.append(f"{path.relative_to(PACKAGE.parent)}:{line} ({here}) imports {target} ({there})")
     assert not upward, "imports that run back up the layers:\n" + "\n".join(upward)
+
+
+MAX_MODULE_LINES, MAX_CLASS_LINES = 420, 200  # README "Layout": small modules with one job
+
+
+def test_modules_and_classes_stay_small():
+    big = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        text = path.read_text()
+        if text.count("\n") > MAX_MODULE_LINES:
+            big.append(f"{path.relative_to(PACKAGE.parent)}: {text.count(chr(10))} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.ClassDef) and node.end_lineno - node.lineno + 1 > MAX_CLASS_LINES:
+                big.append(f"{path.relative_to(PACKAGE.parent)}: class {node.name} has "
+                           f"{node.end_lineno - node.lineno + 1} lines")
+    assert not big, "split these:\n" + "\n".join(big)

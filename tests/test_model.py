@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rmt_deploy.model.rmt import ALIASES, VARIANTS, UnknownVariantError, create_model, resolve_variant
+from rmt_deploy.model.rmt import create_model
+from rmt_deploy.model.variants import ALIASES, VARIANTS, UnknownVariantError, resolve_variant
 
 OFFICIAL = ["rmt-t", "rmt-t-tl", "rmt-s", "rmt-s-tl", "rmt-b", "rmt-b-tl", "rmt-l", "rmt-l-tl"]
 

@@ -21,7 +21,7 @@ def _export(model, size, tmp_path, dynamic=False, name="m.onnx"):
 
 
 def _ort(path, x: np.ndarray) -> np.ndarray:
-    with onnx_target.load(path, threads=2) as runner:
+    with onnx_target.TARGET.load(path, threads=2) as runner:
         return runner.infer({onnx_target.INPUT_NAME: x})[onnx_target.OUTPUT_NAME]
 
 

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from rmt_deploy.pipeline import ExportOptions, run_export
+from rmt_deploy.jobs.export import ExportOptions, run_export
 from rmt_deploy.quant.calibrate import quantize_openvino
 from rmt_deploy.quant.openvino_int8 import int8_summary, quantized_layers, revert
 from rmt_deploy.quant.policy import OPENVINO_QUANTIZED_OPS, QuantPolicy
@@ -180,7 +180,7 @@ def test_rmt_t_fp32_ir_matches_pytorch_at_224(tmp_path):
     xml = ov_target.save(ov_target.convert(onnx_path), folder / "model.xml", {"precision": "fp32"})
     with torch.inference_mode():
         ref = model(torch.from_numpy(x)).numpy()
-    with ov_target.load(xml, 2) as runner:
+    with ov_target.TARGET.load(xml, 2) as runner:
         got = np.concatenate([runner.infer({"input": x[i:i + 1]})["logits"] for i in range(len(x))])
         assert runner.execution()["inference_precision"] == "f32"
     assert np.abs(got - ref).max() <= 1e-4

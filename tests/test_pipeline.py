@@ -8,7 +8,7 @@ import pytest
 
 from rmt_deploy.bundled import bundled_images
 from rmt_deploy.errors import UserInputError, VerificationError
-from rmt_deploy.pipeline import ExportOptions, run_export
+from rmt_deploy.jobs.export import ExportOptions, run_export
 from rmt_deploy.sizes import parse_img_size
 
 
@@ -64,21 +64,17 @@ def test_no_target(tmp_path):
 
 
 def _with_crashing_target(monkeypatch):
-    """Register a target whose converter crashes; everything else is the real pipeline."""
-    import types
+    """Register a target whose converter crashes; everything else is the real export job."""
+    from rmt_deploy import targets
 
-    from rmt_deploy import pipeline, targets
+    class Crashy(targets.Target):
+        name, suffix = "crashy", ".bin"
 
-    spec = targets.TargetSpec("crashy", (), ".bin", ("fp32",), "crashy", None)
-    monkeypatch.setitem(targets.TARGETS, "crashy", spec)
-    real = pipeline.target_module
+        def export(self, sources, request):
+            request.path.write_bytes(b"partial")
+            raise RuntimeError("converter crashed\nsecond line")
 
-    def export(model, path, *args, **kwargs):
-        path.write_bytes(b"partial")
-        raise RuntimeError("converter crashed\nsecond line")
-
-    crashy = types.SimpleNamespace(unavailable_reason=lambda: None, export=export)
-    monkeypatch.setattr(pipeline, "target_module", lambda s: crashy if s.name == "crashy" else real(s))
+    monkeypatch.setitem(targets.TARGETS, "crashy", Crashy())
 
 
 def test_failing_target_does_not_stop_the_rest(tmp_path, monkeypatch):

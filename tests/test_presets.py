@@ -8,7 +8,8 @@ import pytest
 import tomllib
 
 from rmt_deploy.bundled import bundled_presets
-from rmt_deploy.presets import COREML_KEYS, PRESET_KEYS, list_presets, load_preset
+from rmt_deploy.jobs.presets import PRESET_KEYS, list_presets, load_preset
+from rmt_deploy.targets import TARGETS
 
 from .test_cli import run
 
@@ -56,7 +57,7 @@ def test_shipped_preset_runs_on_the_demo(name, tmp_path):
     assert {t for t, _ in written} == set(preset.options["targets"])
     assert wanted <= {precision for _, precision in written}
     assert all(a["status"] in ("ok", "skipped") for a in report["artifacts"]), report["artifacts"]
-    if preset.coreml.get("image_input"):
+    if preset.target_options.get("coreml", {}).get("image_input"):
         assert all(a["coreml"]["input"] == "image" for a in report["artifacts"] if a["target"] == "coreml")
     if preset.options.get("max_drop") is not None:
         assert all("accuracy_aware" in a for a in report["artifacts"] if a["precision"] == "int8")
@@ -79,6 +80,8 @@ def test_flags_override_the_preset(tmp_path):
     ('int8 = "yes"\n', "'int8' must be true/false, not 'yes'", True),
     ("targets = [\"onnx\"]\nturbo = true\n", "unknown key 'turbo'", True),
     ("[coreml]\nw8 = true\n", "unknown key 'coreml.w8'", True),
+    ("require-engine = true\n", "unknown key 'require-engine'", True),
+    ('[trt]\nrequire-engine = "yes"\n', "'trt.require-engine' must be true/false", True),
     ("calib-size = true\n", "'calib-size' must be a number, not True", True),
     ("targets = \"onnx\"\n", "'targets' must be a list", True),
     ("targets = [1]\n", "'targets' must be a list of target names", True),
@@ -106,13 +109,16 @@ def test_unknown_preset_name_lists_the_shipped_ones(tmp_path):
 def test_every_preset_key_is_an_export_option():
     from dataclasses import fields
 
-    from rmt_deploy.pipeline import ExportOptions
-    from rmt_deploy.targets.coreml import CoreMLSettings
+    from rmt_deploy.jobs.plan import ExportOptions
 
     assert {f for f, _ in PRESET_KEYS.values()} <= {f.name for f in fields(ExportOptions)}
-    assert {f for f, _ in COREML_KEYS.values()} <= {f.name for f in fields(CoreMLSettings)}
+    tables = {t.name: t.options_type for t in TARGETS.values() if t.options_type}
+    assert set(tables) == {"coreml", "trt"}
+    for options in tables.values():
+        assert {f for f, _ in options.KEYS.values()} == {f.name for f in fields(options)}
     for path in bundled_presets().glob("*.toml"):
         data = tomllib.loads(path.read_text())
-        assert set(data) - {"description", "coreml"} <= set(PRESET_KEYS), path
-        assert set(data.get("coreml", {})) <= set(COREML_KEYS), path
+        assert set(data) - {"description", *tables} <= set(PRESET_KEYS), path
+        for name, options in tables.items():
+            assert set(data.get(name, {})) <= set(options.KEYS), path
     assert Path(bundled_presets()).name == "export"

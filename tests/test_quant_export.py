@@ -9,7 +9,7 @@ import pytest
 
 from rmt_deploy.bundled import bundled_images
 from rmt_deploy.errors import UserInputError
-from rmt_deploy.pipeline import ExportOptions, run_export
+from rmt_deploy.jobs.export import ExportOptions, run_export
 from rmt_deploy.quant import checks
 from rmt_deploy.quant.encode import quantized_layers
 
@@ -89,7 +89,7 @@ def test_calibration_images_in_odd_modes_and_a_corrupt_file(tmp_path):
     logs = []
 
     class Progress:
-        from rmt_deploy.pipeline import NullProgress as _N
+        from rmt_deploy.progress import NullProgress as _N
         step, bar = _N.step, _N.bar
 
         def log(self, message):

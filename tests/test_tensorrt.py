@@ -124,7 +124,7 @@ def test_engine_matches_onnxruntime(rmt_t_onnx, tmp_path):
         engine = tmp_path / f"{precision}.engine"
         sidecar = tensorrt.build_engine(rmt_t_onnx[precision], engine, tensorrt.EngineSettings())
         assert sidecar["gpu"] and sidecar["source_onnx_sha256"]
-        with onnx_target.load(rmt_t_onnx[precision]) as ort, tensorrt.load(engine) as trt:
+        with onnx_target.TARGET.load(rmt_t_onnx[precision]) as ort, tensorrt.TARGET.load(engine) as trt:
             want = np.concatenate([ort.infer({"input": x[i:i + 1]})["logits"] for i in range(len(x))])
             got = np.concatenate([next(iter(trt.infer({"input": x[i:i + 1]}).values())) for i in range(len(x))])
         parity = compare_logits(want, got)

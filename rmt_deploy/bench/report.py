@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
+from ..atomic import atomic_path, write_text_atomic
 from ..outdir import REPORT_JSON
+from ..targets import TARGETS
 from .plot import PLOT_PNG, write_plot
 
-__all__ = ["write_report", "REPORT_JSON", "REPORT_MD", "SCHEMA_VERSION"]
+__all__ = ["write_report", "render_markdown", "status_text", "REPORT_MD", "SCHEMA_VERSION"]
 
 REPORT_MD = "report.md"
 SCHEMA_VERSION = 1
@@ -17,18 +18,10 @@ SCHEMA_VERSION = 1
 def write_report(out_dir: Path, report: dict) -> None:
     """Write report.json, plot.png and report.md into ``out_dir``, each file atomically."""
     report = {"schema_version": SCHEMA_VERSION, **report}
-    _atomic_write(out_dir / REPORT_JSON, json.dumps(report, indent=2) + "\n")
-    plot_tmp = out_dir / f".{PLOT_PNG}.tmp-{os.getpid()}"
-    has_plot = write_plot(plot_tmp, report) is not None
-    if has_plot:
-        os.replace(plot_tmp, out_dir / PLOT_PNG)
-    _atomic_write(out_dir / REPORT_MD, render_markdown(report, has_plot))
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_text_atomic(out_dir / REPORT_JSON, json.dumps(report, indent=2) + "\n")
+    with atomic_path(out_dir / PLOT_PNG) as tmp:
+        has_plot = write_plot(tmp, report) is not None  # None: nothing measured to plot
+    write_text_atomic(out_dir / REPORT_MD, render_markdown(report, has_plot))
 
 
 def _fmt(value, digits: int = 2, unit: str = "") -> str:
@@ -71,28 +64,14 @@ def _quantization_lines(a: dict) -> list[str]:
 
 
 def _graph_lines(a: dict) -> list[str]:
+    """The artifact's own section: what its target says about its graph, then how it ran."""
+    target = TARGETS.get(a["target"])
+    own = target.render(a) if target else []
     graph = a.get("graph")
     if not graph:
-        return []
-    ops = ", ".join(f"{k} {v}" for k, v in list(graph["ops"].items())[:10])
-    lines = [f"### {a['target']} / {a['precision']} graph", ""]
-    if a["target"] == "openvino":
-        int8, dtypes = graph["int8"], ", ".join(f"{k} {v}" for k, v in graph["constant_dtypes"].items())
-        lines += [f"- IR `{a['path'] or 'removed'}` + `.bin`, {graph['nodes']} ops, {graph['attention']} ScaledDotProductAttention; "
-                  f"weight constants by type: {dtypes}"
-                  + (f"; {int8['quantized_layers']} int8 layers, {int8['fake_quantize']} FakeQuantize"
-                     if int8["quantized_layers"] else "")]
-    elif "opset" in graph:  # ONNX
-        lines += [f"- file `{a['path'] or 'removed'}`, {graph['nodes']} nodes, opset {graph['opset']}, "
-                  f"max tensor rank {graph['max_rank']}, "
-                  f"{graph['attention_chains']} MatMul→Add→Softmax→MatMul chains"]
-    else:  # CoreML preflight
-        weights = ", ".join(f"{k} {v / 1e6:.1f} MB" for k, v in graph["weight_bytes"].items())
-        fp32 = ", ".join(f"{k} {v}" for k, v in graph["fp32_ops"].items()) or "none"
-        lines += [f"- package `{a['path']}`, preflight **{graph['status']}**"
-                  + (f" ({'; '.join(graph['problems'])})" if graph["problems"] else "")
-                  + f", max tensor rank {graph['max_rank']} (Core ML limit 5), "
-                  f"{graph['fp16_compute_fraction']:.1%} of ops compute in FP16 (FP32: {fp32}); weights: {weights}"]
+        return own
+    ops = ", ".join(f"{k} {v}" for k, v in list(graph.get("ops", {}).items())[:10])
+    lines = [f"### {a['target']} / {a['precision']} graph", "", *own]
     if a.get("verified_with"):
         lines.append(f"- verified with {a['verified_with']}")
     run = a.get("execution")
@@ -102,26 +81,7 @@ def _graph_lines(a: dict) -> list[str]:
                      f"compute layers by precision: {layers}")
     if a.get("latency_skipped"):
         lines.append(f"- latency not measured: {a['latency_skipped']}")
-    return lines + [f"- ops: {ops}", ""]
-
-
-def _readiness_lines(a: dict) -> list[str]:
-    ready = a.get("readiness")
-    if not ready:
-        return []
-    lines = [f"### {a['target']} / {a['precision']} readiness", "",
-             f"- `{a['onnx']}` is **{ready['status']}** for {ready['checked_for']}"
-             + (f": {'; '.join(ready['problems'])}" if ready["problems"] else "")
-             + (" (explicit quantization: Q/DQ)" if ready["explicit_quantization"] else "")]
-    rtx = ready.get("rtx_build")
-    lines.append(f"- parse + build with {rtx['proxy']}: {rtx['status']} ({rtx['layers']} layers, {rtx['seconds']} s)"
-                 + (f" — {'; '.join(rtx['errors'])}" if rtx["errors"] else "") if rtx else
-                 "- TensorRT-RTX not installed: no parse/build proxy (pip install \"rmt-deploy[trt-check]\")")
-    if a.get("onnx_parity"):
-        lines.append(f"- the same ONNX in ONNX Runtime vs PyTorch: cosine {a['onnx_parity']['cosine']:.6f}")
-    if a.get("trtexec"):
-        lines.append(f"- on the device: `{' '.join(a['trtexec'])}` (all in `build_engine.sh`)")
-    return lines + [""]
+    return lines + ([f"- ops: {ops}"] if ops else []) + [""]
 
 
 def render_markdown(report: dict, has_plot: bool = False) -> str:
@@ -159,7 +119,7 @@ def render_markdown(report: dict, has_plot: bool = False) -> str:
               "whose top-1 class equals FP32's.",
               "- **latency**: " + _latency_note(report), ""]
     for a in report["artifacts"]:
-        lines += _graph_lines(a) + _readiness_lines(a) + _quantization_lines(a)
+        lines += _graph_lines(a) + _quantization_lines(a)
     env = report["environment"]
     pkgs = ", ".join(f"{k} {v}" for k, v in env["packages"].items())
     isa = env.get("cpu_features") or {"isa": [], "int8_accumulation": "unknown"}

@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 
 from ..errors import UserInputError
-from .rmt import RMT, VARIANTS, UnknownVariantError, create_model, resolve_variant
+from .rmt import RMT, create_model
+from .variants import VARIANTS, UnknownVariantError, resolve_variant
 
 __all__ = ["Checkpoint", "LoadedModel", "read_checkpoint", "checkpoint_filter_fn", "inspect_checkpoint",
            "detect_variant", "load_model", "sha256_file", "CHECKPOINT_SUFFIXES"]

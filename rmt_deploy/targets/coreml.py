@@ -10,21 +10,21 @@ import contextlib
 import io
 import json
 import platform
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
-import torch
 
 from ..artifacts import artifact_bytes
+from ..atomic import atomic_path
 from ..errors import BackendUnavailable, UserInputError
 from ..quiet import quiet
+from .base import Exported, ExportRequest, Sources, Target, TargetOptions
 from .runner import Runner
 
-__all__ = ["CoreMLSettings", "export", "load", "describe", "inspect_graph", "runtimes", "no_runtime_reason",
-           "unavailable_reason", "require_coremltools", "MilNumpyRunner", "CoreMLRunner", "MIN_TARGETS",
+__all__ = ["TARGET", "CoreMLTarget", "CoreMLSettings", "export", "describe", "inspect_graph", "require_coremltools", "MilNumpyRunner", "CoreMLRunner", "MIN_TARGETS",
            "COMPUTE_UNITS", "TENSOR_INPUT", "IMAGE_INPUT", "OUTPUT_NAME"]
 
 TENSOR_INPUT, IMAGE_INPUT, OUTPUT_NAME = "input", "image", "logits"
@@ -37,8 +37,12 @@ _LOGGERS = ("coremltools",)
 
 
 @dataclass(frozen=True)
-class CoreMLSettings:
+class CoreMLSettings(TargetOptions):
     """What ``export --target coreml`` accepts beyond the shared options."""
+
+    KEYS: ClassVar = {"image-input": ("image_input", (bool,)), "min-target": ("min_target", (str,)),
+                      "w8a8": ("w8a8", (bool,)), "license": ("license", (str,))}
+    FLAGS: ClassVar = "--image-input, --min-target, --w8a8 and --license"
 
     image_input: bool = False  # ImageType input (0–255 RGB) with the normalisation baked in
     min_target: str = "iOS16"
@@ -67,14 +71,6 @@ def _at_least(target: str, first: dict[str, int]) -> bool:
     return int(target[len(os_name):]) >= first[os_name]
 
 
-def unavailable_reason() -> str | None:
-    try:
-        require_coremltools()
-    except BackendUnavailable as e:
-        return str(e)
-    return None
-
-
 def require_coremltools():
     """Import coremltools quietly, or raise BackendUnavailable with the fix."""
     major_minor = tuple(int(p) for p in np.__version__.split(".")[:2])
@@ -96,20 +92,24 @@ def _silenced():
         yield
 
 
-class _Normalize(torch.nn.Module):
+def _normalizing(model, mean, std):
     """0–1 RGB (what ImageType with scale 1/255 delivers) → the normalised tensor the model expects."""
+    import torch
 
-    def __init__(self, model: torch.nn.Module, mean, std) -> None:
-        super().__init__()
-        self.model = model
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
-        self.register_buffer("inv_std", 1.0 / torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+    class Normalize(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+            self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+            self.register_buffer("inv_std", 1.0 / torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model((x - self.mean) * self.inv_std)
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.model((x - self.mean) * self.inv_std)
+
+    return Normalize()
 
 
-def export(model: torch.nn.Module, path: Path, input_size: tuple[int, int], *, precision: str,
+def export(model, path: Path, input_size: tuple[int, int], *, precision: str,
            metadata: dict[str, str], settings: CoreMLSettings, calibration: np.ndarray | None = None) -> Path:
     """Convert the deploy form to an ML program at ``path`` (.mlpackage, a folder).
 
@@ -117,12 +117,14 @@ def export(model: torch.nn.Module, path: Path, input_size: tuple[int, int], *, p
     weights, FP16 compute; with ``settings.w8a8`` also INT8 activations calibrated on
     ``calibration`` through Core ML predict, macOS only).
     """
+    import torch
+
     ct = require_coremltools()
     settings.check((precision,))
     mean, std = json.loads(metadata["mean"]), json.loads(metadata["std"])
     shape = (1, 3, *input_size)
     if settings.image_input:
-        net = _Normalize(model, mean, std).eval()
+        net = _normalizing(model, mean, std).eval()
         inputs = [ct.ImageType(name=IMAGE_INPUT, shape=shape, scale=1.0 / 255.0, bias=[0.0, 0.0, 0.0],
                                color_layout=ct.colorlayout.RGB)]
     else:
@@ -140,17 +142,17 @@ def export(model: torch.nn.Module, path: Path, input_size: tuple[int, int], *, p
                 mlmodel = _quantize_activations(ct, mlmodel, calibration, settings)
             mlmodel = _quantize_weights(ct, mlmodel)
     _describe_model(mlmodel, {**metadata, "precision": precision}, settings, input_size)
-    scratch = path.with_name(f".partial-{path.name}")  # Core ML insists on the .mlpackage suffix
-    shutil.rmtree(scratch, ignore_errors=True)
-    with _silenced():
-        mlmodel.save(str(scratch))
-    shutil.rmtree(path, ignore_errors=True)
-    scratch.rename(path)
+    with atomic_path(path) as tmp, _silenced():  # the temp name keeps .mlpackage: Core ML insists on it
+        mlmodel.save(str(tmp))
     return path
 
 
 def _quantize_weights(ct, mlmodel):
-    from coremltools.optimize.coreml import OpLinearQuantizerConfig, OptimizationConfig, linear_quantize_weights
+    from coremltools.optimize.coreml import (
+        OpLinearQuantizerConfig,
+        OptimizationConfig,
+        linear_quantize_weights,
+    )
 
     config = OptimizationConfig(global_config=OpLinearQuantizerConfig(
         mode="linear_symmetric", dtype="int8", granularity="per_channel"))
@@ -212,15 +214,6 @@ def inspect_graph(path: Path) -> dict:
     with _silenced():
         program = load_program(path)
     return {**preflight(program), "package_bytes": artifact_bytes(path)}
-
-
-def runtimes() -> list[str]:
-    """Compute units to time; none off macOS, where Core ML cannot run."""
-    return list(COMPUTE_UNITS) if platform.system() == "Darwin" else []
-
-
-def no_runtime_reason() -> str:
-    return "Core ML predict runs only on macOS; on this OS the package is checked by the numpy preflight"
 
 
 def _feed_value(x: np.ndarray, image_input: bool, info_metadata: dict | None):
@@ -319,8 +312,69 @@ def _to_image(chw: np.ndarray):
     return Image.fromarray(np.round(chw.transpose(1, 2, 0)).astype(np.uint8), mode="RGB")
 
 
-def load(path: Path, threads: int | None = None, runtime: str | None = None) -> Runner:
-    """Core ML on macOS (``runtime`` = compute units, default ALL); the numpy evaluator elsewhere."""
-    if platform.system() == "Darwin":
-        return CoreMLRunner(path, runtime or "ALL")
-    return MilNumpyRunner(path)
+def render_graph(entry: dict) -> list[str]:
+    graph = entry["graph"]
+    weights = ", ".join(f"{k} {v / 1e6:.1f} MB" for k, v in graph["weight_bytes"].items())
+    fp32 = ", ".join(f"{k} {v}" for k, v in graph["fp32_ops"].items()) or "none"
+    return [f"- package `{entry['path']}`, preflight **{graph['status']}**"
+            + (f" ({'; '.join(graph['problems'])})" if graph["problems"] else "")
+            + f", max tensor rank {graph['max_rank']} (Core ML limit 5), "
+            f"{graph['fp16_compute_fraction']:.1%} of ops compute in FP16 (FP32: {fp32}); weights: {weights}"]
+
+
+class CoreMLTarget(Target):
+    name, title, aliases, suffix = "coreml", "CoreML", ("mlpackage", "mlprogram"), ".mlpackage"
+    precisions, default_precision = ("fp16", "fp32", "int8"), "fp16"
+    extra, needs, dynamic_batch = "coreml", "macos", False
+    options_type = CoreMLSettings
+
+    def unavailable_reason(self) -> str | None:
+        try:
+            require_coremltools()
+        except BackendUnavailable as e:
+            return str(e)
+        return None
+
+    def needs_calibration(self, precision: str, options: CoreMLSettings | None) -> bool:
+        return precision == "int8" and bool(options and options.w8a8)
+
+    def runtimes(self, device: str | None = None) -> list[str]:
+        """Compute units to time; none off macOS, where Core ML cannot run."""
+        return list(COMPUTE_UNITS) if platform.system() == "Darwin" else []
+
+    def no_runtime_reason(self) -> str:
+        return "Core ML predict runs only on macOS; on this OS the package is checked by the numpy preflight"
+
+    def export(self, sources: Sources, request: ExportRequest) -> Exported:
+        precision, settings = request.precision, request.options or CoreMLSettings()
+        what = {"fp16": "FP16", "fp32": "FP32",
+                "int8": "INT8 weights + activations" if settings.w8a8 else "INT8 weights"}[precision]
+        fields = {"coreml": {"min_target": settings.min_target, "input": "image" if settings.image_input else "tensor"}}
+        if precision == "int8":
+            fields["quantization"] = {"weights": "int8 linear symmetric, per output channel",
+                                      "activations": "int8 (calibrated via predict)" if settings.w8a8 else "fp16",
+                                      "calib_images": int(len(sources.calib)) if settings.w8a8 else None}
+            request.metadata["quantization"] = "int8 weights (per-channel symmetric), fp16 compute"
+        with sources.progress.step(f"Converting to CoreML {what} ML program ({settings.min_target}, batch 1)"):
+            export(sources.deploy, request.path, sources.size, precision=precision, metadata=request.metadata,
+                   settings=settings, calibration=sources.calib)
+        return Exported(request.path, fields)
+
+    def inspect(self, path: Path) -> dict:
+        return inspect_graph(path)
+
+    def describe(self, path: Path) -> dict:
+        return describe(path)
+
+    def load(self, path: Path, threads: int | None = None, runtime: str | None = None,
+             hint: str = "latency") -> Runner:
+        """Core ML on macOS (``runtime`` = compute units, default ALL); the numpy evaluator elsewhere."""
+        if platform.system() == "Darwin":
+            return CoreMLRunner(path, runtime or "ALL")
+        return MilNumpyRunner(path)
+
+    def render(self, entry: dict) -> list[str]:
+        return render_graph(entry) if entry.get("graph") else []
+
+
+TARGET = CoreMLTarget()

@@ -1,19 +1,21 @@
 """ONNX target: deploy-form model → simplified ONNX with metadata; ONNX Runtime runner."""
 from __future__ import annotations
 
+import copy
 import time
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from ..atomic import atomic_path
+from ..optional import require
 from ..quiet import quiet
-from . import require
+from .base import Exported, ExportRequest, Sources, Target
 from .runner import Runner
 
-__all__ = ["export", "export_fp16", "export_for_calibration", "save", "load", "unavailable_reason", "no_runtime_reason", "describe", "runtimes", "inspect_graph", "OnnxRuntimeRunner",
-           "INPUT_NAME", "OUTPUT_NAME", "OPSET", "FORBIDDEN_OPS"]
+__all__ = ["TARGET", "OnnxTarget", "export", "export_fp16", "export_for_calibration", "save", "describe",
+           "inspect_graph", "render_graph", "OnnxRuntimeRunner", "INPUT_NAME", "OUTPUT_NAME", "OPSET", "FORBIDDEN_OPS"]
 
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 OPSET = 18
@@ -29,26 +31,7 @@ _COMPUTE_PROVIDERS = {"TensorrtExecutionProvider": "gpu", "CUDAExecutionProvider
                       "DmlExecutionProvider": "gpu", "CPUExecutionProvider": "cpu"}
 
 
-def runtimes() -> list[str]:
-    """ONNX Runtime execution providers usable on this machine, for benchmarking each."""
-    ort = require("onnxruntime", None)
-    available = set(ort.get_available_providers())
-    return [p for p in _COMPUTE_PROVIDERS if p in available]
-
-
-def no_runtime_reason() -> str:
-    return "no ONNX Runtime execution provider is available"
-
-
-def unavailable_reason() -> str | None:
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError as e:
-        return f"onnxruntime is not installed ({e})"
-    return None
-
-
-def export(model: torch.nn.Module, path: Path, input_size: tuple[int, int], *, dynamic_batch: bool,
+def export(model, path: Path, input_size: tuple[int, int], *, dynamic_batch: bool,
            metadata: dict[str, str]) -> Path:
     """Export ``model`` (the deploy form) to ``path`` as one self-contained ONNX file.
 
@@ -56,6 +39,7 @@ def export(model: torch.nn.Module, path: Path, input_size: tuple[int, int], *, d
     """
     import onnx
     import onnxslim
+    import torch
 
     # A dynamic batch needs an example batch > 1: torch.export specialises sizes 0 and 1.
     example = torch.zeros(2 if dynamic_batch else 1, 3, *input_size)
@@ -75,7 +59,7 @@ def export(model: torch.nn.Module, path: Path, input_size: tuple[int, int], *, d
     return save(proto, path, metadata)
 
 
-def export_fp16(model: torch.nn.Module, path: Path, input_size: tuple[int, int], *, dynamic_batch: bool,
+def export_fp16(model, path: Path, input_size: tuple[int, int], *, dynamic_batch: bool,
                 metadata: dict[str, str]) -> Path:
     """Like ``export``, in FP16 with FP32 inputs and outputs (see rmt_deploy.quant.fp16)."""
     import onnx
@@ -91,7 +75,7 @@ def export_fp16(model: torch.nn.Module, path: Path, input_size: tuple[int, int],
     return save(proto, path, metadata)
 
 
-def export_for_calibration(model: torch.nn.Module, input_size: tuple[int, int], *, dynamic_batch: bool):
+def export_for_calibration(model, input_size: tuple[int, int], *, dynamic_batch: bool):
     """The reference ``model`` as the FP32 graph INT8 calibration takes (``quant.int8``): deploy
     form with the FFN as linear layers on tokens, loaded as an onnx.ModelProto."""
     import tempfile
@@ -116,7 +100,8 @@ def save(proto, path: Path, metadata: dict[str, str]) -> Path:
         entry.key, entry.value = key, str(value)
     proto.producer_name = "rmt-deploy"
     onnx.checker.check_model(proto)
-    onnx.save(proto, str(path))
+    with atomic_path(path) as tmp:
+        onnx.save(proto, str(tmp))
     return path
 
 
@@ -224,5 +209,70 @@ class OnnxRuntimeRunner(Runner):
         return dict(zip(names, outputs))
 
 
-def load(path: Path, threads: int | None = None, runtime: str = "CPUExecutionProvider") -> OnnxRuntimeRunner:
-    return OnnxRuntimeRunner(path, threads, runtime)
+def render_graph(entry: dict) -> list[str]:
+    graph = entry["graph"]
+    return [f"- file `{entry['path'] or 'removed'}`, {graph['nodes']} nodes, opset {graph['opset']}, "
+            f"max tensor rank {graph['max_rank']}, {graph['attention_chains']} MatMul→Add→Softmax→MatMul chains"]
+
+
+class OnnxTarget(Target):
+    name, title, aliases, suffix = "onnx", "ONNX", ("onnxruntime", "ort"), ".onnx"
+    precisions = ("fp32", "int8", "fp16")
+    always_fp32 = calibrated_int8 = True
+
+    def unavailable_reason(self) -> str | None:
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError as e:
+            return f"onnxruntime is not installed ({e})"
+        return None
+
+    def runtimes(self, device: str | None = None) -> list[str]:
+        """ONNX Runtime execution providers usable on this machine, for benchmarking each."""
+        available = set(require("onnxruntime", None).get_available_providers())
+        return [p for p in _COMPUTE_PROVIDERS if p in available]
+
+    def no_runtime_reason(self) -> str:
+        return "no ONNX Runtime execution provider is available"
+
+    def export(self, sources: Sources, request: ExportRequest) -> Exported:
+        import onnx
+
+        precision, dynamic, fields = request.precision, request.dynamic_batch, {}
+        if precision == "int8":
+            int8 = sources.int8_onnxruntime()
+            request.metadata.update(int8.metadata)
+            fields["quantization"] = int8.quantization
+            proto = copy.deepcopy(int8.model)
+        else:
+            source = sources.fp16_onnx(dynamic) if precision == "fp16" else sources.deploy_onnx(dynamic)
+            proto = onnx.load(str(source))
+        with sources.progress.step(f"Writing {request.path.name} ({'dynamic' if dynamic else 'fixed'} batch)"):
+            save(proto, request.path, request.metadata)
+        return Exported(request.path, fields)
+
+    def inspect(self, path: Path) -> dict:
+        return inspect_graph(path)
+
+    def describe(self, path: Path) -> dict:
+        return describe(path)
+
+    def load(self, path: Path, threads: int | None = None, runtime: str | None = None,
+             hint: str = "latency") -> OnnxRuntimeRunner:
+        return OnnxRuntimeRunner(path, threads, runtime or "CPUExecutionProvider")
+
+    def revertible(self, path: Path, sources: Sources):
+        import onnx
+
+        from ..quant.accuracy_aware import ONNX_QDQ
+
+        return onnx.load(str(path)), sources.int8_onnxruntime().float_model, ONNX_QDQ
+
+    def save_model(self, model, path: Path, metadata: dict[str, str]) -> Path:
+        return save(copy.deepcopy(model), path, metadata)
+
+    def render(self, entry: dict) -> list[str]:
+        return render_graph(entry) if entry.get("graph") else []
+
+
+TARGET = OnnxTarget()

@@ -14,18 +14,20 @@ precision the device really used.
 """
 from __future__ import annotations
 
-import os
 import time
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
-from . import require
+from ..atomic import atomic_path
+from ..errors import UserInputError
+from ..optional import require
+from .base import Exported, ExportRequest, Sources, Target
 from .runner import Runner
 
-__all__ = ["convert", "save", "load", "read_model", "describe", "inspect_graph", "runtimes", "unavailable_reason",
-           "no_runtime_reason", "OpenVINORunner", "HINTS", "RT_INFO_KEY"]
+__all__ = ["TARGET", "OpenVINOTarget", "convert", "save", "read_model", "describe", "inspect_graph", "OpenVINORunner",
+           "HINTS", "RT_INFO_KEY"]
 
 RT_INFO_KEY = "rmt_deploy"
 HINTS = {"latency": "LATENCY", "throughput": "THROUGHPUT"}
@@ -36,23 +38,6 @@ _NOT_COMPUTE = {"Const", "Input", "Output", "Parameter", "Result", "Reshape", "R
 
 def _ov():
     return require("openvino", "openvino")
-
-
-def unavailable_reason() -> str | None:
-    try:
-        import openvino  # noqa: F401
-    except ImportError as e:
-        return f'openvino is not installed ({e}); run: pip install "rmt-deploy[openvino]"'
-    return None
-
-
-def runtimes() -> list[str]:
-    """OpenVINO devices on this machine (CPU, GPU, NPU …)."""
-    return list(_ov().Core().available_devices)
-
-
-def no_runtime_reason() -> str:
-    return "OpenVINO reports no device on this machine"
 
 
 def convert(onnx_path: Path):
@@ -73,14 +58,8 @@ def save(model, path: Path, metadata: dict[str, str]) -> Path:
     for key, value in metadata.items():
         model.set_rt_info(str(value), [RT_INFO_KEY, key])
     path = Path(path)
-    partial = path.with_name(f".partial-{path.name}")
-    try:
-        ov.save_model(model, str(partial), compress_to_fp16=metadata.get("precision") != "fp32")
-        os.replace(partial.with_suffix(".bin"), path.with_suffix(".bin"))
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
-        partial.with_suffix(".bin").unlink(missing_ok=True)
+    with atomic_path(path, ".bin") as tmp:
+        ov.save_model(model, str(tmp), compress_to_fp16=metadata.get("precision") != "fp32")
     return path
 
 
@@ -194,5 +173,78 @@ class OpenVINORunner(Runner):
         return {"images_per_s": round(done * batch / elapsed, 2), "requests": jobs, "seconds": round(elapsed, 2)}
 
 
-def load(path: Path, threads: int | None = None, runtime: str = "CPU", hint: str = "latency") -> OpenVINORunner:
-    return OpenVINORunner(path, threads, runtime, hint)
+def check_device(device: str | None) -> None:
+    """A device name OpenVINO knows here (virtual devices such as AUTO always pass)."""
+    if device is None:
+        return
+    devices = _ov().Core().available_devices
+    if device not in devices and device.split(":")[0] not in ("AUTO", "HETERO", "MULTI"):
+        raise UserInputError(f"--device {device}: OpenVINO sees {', '.join(devices) or 'no device'} on this "
+                             "machine (AUTO picks one)")
+
+
+def render_graph(entry: dict) -> list[str]:
+    graph = entry["graph"]
+    int8, dtypes = graph["int8"], ", ".join(f"{k} {v}" for k, v in graph["constant_dtypes"].items())
+    return [f"- IR `{entry['path'] or 'removed'}` + `.bin`, {graph['nodes']} ops, {graph['attention']} "
+            f"ScaledDotProductAttention; weight constants by type: {dtypes}"
+            + (f"; {int8['quantized_layers']} int8 layers, {int8['fake_quantize']} FakeQuantize"
+               if int8["quantized_layers"] else "")]
+
+
+class OpenVINOTarget(Target):
+    name, title, aliases, suffix = "openvino", "OpenVINO", ("ov", "ir"), ".xml"
+    precisions, default_precision = ("fp16", "int8", "fp32"), "fp16"
+    calibrated_int8, extra = True, "openvino"
+
+    def unavailable_reason(self) -> str | None:
+        try:
+            import openvino  # noqa: F401
+        except ImportError as e:
+            return f'openvino is not installed ({e}); run: pip install "rmt-deploy[openvino]"'
+        return None
+
+    def runtimes(self, device: str | None = None) -> list[str]:
+        """OpenVINO devices on this machine (CPU, GPU, NPU …), or the one asked for."""
+        return [device] if device else list(_ov().Core().available_devices)
+
+    def no_runtime_reason(self) -> str:
+        return "OpenVINO reports no device on this machine"
+
+    def export(self, sources: Sources, request: ExportRequest) -> Exported:
+        fields = {}
+        if request.precision == "int8":
+            int8 = sources.int8_openvino()
+            request.metadata.update(int8.metadata)
+            fields["quantization"] = int8.quantization
+            model = int8.model
+        else:
+            onnx_path = sources.deploy_onnx(request.dynamic_batch)
+            with sources.progress.step(f"Converting to OpenVINO IR ({request.precision.upper()} weights)"):
+                model = convert(onnx_path)
+        save(model, request.path, request.metadata)
+        return Exported(request.path, fields)
+
+    def inspect(self, path: Path) -> dict:
+        return inspect_graph(path)
+
+    def describe(self, path: Path) -> dict:
+        return describe(path)
+
+    def load(self, path: Path, threads: int | None = None, runtime: str | None = None,
+             hint: str = "latency") -> OpenVINORunner:
+        return OpenVINORunner(path, threads, runtime or "CPU", hint)
+
+    def revertible(self, path: Path, sources: Sources):
+        from ..quant.openvino_int8 import OPENVINO_FQ
+
+        return read_model(path), sources.int8_openvino().float_model, OPENVINO_FQ
+
+    def save_model(self, model, path: Path, metadata: dict[str, str]) -> Path:
+        return save(model, path, metadata)
+
+    def render(self, entry: dict) -> list[str]:
+        return render_graph(entry) if entry.get("graph") else []
+
+
+TARGET = OpenVINOTarget()

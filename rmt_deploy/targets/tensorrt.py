@@ -7,21 +7,25 @@ and loading an engine on anything else fails with a clear message.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
+from ..artifacts import artifact_stem
+from ..atomic import atomic_path, write_text_atomic
 from ..errors import BackendUnavailable, UserInputError
+from .base import Exported, ExportRequest, Sources, Target, TargetOptions
 from .runner import Runner
 
-__all__ = ["EngineSettings", "engine_unavailable_reason", "trtexec_command", "write_build_script", "build_engine",
-           "load", "describe", "runtimes", "no_runtime_reason", "unavailable_reason", "sidecar_path",
-           "BUILD_SCRIPT"]
+__all__ = ["TARGET", "TensorRTTarget", "TensorRTOptions", "EngineSettings", "engine_unavailable_reason",
+           "trtexec_command", "write_build_script", "build_engine", "describe", "sidecar_path", "BUILD_SCRIPT"]
 
 BUILD_SCRIPT = "build_engine.sh"
 
@@ -47,8 +51,14 @@ class EngineSettings:
                                  f"<= max ({self.max_batch})")
 
 
-def unavailable_reason() -> str | None:
-    return None  # the TensorRT-ready ONNX and build script are written anywhere
+@dataclass(frozen=True)
+class TensorRTOptions(TargetOptions):
+    """What ``export --target trt`` accepts beyond the shared options."""
+
+    KEYS: ClassVar = {"require-engine": ("require_engine", (bool,))}
+    FLAGS: ClassVar = "--require-engine"
+
+    require_engine: bool = False  # no GPU/TensorRT here is an error, not a skip
 
 
 def engine_unavailable_reason() -> str | None:
@@ -120,17 +130,14 @@ def write_build_script(folder: Path, commands: list[list[str]]) -> Path:
              "# or `rmt-deploy build-engine FILE.onnx`, which also writes the version/GPU sidecar.",
              "set -euo pipefail", 'cd "$(dirname "$0")"']
     lines += [" ".join(shlex.quote(part) for part in cmd) for cmd in commands]
-    path = folder / BUILD_SCRIPT
-    path.write_text("\n".join(lines) + "\n")
-    path.chmod(0o755)
-    return path
+    return write_text_atomic(folder / BUILD_SCRIPT, "\n".join(lines) + "\n", mode=0o755)
 
 
 def sidecar_path(engine: Path) -> Path:
     return Path(engine).with_suffix(".json")
 
 
-def build_engine(onnx_path: Path, engine_path: Path, settings: EngineSettings, progress=None) -> dict:
+def build_engine(onnx_path: Path, engine_path: Path, settings: EngineSettings) -> dict:
     """Build an engine with the TensorRT Python API (10.x / 11.x); write it and its sidecar."""
     reason = engine_unavailable_reason()
     if reason:
@@ -170,9 +177,8 @@ def build_engine(onnx_path: Path, engine_path: Path, settings: EngineSettings, p
     plan = builder.build_serialized_network(network, config)
     if plan is None:
         raise RuntimeError(f"TensorRT could not build an engine from {onnx_path.name} (see the log above)")
-    scratch = engine_path.with_name(f".partial-{engine_path.name}")
-    scratch.write_bytes(bytes(plan))
-    scratch.replace(engine_path)
+    with atomic_path(engine_path) as tmp:
+        tmp.write_bytes(bytes(plan))
     if cache is not None:
         Path(settings.timing_cache).write_bytes(bytes(config.get_timing_cache().serialize()))
     sidecar = {"tensorrt": trt.__version__, "gpu": _gpu_name(), "compute_capability": _compute_capability(),
@@ -181,7 +187,7 @@ def build_engine(onnx_path: Path, engine_path: Path, settings: EngineSettings, p
                "dla_core": settings.dla_core, "source_onnx": onnx_path.name,
                "source_onnx_sha256": hashlib.sha256(onnx_path.read_bytes()).hexdigest(),
                "build_seconds": round(time.perf_counter() - start, 2)}
-    sidecar_path(engine_path).write_text(json.dumps(sidecar, indent=2) + "\n")
+    write_text_atomic(sidecar_path(engine_path), json.dumps(sidecar, indent=2) + "\n")
     return sidecar
 
 
@@ -220,24 +226,15 @@ def check_engine_matches(engine: Path) -> dict:
     return sidecar
 
 
-def runtimes() -> list[str]:
-    return ["cuda"] if engine_unavailable_reason() is None else []
-
-
-def no_runtime_reason() -> str:
-    return engine_unavailable_reason() or "TensorRT is available"
-
-
 class TensorRTRunner(Runner):
     """Engine execution: bindings by name, device buffers, CUDA events around enqueue."""
 
     name = "tensorrt"
     device = "gpu"
 
-    def __init__(self, path: Path, copy_timing: bool = False) -> None:
+    def __init__(self, path: Path) -> None:
         super().__init__()
-        self.path, self.copy_timing = Path(path), copy_timing
-        self.last_copy_s = 0.0
+        self.path = Path(path)
 
     def activate_impl(self) -> None:
         reason = engine_unavailable_reason()
@@ -277,7 +274,6 @@ class TensorRTRunner(Runner):
 
     def infer_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         cudart, kind = self.cudart, self.cudart.cudaMemcpyKind
-        copy_start = time.perf_counter()
         for name, array in feeds.items():
             array = np.ascontiguousarray(array, dtype=self.trt.nptype(self.engine.get_tensor_dtype(name)))
             self.context.set_input_shape(name, array.shape)
@@ -299,9 +295,109 @@ class TensorRTRunner(Runner):
         cudart.cudaStreamSynchronize(self.stream)
         _, ms = cudart.cudaEventElapsedTime(self.start_event, self.stop_event)
         self.last_inference_s = ms / 1000.0
-        self.last_copy_s = time.perf_counter() - copy_start - self.last_inference_s
         return outputs
 
 
-def load(path: Path, threads: int | None = None, runtime: str | None = None) -> TensorRTRunner:
-    return TensorRTRunner(path)
+def render_readiness(entry: dict) -> list[str]:
+    ready = entry.get("readiness")
+    if not ready:
+        return []
+    lines = [f"### {entry['target']} / {entry['precision']} readiness", "",
+             f"- `{entry['onnx']}` is **{ready['status']}** for {ready['checked_for']}"
+             + (f": {'; '.join(ready['problems'])}" if ready["problems"] else "")
+             + (" (explicit quantization: Q/DQ)" if ready["explicit_quantization"] else "")]
+    rtx = ready.get("rtx_build")
+    lines.append(f"- parse + build with {rtx['proxy']}: {rtx['status']} ({rtx['layers']} layers, {rtx['seconds']} s)"
+                 + (f" — {'; '.join(rtx['errors'])}" if rtx["errors"] else "") if rtx else
+                 "- TensorRT-RTX not installed: no parse/build proxy (pip install \"rmt-deploy[trt-check]\")")
+    if entry.get("onnx_parity"):
+        lines.append(f"- the same ONNX in ONNX Runtime vs PyTorch: cosine {entry['onnx_parity']['cosine']:.6f}")
+    if entry.get("trtexec"):
+        lines.append(f"- on the device: `{' '.join(entry['trtexec'])}` (all in `{BUILD_SCRIPT}`)")
+    return lines + [""]
+
+
+class TensorRTTarget(Target):
+    """Writes the TensorRT-ready ONNX and checks it everywhere; builds and verifies the engine
+    where TensorRT and a GPU are."""
+
+    name, title, aliases, suffix = "trt", "TensorRT", ("tensorrt", "engine"), ".engine"
+    precisions, default_precision = ("fp16", "int8", "fp32"), "fp16"
+    calibrated_int8, extra, needs = True, "trt", "nvidia-gpu"
+    options_type = TensorRTOptions
+
+    def require(self, options: TensorRTOptions | None, precisions: tuple[str, ...]) -> None:
+        reason = engine_unavailable_reason()
+        if options and options.require_engine and reason:
+            raise BackendUnavailable(f"--require-engine: {reason}")
+
+    def runtimes(self, device: str | None = None) -> list[str]:
+        return ["cuda"] if engine_unavailable_reason() is None else []
+
+    def no_runtime_reason(self) -> str:
+        return engine_unavailable_reason() or "no TensorRT runtime on this machine"
+
+    def onnx_path(self, folder: Path, precision: str) -> Path:
+        return folder / f"{artifact_stem(precision)}.trt.onnx"
+
+    def leftovers(self, folder: Path, precision: str) -> list[Path]:
+        return [*super().leftovers(folder, precision), *folder.glob(self.onnx_path(folder, precision).name)]
+
+    def export(self, sources: Sources, request: ExportRequest) -> Exported:
+        import onnx
+
+        from .onnx import OnnxRuntimeRunner
+        from .onnx import describe as describe_onnx
+        from .onnx import save as save_onnx
+        from .trt_readiness import readiness, rtx_build
+
+        precision, dynamic = request.precision, request.dynamic_batch
+        onnx_path, fields = self.onnx_path(request.path.parent, precision), {}
+        request.metadata["intended_runtime"] = "tensorrt"
+        if precision == "int8":
+            int8 = sources.int8_qdq()  # GPUs accumulate in int32: TensorRT gets the full 8-bit grid
+            request.metadata.update(int8.metadata)
+            fields["quantization"] = int8.quantization
+            proto = copy.deepcopy(int8.model)
+        else:
+            source = sources.fp16_onnx(dynamic) if precision == "fp16" else sources.deploy_onnx(dynamic)
+            proto = onnx.load(str(source))
+        with sources.progress.step(f"Writing the TensorRT-ready {precision.upper()} ONNX"):
+            save_onnx(proto, onnx_path, request.metadata)
+        with sources.progress.step(f"Checking TensorRT readiness of {onnx_path.name}"):
+            fields["readiness"] = readiness(onnx.load(str(onnx_path)), dynamic)
+            fields["readiness"]["rtx_build"] = rtx_build(onnx_path)
+        fields["onnx"] = onnx_path.name
+        # The same graph run by ONNX Runtime without its int8 kernels (Q/DQ as float math, what TensorRT
+        # computes): fused kernels would saturate the full 8-bit grid on x86 CPUs without VNNI.
+        with OnnxRuntimeRunner(onnx_path, fuse_int8=False) as runner:
+            fields["onnx_parity"] = sources.parity(runner, dynamic)
+        info = describe_onnx(onnx_path)
+        fields["trtexec"] = trtexec_command(onnx_path.name, request.path.name, precision, info["input_name"],
+                                            info["input_shape"], EngineSettings())
+        if fields["readiness"]["status"] != "ready":
+            return Exported(None, fields, "failed", "readiness", "; ".join(fields["readiness"]["problems"])[:300])
+        reason = engine_unavailable_reason()
+        if reason:
+            return Exported(None, fields, "skipped", reason=f"engine not built: {reason}", shipped=onnx_path)
+        with sources.progress.step(f"Building the TensorRT {precision.upper()} engine"):
+            fields["engine"] = build_engine(onnx_path, request.path, EngineSettings())
+        return Exported(request.path, fields)
+
+    def finalize(self, folder: Path, entries: list[dict]) -> None:
+        commands = [e["trtexec"] for e in entries if e.get("trtexec") and e["status"] != "failed"]
+        if commands:
+            write_build_script(folder, commands)
+
+    def describe(self, path: Path) -> dict:
+        return describe(path)
+
+    def load(self, path: Path, threads: int | None = None, runtime: str | None = None,
+             hint: str = "latency") -> TensorRTRunner:
+        return TensorRTRunner(path)
+
+    def render(self, entry: dict) -> list[str]:
+        return render_readiness(entry)
+
+
+TARGET = TensorRTTarget()

@@ -5,10 +5,10 @@ import importlib
 import importlib.metadata
 import platform
 
-from .bundled import bundled_images, bundled_weights
-from .cpu import cpu_features, cpu_name
-from .quiet import quiet
-from .targets import TARGETS, target_module
+from ..bundled import bundled_images, bundled_weights
+from ..cpu import cpu_features, cpu_name
+from ..quiet import quiet
+from ..targets import TARGETS
 
 __all__ = ["diagnose"]
 
@@ -48,10 +48,13 @@ def diagnose() -> dict:
         packages.append({"package": dist, "status": status, "detail": detail, "purpose": purpose,
                          "install": hint})
     targets = []
-    for spec in TARGETS.values():
-        reason = target_module(spec).unavailable_reason()
-        targets.append({"target": spec.name, "status": "ok" if reason is None else "unavailable",
-                        "detail": reason or f"precisions: {', '.join(spec.precisions)}"})
+    for target in TARGETS.values():
+        reason = target.unavailable_reason()
+        runtimes = [] if reason else target.runtimes()
+        detail = reason or (f"precisions: {', '.join(target.precisions)}; runs here on: "
+                            + (", ".join(runtimes) or f"nothing ({target.no_runtime_reason()})"))
+        targets.append({"target": target.name, "status": "ok" if reason is None else "unavailable", "detail": detail,
+                        "runtimes": runtimes})
     providers = []
     try:
         import onnxruntime

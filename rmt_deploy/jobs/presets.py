@@ -1,9 +1,10 @@
 """Export presets: one small TOML file per deployment recipe (the ``export/`` folder).
 
 A preset names targets, precisions, input size, calibration, budgets and target options with
-the CLI's own flag names (``img-size``, ``max-drop``, ``[coreml] min-target`` …). Loading checks
+the CLI's own flag names (``img-size``, ``max-drop``, ``[coreml] min-target``, ``[trt]
+require-engine`` …); a target's table holds the keys its options type declares. Loading checks
 every key and type; the values then go through exactly the validation flags go through
-(``ExportOptions`` and ``run_export``). Flags given on the command line override the preset.
+(``jobs.plan``). Flags given on the command line override the preset.
 """
 from __future__ import annotations
 
@@ -11,16 +12,17 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .bundled import bundled_presets
-from .errors import UserInputError
-from .targets import resolve_target
+from ..bundled import bundled_presets
+from ..errors import UserInputError
+from ..sizes import parse_img_size
+from ..targets import TARGETS, resolve_target
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # the same parser, from PyPI
     import tomli as tomllib
 
-__all__ = ["Preset", "list_presets", "load_preset", "merge", "PRESET_KEYS", "COREML_KEYS"]
+__all__ = ["Preset", "list_presets", "load_preset", "merge", "PRESET_KEYS"]
 
 # Preset key → (ExportOptions field, accepted TOML types). Paths are resolved against the preset's folder.
 PRESET_KEYS: dict[str, tuple[str, tuple[type, ...]]] = {
@@ -29,11 +31,7 @@ PRESET_KEYS: dict[str, tuple[str, tuple[type, ...]]] = {
     "calib": ("calib", (str,)), "calib-size": ("calib_size", (int,)), "statistic": ("statistic", (str,)),
     "max-drop": ("max_drop", (int, float)), "eval": ("eval_dir", (str,)), "parity-samples": ("parity_samples", (int,)),
     "atol": ("atol", (int, float)), "bench-iters": ("bench_iters", (int,)), "threads": ("threads", (int,)),
-    "strict": ("strict", (bool,)), "require-engine": ("require_engine", (bool,)),
-}
-COREML_KEYS: dict[str, tuple[str, tuple[type, ...]]] = {
-    "image-input": ("image_input", (bool,)), "min-target": ("min_target", (str,)), "w8a8": ("w8a8", (bool,)),
-    "license": ("license", (str,)),
+    "strict": ("strict", (bool,)),
 }
 _PATHS = {"calib", "eval_dir"}
 
@@ -44,7 +42,7 @@ class Preset:
     path: Path
     description: str
     options: dict  # ExportOptions field → value (img_size still as written)
-    coreml: dict  # CoreMLSettings field → value
+    target_options: dict  # target name → {options field → value}
 
 
 def list_presets() -> list[Preset]:
@@ -70,15 +68,20 @@ def load_preset(name_or_path: str | Path) -> Preset:
     description = data.pop("description", "")
     if not isinstance(description, str):
         raise UserInputError(f"preset {path}: 'description' must be a string")
-    coreml = data.pop("coreml", {})
-    if not isinstance(coreml, dict):
-        raise UserInputError(f"preset {path}: 'coreml' must be a table ([coreml])")
+    tables = {}
+    for target in TARGETS.values():
+        if target.options_type is None or target.name not in data:
+            continue
+        table = data.pop(target.name)
+        if not isinstance(table, dict):
+            raise UserInputError(f"preset {path}: '{target.name}' must be a table ([{target.name}])")
+        tables[target.name] = _fields(path, table, target.options_type.KEYS, f"{target.name}.")
     options = _fields(path, data, PRESET_KEYS, "")
     if "targets" in options and not all(isinstance(t, str) for t in options["targets"]):
         raise UserInputError(f"preset {path}: 'targets' must be a list of target names, e.g. [\"onnx\", \"trt\"]")
     for key in _PATHS & set(options):
         options[key] = (path.parent / Path(options[key]).expanduser()).resolve()
-    return Preset(path.stem, path, description, options, _fields(path, coreml, COREML_KEYS, "coreml."))
+    return Preset(path.stem, path, description, options, tables)
 
 
 def _find(text: str) -> Path:
@@ -110,19 +113,19 @@ def _fields(path: Path, data: dict, keys: dict, prefix: str) -> dict:
     return fields
 
 
-def merge(preset: Preset | None, flags: dict, coreml_flags: dict, given: set[str]) -> tuple[dict, dict]:
-    """ExportOptions and CoreMLSettings keyword arguments: the preset's values over the flags'
-    defaults, and the flags in ``given`` (field names set on the command line) over both."""
+def merge(preset: Preset | None, flags: dict, target_flags: dict[str, dict], given: set[str]) -> tuple[dict, dict]:
+    """ExportOptions keyword arguments and each target's options fields: the preset's values over
+    the flags' defaults, and the flags in ``given`` (field names set on the command line) over both.
+    A target's table applies only when that target is exported (not with, e.g., --target onnx)."""
     if preset is None:
-        return flags, coreml_flags
+        return flags, target_flags
     options = {**flags, **{k: v for k, v in preset.options.items() if k not in given}}
     if "img_size" in preset.options and "img_size" not in given:
-        from .sizes import parse_img_size
-
         options["img_size"] = parse_img_size(str(preset.options["img_size"]))
     if "targets" in preset.options and "targets" not in given:
         options["targets"] = tuple(t.strip().lower() for v in preset.options["targets"] for t in v.split(",") if t.strip())
-    coreml = dict(coreml_flags)
-    if any(resolve_target(t).name == "coreml" for t in options["targets"]):  # not with, e.g., --target onnx
-        coreml.update({k: v for k, v in preset.coreml.items() if k not in given})
-    return options, coreml
+    exported = {resolve_target(t).name for t in options["targets"]}
+    merged = {name: {**values, **{k: v for k, v in preset.target_options.get(name, {}).items()
+                                  if k not in given and name in exported}}
+              for name, values in target_flags.items()}
+    return options, merged

@@ -8,30 +8,28 @@ runtime measured next.
 """
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from .. import __version__
 from ..artifacts import artifact_bytes
+from ..bench.environment import environment
+from ..bench.evaluate import EvalSet, accuracy_entry, batch_size_for, reference_logits, runner_logits
+from ..bench.latency import measure
+from ..bench.memory import peak_rss_bytes, reset_peak_rss
+from ..bench.portability import int8_cpu_warning
+from ..bench.report import write_report
+from ..bench.schema import ArtifactEntry, failure_reason, latency_entry, stamp
 from ..data.images import Preprocess, open_image_set
 from ..errors import UserInputError
-from ..model.rmt import VARIANTS
-from ..outdir import commit_out, prepare_out
-from ..targets import TARGETS, TargetSpec, target_module
-from .environment import environment
-from .evaluate import EvalSet, accuracy_entry, batch_size_for, reference_logits, runner_logits
-from .latency import measure
-from .memory import peak_rss_bytes, reset_peak_rss
-from .portability import int8_cpu_warning
-from .report import REPORT_JSON, write_report
+from ..model.variants import VARIANTS
+from ..outdir import REPORT_JSON, writing
+from ..targets import TARGETS, Target, target_for_path
+from ..targets.openvino import HINTS, check_device
 
 __all__ = ["BenchOptions", "run_bench", "parse_batches"]
 
@@ -64,14 +62,6 @@ def parse_batches(text: str) -> tuple[int, ...]:
     return tuple(sorted(set(batches)))
 
 
-def _spec_for(path: Path) -> TargetSpec:
-    for spec in TARGETS.values():
-        if path.name.endswith(spec.suffix):
-            return spec
-    raise UserInputError(f"{path}: unknown artifact type; expected one of "
-                         f"{', '.join(s.suffix for s in TARGETS.values())}")
-
-
 def _from_export(folder: Path) -> tuple[dict, Path]:
     path = folder / REPORT_JSON
     if not path.exists():
@@ -87,12 +77,11 @@ def _from_files(paths: tuple[Path, ...]) -> dict:
     for path in paths:
         if not path.is_file():
             raise UserInputError(f"artifact not found: {path}")
-        spec = _spec_for(path)
-        entry = {"target": spec.name, "precision": "fp32", "path": str(path.resolve()),
-                 "size_bytes": artifact_bytes(path), "status": "ok", "stage": None, "reason": None}
+        target = target_for_path(path)
+        entry = ArtifactEntry(target.name, "fp32", str(path.resolve()), artifact_bytes(path)).to_dict()
         artifacts.append(entry)
         try:
-            info = target_module(spec).describe(path)
+            info = target.describe(path)
         except Exception as e:  # noqa: BLE001 — a damaged artifact is a failed cell, not a crash
             entry.update(_failed(None, e), status="failed", stage="load")
             del entry["batch"]
@@ -124,7 +113,9 @@ def run_bench(opts: BenchOptions, progress) -> dict:
         raise UserInputError("--iters must be at least 1, --warmup and --min-time at least 0")
     if opts.threads is not None and opts.threads < 1:
         raise UserInputError("--threads must be at least 1")
-    _check_openvino_options(opts)
+    if opts.hint not in HINTS:
+        raise UserInputError(f"--hint {opts.hint!r} is unknown; choose latency or throughput")
+    check_device(opts.device)
     if opts.from_dir:
         report, folder = _from_export(opts.from_dir)
         base = folder
@@ -144,9 +135,7 @@ def run_bench(opts: BenchOptions, progress) -> dict:
         _bench_artifact(entry, path, size, cfg, opts, eval_set, progress)
     report["reference_runs"] = _bench_reference(ref_model, size, opts, eval_set, progress) if opts.reference else []
 
-    report.update(tool_version=__version__,
-                  created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                  environment=environment(),
+    report.update(**stamp(), environment=environment(),
                   bench={"batches": list(opts.batches), "threads": opts.threads or os.cpu_count(),
                          "min_iters": opts.min_iters, "min_seconds": opts.min_seconds, "warmup": opts.warmup})
     report.setdefault("verification", None)
@@ -157,42 +146,9 @@ def run_bench(opts: BenchOptions, progress) -> dict:
     if folder is not None:
         write_report(folder, report)  # in place, file by file
     else:
-        tmp = prepare_out(opts.out)
-        try:
+        with writing(opts.out) as tmp:
             write_report(tmp, report)
-            commit_out(tmp, opts.out)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
     return report
-
-
-def _check_openvino_options(opts: BenchOptions) -> None:
-    from ..targets.openvino import HINTS
-
-    if opts.hint not in HINTS:
-        raise UserInputError(f"--hint {opts.hint!r} is unknown; choose latency or throughput")
-    if opts.device is None:
-        return
-    from ..targets import require
-
-    devices = require("openvino", "openvino").Core().available_devices
-    virtual = opts.device.split(":")[0] in ("AUTO", "HETERO", "MULTI")
-    if opts.device not in devices and not virtual:
-        raise UserInputError(f"--device {opts.device}: OpenVINO sees {', '.join(devices) or 'no device'} on this "
-                             "machine (AUTO picks one)")
-
-
-def _runtimes(entry: dict, module, opts: BenchOptions) -> list[str]:
-    if entry["target"] == "openvino" and opts.device:
-        return [opts.device]
-    return module.runtimes()
-
-
-def _load(entry: dict, module, path: Path, runtime: str, opts: BenchOptions):
-    if entry["target"] == "openvino":
-        return module.load(path, opts.threads, runtime, hint=opts.hint)
-    return module.load(path, opts.threads, runtime)
 
 
 def _prepare_eval(opts: BenchOptions, model: dict, cfg, progress):
@@ -223,11 +179,11 @@ def _prepare_eval(opts: BenchOptions, model: dict, cfg, progress):
 
 def _bench_artifact(entry: dict, path: Path, size, cfg, opts: BenchOptions, eval_set, progress) -> None:
     """Every runtime the target offers here (e.g. ONNX Runtime CPU and CUDA) × every batch."""
-    module = target_module(TARGETS[entry["target"]])
+    target = TARGETS[entry["target"]]
     entry["benchmarks"] = cells = []
     try:
-        info = module.describe(path)
-        runtimes = _runtimes(entry, module, opts)
+        info = target.describe(path)
+        runtimes = target.runtimes(opts.device)
         warning = int8_cpu_warning(path, entry["target"])
     except Exception as e:  # noqa: BLE001 — one broken artifact must not stop the matrix
         cells.extend(_failed(b, e) for b in opts.batches)
@@ -236,25 +192,25 @@ def _bench_artifact(entry: dict, path: Path, size, cfg, opts: BenchOptions, eval
         entry["cpu_warning"] = warning
         progress.log(warning)
     if not runtimes:  # e.g. CoreML off macOS
-        reason = module.no_runtime_reason()
+        reason = target.no_runtime_reason()
         cells.extend({"batch": b, "runtime": "none here", "status": "skipped", "stage": None, "reason": reason}
                      for b in opts.batches)
     for i, runtime in enumerate(runtimes):
         first = i == 0  # accuracy, load time and memory are reported for the first runtime
-        _bench_runtime(entry, module, path, runtime, info, size, cfg, opts, eval_set if first else None,
+        _bench_runtime(entry, target, path, runtime, info, size, cfg, opts, eval_set if first else None,
                        first, progress)
     ok1 = next((c for c in cells if c["batch"] == 1 and c["status"] == "ok"), None)
     if ok1:
         entry["latency_ms"] = ok1["latency_ms"]
 
 
-def _bench_runtime(entry, module, path: Path, runtime: str, info: dict, size, cfg, opts: BenchOptions,
+def _bench_runtime(entry, target: Target, path: Path, runtime: str, info: dict, size, cfg, opts: BenchOptions,
                    eval_set, first: bool, progress) -> None:
     cells = entry["benchmarks"]
     try:
         reset_peak_rss()
         start = time.perf_counter()
-        runner = _load(entry, module, path, runtime, opts)
+        runner = target.load(path, opts.threads, runtime, hint=opts.hint)
         runner.activate()
         load_seconds = round(time.perf_counter() - start, 3)
     except Exception as e:  # noqa: BLE001
@@ -304,25 +260,25 @@ def _bench_cell(entry, runner, info, size, batch: int, fixed: int | None, opts: 
                 cell["async"], cell["throughput"] = parallel, parallel["images_per_s"]
     except Exception as e:  # noqa: BLE001
         return {**cell, **_failed(batch, e)}
-    return {**cell, "latency_ms": {**lat, "runtime": runner.name, "device": runner.device,
-                                   "threads": opts.threads or os.cpu_count(), "batch": batch}}
+    return {**cell, "latency_ms": latency_entry(lat, runner, opts.threads, batch)}
 
 
 def _plain_accuracy(logits: np.ndarray, eval_set: EvalSet) -> dict:
-    from .accuracy import topk_accuracy
+    from ..bench.accuracy import topk_accuracy
 
     return {**topk_accuracy(logits, eval_set.labels), "top1_fp32": None, "drop": None, "agreement": None,
             "samples": int(len(eval_set.labels))}
 
 
 def _failed(batch: int, e: BaseException) -> dict:
-    first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
-    return {"batch": batch, "status": "failed", "stage": "benchmark", "reason": f"{type(e).__name__}: {first}"}
+    return {"batch": batch, "status": "failed", "stage": "benchmark", "reason": failure_reason(e)}
 
 
 def _bench_reference(model, size, opts: BenchOptions, eval_set, progress) -> list[dict]:
     if model is None:
         return []
+    import torch
+
     torch.set_num_threads(opts.threads or os.cpu_count())
     cells = []
     for batch in opts.batches:
@@ -345,6 +301,6 @@ def _bench_reference(model, size, opts: BenchOptions, eval_set, progress) -> lis
     if eval_set is not None and eval_set.reference is not None:
         accuracy = accuracy_entry(eval_set.reference, eval_set)
     ok1 = next((c for c in cells if c["batch"] == 1 and c["status"] == "ok"), None)
-    return [{"target": "pytorch", "precision": "fp32", "status": "ok", "stage": None, "reason": None,
-             "size_bytes": None, "benchmarks": cells, "latency_ms": ok1["latency_ms"] if ok1 else None,
-             "accuracy": accuracy}]
+    entry = ArtifactEntry("pytorch", "fp32", accuracy=accuracy, latency_ms=ok1["latency_ms"] if ok1 else None,
+                          details={"benchmarks": cells})
+    return [entry.to_dict()]

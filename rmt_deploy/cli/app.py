@@ -1,0 +1,143 @@
+"""The typer app, the options every command shares, errors → exit codes, progress, output.
+
+Errors become one line on stderr with a non-zero exit code (2: bad input, 1: verification
+failed or unexpected error). Set RMT_DEPLOY_DEBUG=1 to get the traceback instead.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from ..errors import RmtDeployError
+
+__all__ = ["app", "err", "Output", "errors_to_exit", "WeightsOpt", "ArchOpt", "ImgSizeOpt", "TargetOpt", "OutOpt",
+           "JsonOpt", "QuietOpt", "ThreadsOpt"]
+
+app = typer.Typer(
+    name="rmt-deploy",
+    help="Ship RMT vision backbones to ONNX Runtime, TensorRT, CoreML and OpenVINO with "
+         "verified numbers and a report.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+err = Console(stderr=True)
+
+# Shared option declarations keep flag names and help identical across commands.
+WeightsOpt = Annotated[Optional[Path], typer.Option(
+    "--weights", "-w", help="Checkpoint (.pth/.pt/.pth.tar/.bin/.safetensors). Default: bundled demo.",
+    show_default=False)]
+ArchOpt = Annotated[Optional[str], typer.Option(
+    "--arch", help="rmt-t/s/b/l (-tl for token-label) or official names (RMT_S…). Default: detected.",
+    show_default=False)]
+ImgSizeOpt = Annotated[Optional[str], typer.Option(
+    "--img-size", help="Input size: 224 or HxW such as 256x320, multiples of 32. "
+                       "Default: checkpoint hint, else 224.", show_default=False)]
+TargetOpt = Annotated[list[str], typer.Option(
+    "--target", "-t", help="Target(s), comma-separated or repeated: onnx, trt, coreml, openvino.")]
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder (replaced if it holds an "
+                                                          "earlier rmt-deploy report).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout (no progress).")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress and no tables: only where the report "
+                                                              "went, and errors.")]
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="Runtime threads. Default: all cores.",
+                                                   show_default=False)]
+
+
+@contextlib.contextmanager
+def errors_to_exit():
+    """One exception → message table for every command."""
+    try:
+        yield
+    except RmtDeployError as e:
+        if os.environ.get("RMT_DEPLOY_DEBUG"):
+            raise
+        # escape: messages name extras such as "rmt-deploy[int8]", which rich would take for markup
+        err.print(f"[bold red]error:[/bold red] {escape(str(e))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(e.exit_code) from None
+    except KeyboardInterrupt:
+        err.print("interrupted; nothing was written")
+        raise typer.Exit(130) from None
+    except (typer.Exit, typer.Abort):
+        raise
+    except Exception as e:  # noqa: BLE001 — last resort: one line, traceback on demand
+        if os.environ.get("RMT_DEPLOY_DEBUG"):
+            raise
+        if isinstance(e, MemoryError) or "can't allocate memory" in str(e):
+            err.print("[bold red]error:[/bold red] out of memory; try a smaller --img-size, fewer "
+                      "--parity-samples or a machine with more RAM", highlight=False)
+            raise typer.Exit(1) from None
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        err.print(f"[bold red]error:[/bold red] unexpected {type(e).__name__}: {escape(first)} "
+                  "(set RMT_DEPLOY_DEBUG=1 for the traceback)", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+
+
+class RichProgress:
+    """Progress on stderr: a spinner per step (then ✓ and the elapsed time), bars for counted work."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+
+    @contextlib.contextmanager
+    def step(self, description: str):
+        if self.quiet:
+            yield
+            return
+        start = time.perf_counter()
+        with err.status(f"{description}…", spinner="dots"):
+            yield
+        err.print(f"[green]✓[/green] {description} [dim]({time.perf_counter() - start:.1f}s)[/dim]",
+                  highlight=False)
+
+    @contextlib.contextmanager
+    def bar(self, description: str, total: int):
+        if self.quiet:
+            yield lambda n=1: None
+            return
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        with Progress(*columns, console=err) as bar:
+            task = bar.add_task(description, total=total)
+            yield lambda n=1: bar.advance(task, n)
+
+    def log(self, message: str) -> None:
+        if not self.quiet:
+            err.print(f"[yellow]![/yellow] {escape(message)}", highlight=False)
+
+
+class Output:
+    """Where a command's result goes: ``human`` (rich tables on stdout, progress on stderr),
+    ``json`` (the result as JSON on stdout, nothing else) or ``quiet`` (one line at most)."""
+
+    def __init__(self, as_json: bool = False, quiet: bool = False) -> None:
+        self.mode = "json" if as_json else "quiet" if quiet else "human"
+        self.console = Console()
+        self.progress = RichProgress(self.mode != "human")
+
+    def result(self, data, human: Callable[[Console], None], summary: str | None = None) -> None:
+        """Print ``data`` as JSON, or let ``human`` draw it, or print ``summary`` only."""
+        if self.mode == "json":
+            self.console.print_json(json.dumps(data))
+            return
+        if self.mode == "human":
+            human(self.console)
+        if summary:
+            self.console.print(summary, highlight=False)

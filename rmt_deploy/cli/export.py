@@ -1,0 +1,143 @@
+"""`rmt-deploy export`: flags (and a preset) → ExportOptions → the export job → a summary."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ..targets import TARGETS
+from .app import ArchOpt, ImgSizeOpt, JsonOpt, OutOpt, Output, QuietOpt, TargetOpt, WeightsOpt, app, errors_to_exit
+
+EXAMPLES = """
+[b]Examples[/b]
+
+  rmt-deploy export --target onnx                      [dim]# bundled demo model + images, offline[/dim]
+  rmt-deploy export -w rmt_s.pth --target onnx         [dim]# official checkpoint, arch detected[/dim]
+  rmt-deploy export -w ckpt.pth --arch rmt-t --img-size 256x320 --dynamic-batch --out out/
+  rmt-deploy export --int8 --fp16                      [dim]# FP32 + INT8 + FP16, one report[/dim]
+  rmt-deploy export -w ckpt.pth --int8 --calib /data/calib --eval /data/val --max-drop 0.5
+  rmt-deploy export --target openvino --int8           [dim]# OpenVINO IR, NNCF INT8[/dim]
+  rmt-deploy export --preset jetson-orin-int8          [dim]# a shipped recipe (rmt-deploy presets)[/dim]
+"""
+
+VERIFY, INT8 = "Verification", "INT8 calibration"
+COREML, TENSORRT = f"{TARGETS['coreml'].title} options", f"{TARGETS['trt'].title} options"
+# CLI parameter → ExportOptions / target options field where the names differ (presets merge by field).
+_FIELD_OF = {"target": "targets", "out_dir": "out", "license_text": "license"}
+
+
+def _split_targets(values: list[str]) -> tuple[str, ...]:
+    return tuple(t for v in values for t in v.split(",") if t.strip())
+
+
+@app.command(epilog=EXAMPLES)
+def export(
+    ctx: typer.Context,
+    preset: Annotated[Optional[str], typer.Option(
+        "--preset", help="A deployment recipe: a shipped preset name (see `rmt-deploy presets`) or a .toml file. "
+                         "Flags given here override it.", show_default=False)] = None,
+    weights: WeightsOpt = None,
+    arch: ArchOpt = None,
+    img_size: ImgSizeOpt = None,
+    dynamic_batch: Annotated[bool, typer.Option("--dynamic-batch/--no-dynamic-batch", help="Batch axis dynamic in the ONNX.")] = False,
+    target: TargetOpt = ["onnx"],  # noqa: B006 — typer reads the default
+    out_dir: OutOpt = Path("rmt-deploy-out"),
+    int8: Annotated[bool, typer.Option("--int8/--no-int8", help="Write an INT8 model (ONNX, TensorRT, OpenVINO: "
+                                                      "post-training, calibrated with NNCF on real images; CoreML: "
+                                                      "INT8 weights).")] = False,
+    fp16: Annotated[bool, typer.Option("--fp16/--no-fp16", help="Write an FP16 model (ONNX: FP32 inputs/outputs).")] = False,
+    fp32: Annotated[bool, typer.Option("--fp32/--no-fp32", help="Write an FP32 model (ONNX always does; CoreML's "
+                                                      "default is FP16).")] = False,
+    eval_dir: Annotated[Optional[Path], typer.Option(
+        "--eval", help="ImageFolder (accuracy + parity), flat folder or .txt list (parity only). "
+                       "Default: bundled calib/val.", show_default=False, rich_help_panel=VERIFY)] = None,
+    label_map: Annotated[Optional[Path], typer.Option("--label-map", help="JSON: class folder name → class "
+                                                      "name, recorded in the report and ONNX metadata.",
+                                                      show_default=False, rich_help_panel=VERIFY)] = None,
+    parity_samples: Annotated[int, typer.Option("--parity-samples", help="Images for the parity check.",
+                                                rich_help_panel=VERIFY)] = 16,
+    atol: Annotated[float, typer.Option("--atol", help="Max abs logit difference allowed vs PyTorch (FP32).",
+                                        rich_help_panel=VERIFY)] = 1e-4,
+    bench_iters: Annotated[int, typer.Option("--bench-iters", help="Timed runs for latency (0: skip).",
+                                             rich_help_panel=VERIFY)] = 30,
+    threads: Annotated[Optional[int], typer.Option("--threads", help="Runtime threads. Default: all cores.",
+                                                   show_default=False, rich_help_panel=VERIFY)] = None,
+    strict: Annotated[bool, typer.Option("--strict/--no-strict", help="Stop at the first target that fails instead of "
+                                                         "recording it in the report.")] = False,
+    calib: Annotated[Optional[Path], typer.Option(
+        "--calib", help="INT8 calibration images: ImageFolder, flat folder or .txt list. "
+                        "Default: bundled calib/train.", show_default=False, rich_help_panel=INT8)] = None,
+    calib_size: Annotated[int, typer.Option("--calib-size", help="Calibration images (an evenly spread, "
+                                                                 "deterministic subset).", rich_help_panel=INT8)] = 256,
+    max_drop: Annotated[Optional[float], typer.Option(
+        "--max-drop", help="INT8 top-1 budget in points vs FP32; over it, the most sensitive layers go back "
+                           "to float until it fits (needs a labelled --eval).", show_default=False,
+        rich_help_panel=INT8)] = None,
+    statistic: Annotated[str, typer.Option("--statistic", help="Activation range estimator: minmax, "
+                                                               "mean-minmax, quantile, histogram.",
+                                           rich_help_panel=INT8)] = "minmax",
+    image_input: Annotated[bool, typer.Option(
+        "--image-input/--no-image-input", help="Take an RGB image (camera frames, Vision) with the normalisation "
+                                               "built in, instead of a normalised float tensor.",
+        rich_help_panel=COREML)] = False,
+    min_target: Annotated[str, typer.Option("--min-target", help="Oldest OS to run on, e.g. iOS16, iOS17, macOS14.",
+                                            rich_help_panel=COREML)] = "iOS16",
+    w8a8: Annotated[bool, typer.Option("--w8a8/--no-w8a8", help="With --int8: INT8 activations too (iOS17+, "
+                                                      "calibrated with Core ML predict: macOS only).",
+                                       rich_help_panel=COREML)] = False,
+    license_text: Annotated[str, typer.Option("--license", help="Licence text stored in the package.",
+                                              show_default=False, rich_help_panel=COREML)] = "",
+    require_engine: Annotated[bool, typer.Option(
+        "--require-engine/--no-require-engine", help="Fail (exit 2) when no engine can be built here instead of "
+                                                     "writing the TensorRT-ready ONNX and build_engine.sh only.",
+        rich_help_panel=TENSORRT)] = False,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Export a checkpoint to deploy-ready artifacts, verify them on real images, write a report.
+
+    ONNX always writes FP32 (the baseline); --int8 and --fp16 add artifacts to the same report.
+    Other targets write the precisions asked for, or their default (CoreML: FP16)."""
+    with errors_to_exit():
+        from ..jobs.export import ExportOptions, run_export
+        from ..jobs.presets import load_preset, merge
+        from ..sizes import parse_img_size
+        from ..targets.coreml import CoreMLSettings
+        from ..targets.tensorrt import TensorRTOptions
+
+        flags = dict(
+            weights=weights, arch=arch, img_size=parse_img_size(img_size) if img_size else None,
+            dynamic_batch=dynamic_batch, targets=_split_targets(target), out=out_dir,
+            eval_dir=eval_dir, label_map=label_map, parity_samples=parity_samples, atol=atol, bench_iters=bench_iters,
+            threads=threads, strict=strict, int8=int8, fp16=fp16, fp32=fp32, calib=calib, calib_size=calib_size,
+            max_drop=max_drop, statistic=statistic)
+        target_flags = {"coreml": dict(image_input=image_input, min_target=min_target, w8a8=w8a8, license=license_text),
+                        "trt": dict(require_engine=require_engine)}
+        # Flags the user typed (by the source's name: typer's enum class is not public API).
+        given = {_FIELD_OF.get(name, name) for name in ctx.params
+                 if getattr(ctx.get_parameter_source(name), "name", "DEFAULT") in ("COMMANDLINE", "ENVIRONMENT")}
+        flags, target_flags = merge(load_preset(preset) if preset else None, flags, target_flags, given)
+        options = {"coreml": CoreMLSettings(**target_flags["coreml"]), "trt": TensorRTOptions(**target_flags["trt"])}
+        output = Output(as_json, quiet)
+        report = run_export(ExportOptions(**flags, target_options=options), output.progress)
+        output.result(report, lambda console: _summary(console, report),
+                      f"report: {out_dir / 'report.md'}  ({out_dir / 'report.json'})")
+
+
+def _summary(console: Console, report: dict) -> None:
+    table = Table(title=f"{report['model']['variant']} @ {'x'.join(map(str, report['model']['input_size']))}",
+                  title_justify="left")
+    for col in ("target", "precision", "status", "size", "max diff", "top-1", "agree", "p50 ms"):
+        table.add_column(col, justify="left" if col in ("target", "precision", "status") else "right")
+    for a in report["artifacts"]:
+        acc, lat, par = a.get("accuracy") or {}, a.get("latency_ms") or {}, a.get("parity") or {}
+        table.add_row(a["target"], a["precision"], a["status"],
+                      f"{a['size_bytes'] / 1e6:.1f} MB" if a.get("size_bytes") else "—",
+                      f"{par['max_abs']:.1e}" if par else "—",
+                      f"{acc['top1']:.2f}" if acc else "—",
+                      f"{acc['agreement'] * 100:.1f}%" if acc else "—",
+                      f"{lat['p50']:.2f}" if lat else "—")
+    console.print(table)

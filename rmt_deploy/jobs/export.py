@@ -1,0 +1,154 @@
+"""The export job: plan → prepare → one step per (target, precision) → report.
+
+``run_export`` is what ``rmt-deploy export`` calls. Everything is written into a private
+temporary folder next to ``out`` and renamed into place at the end, so a failed or
+interrupted run never leaves half-written output.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+from ..artifacts import artifact_bytes, remove_artifact
+from ..bench.accuracy import topk_accuracy
+from ..bench.environment import environment
+from ..bench.report import write_report
+from ..bench.schema import ArtifactEntry, failure_reason, stamp
+from ..errors import UserInputError, VerificationError
+from ..outdir import REPORT_JSON, writing
+from ..progress import NullProgress
+from ..targets import ExportRequest
+from .budget import fit_or_gate
+from .plan import Cell, ExportOptions, Plan, plan
+from .prepare import Prepared, prepare
+from .sources import ExportSources
+from .verify import verify
+
+__all__ = ["ExportOptions", "run_export", "SCRATCH"]
+
+SCRATCH = ".work"  # inside the private output folder: intermediate files, removed before commit
+
+
+def run_export(opts: ExportOptions, progress=None) -> dict:
+    """Run the whole export; returns the report dict (also written to ``opts.out``).
+
+    Raises:
+        UserInputError: bad checkpoint, size, target, folder (exit 2; nothing written).
+        VerificationError: an artifact failed to export or disagrees with the reference
+            (exit 1; the report, with the failed entry and its reason, is written; the bad
+            artifact is not). The other targets still run unless ``strict``.
+    """
+    progress = progress or NullProgress()
+    job = plan(opts)
+    with writing(opts.out) as folder:
+        prepared = prepare(job, progress)
+        sources = ExportSources(opts, prepared, folder / SCRATCH, progress)
+        entries = [_step(cell, folder, sources, opts).to_dict() for cell in job.cells]
+        shutil.rmtree(folder / SCRATCH, ignore_errors=True)
+        for target in job.targets:
+            target.finalize(folder, [e for e in entries if e["target"] == target.name])
+        report = _report(job, prepared, entries)
+        write_report(folder, report)
+    failed = [a for a in report["artifacts"] if a["status"] == "failed"]
+    if failed:
+        raise VerificationError("; ".join(f"{a['target']}/{a['precision']}: {a['reason']}" for a in failed)
+                                + f" (report: {Path(opts.out) / REPORT_JSON})")
+    return report
+
+
+def _step(cell: Cell, folder: Path, sources: ExportSources, opts: ExportOptions) -> ArtifactEntry:
+    """One artifact: export, inspect, verify; its failure is recorded and the other cells still run."""
+    target, precision = cell.target, cell.precision
+    entry = ArtifactEntry(target.name, precision)
+    reason = target.unavailable_reason()
+    if reason:
+        entry.skip(reason)
+        return entry
+    try:
+        _export_and_verify(cell, entry, folder, sources, opts)
+    except (UserInputError, KeyboardInterrupt, MemoryError):
+        raise
+    except Exception as e:  # noqa: BLE001 — recorded in the report unless --strict
+        if opts.strict or os.environ.get("RMT_DEPLOY_DEBUG"):
+            raise
+        for leftover in target.leftovers(folder, precision):
+            remove_artifact(leftover)
+        entry = ArtifactEntry(target.name, precision, details=entry.details)
+        entry.fail("export", failure_reason(e))
+    return entry
+
+
+def _export_and_verify(cell: Cell, entry: ArtifactEntry, folder: Path, sources: ExportSources,
+                       opts: ExportOptions) -> None:
+    target, precision, progress = cell.target, cell.precision, sources.progress
+    metadata = {**sources.prepared.metadata, "precision": precision, "dynamic_batch": str(cell.dynamic_batch).lower()}
+    request = ExportRequest(precision, target.artifact_path(folder, precision), metadata, cell.dynamic_batch,
+                            cell.options)
+    start = time.perf_counter()
+    exported = target.export(sources, request)
+    entry.export_seconds = round(time.perf_counter() - start, 2)
+    entry.details.update(exported.fields)
+    shipped = exported.shipped or exported.path
+    if shipped is not None:
+        entry.path, entry.size_bytes = shipped.name, artifact_bytes(shipped)
+    if exported.status != "ok" or exported.path is None:
+        entry.status, entry.stage, entry.reason = exported.status, exported.stage, exported.reason
+        return
+    path = exported.path
+    with progress.step(f"Inspecting {target.name}/{precision}"):
+        entry.graph = target.inspect(path)
+    if entry.graph and entry.graph.get("problems"):  # e.g. CoreML preflight: a tensor above rank 5
+        _reject(entry, path, "preflight", "; ".join(entry.graph["problems"]))
+        return
+    verify(target, entry, path, sources, opts, cell.dynamic_batch)
+    if not entry.ok:
+        _reject(entry, path, entry.stage, entry.reason)
+        return
+    if precision == "int8" and opts.max_drop is not None and entry.accuracy is not None:
+        fit_or_gate(target, entry, path, request.metadata, sources, opts.max_drop, opts.threads, cell.dynamic_batch,
+                    lambda: _reverify(cell, entry, path, sources, opts))
+
+
+def _reverify(cell: Cell, entry: ArtifactEntry, path: Path, sources: ExportSources, opts: ExportOptions) -> None:
+    verify(cell.target, entry, path, sources, opts, cell.dynamic_batch)
+    if not entry.ok:
+        _reject(entry, path, entry.stage, entry.reason)
+
+
+def _reject(entry: ArtifactEntry, path: Path, stage: str, reason: str) -> None:
+    """A written artifact that fails its check is not shipped."""
+    remove_artifact(path)
+    entry.path = None
+    entry.fail(stage, f"{reason}; model removed")
+
+
+def _report(job: Plan, prepared: Prepared, entries: list[dict]) -> dict:
+    opts, loaded, eval_set = job.opts, prepared.loaded, prepared.eval_set
+    skipped = prepared.skipped + list(eval_set.skipped if eval_set else [])
+    return {
+        **stamp(),
+        "model": {
+            "variant": loaded.variant,
+            "num_classes": loaded.num_classes,
+            "params_m": round(sum(p.numel() for p in loaded.model.parameters()) / 1e6, 3),
+            "input_size": list(prepared.size),
+            "dynamic_batch": opts.dynamic_batch,
+            "checkpoint": str(job.weights.resolve()),
+            "checkpoint_entry": loaded.checkpoint.source_key,
+            "sha256": loaded.sha256,
+            "preprocess": prepared.pre.to_dict(),
+            "class_names": prepared.classes,
+        },
+        "verification": {
+            "images": str(prepared.images.root),
+            "parity_samples": int(len(prepared.x_parity)),
+            "eval_samples": int(len(eval_set.labels)) if eval_set else None,
+            "reference_accuracy": topk_accuracy(eval_set.reference, eval_set.labels) if eval_set else None,
+            "atol": opts.atol,
+            "skipped_images": sorted({str(p) for p in skipped}),
+        },
+        "artifacts": entries,
+        "environment": environment(),
+    }

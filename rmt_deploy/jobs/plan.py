@@ -1,0 +1,131 @@
+"""Export options and the plan: every check that can fail before any work starts.
+
+``plan(opts)`` reads the target table only: which targets, which precisions each writes,
+which target options apply, which backends must be importable. A bad request is a
+UserInputError (exit 2) before a single file is touched.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..bundled import bundled_weights
+from ..errors import UserInputError
+from ..optional import require
+from ..quant.policy import STATISTICS
+from ..targets import TARGETS, Target, TargetOptions, resolve_target
+
+__all__ = ["ExportOptions", "Plan", "Cell", "plan", "MIN_CALIB_IMAGES", "PRECISIONS"]
+
+MIN_CALIB_IMAGES = 8  # fewer gives activation ranges from a handful of images
+PRECISIONS = ("fp32", "int8", "fp16")  # the order cells run in (FP32 first: the baseline)
+
+
+@dataclass
+class ExportOptions:
+    """Everything ``rmt-deploy export`` accepts; defaults are the documented CLI defaults."""
+
+    weights: Path | None = None  # None: the bundled demo checkpoint
+    arch: str | None = None  # None: detect from the checkpoint
+    img_size: tuple[int, int] | None = None  # None: checkpoint hint, else 224x224
+    dynamic_batch: bool = False
+    targets: tuple[str, ...] = ("onnx",)
+    out: Path = Path("rmt-deploy-out")
+    eval_dir: Path | None = None  # None: bundled calib/val
+    label_map: Path | None = None
+    parity_samples: int = 16
+    atol: float = 1e-4
+    bench_iters: int = 30
+    bench_warmup: int = 5
+    threads: int | None = None  # None: all cores
+    strict: bool = False  # re-raise a target's failure instead of recording it
+    crop_pct: float | None = None
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    # Precision flags. ONNX always writes FP32 too (the baseline every report compares to);
+    # other targets write what is asked, or their default (FP16 for CoreML).
+    int8: bool = False
+    fp16: bool = False
+    fp32: bool = False
+    calib: Path | None = None  # None: bundled calib/train
+    calib_size: int = 256
+    max_drop: float | None = None  # top-1 points; with a labelled eval set: accuracy-aware INT8
+    statistic: str = "minmax"
+    # Target name → that target's options (CoreMLSettings, TensorRTOptions); missing: defaults.
+    target_options: dict[str, TargetOptions] = field(default_factory=dict)
+
+    def asked_precisions(self) -> tuple[str, ...]:
+        return tuple(p for p in PRECISIONS if getattr(self, p))
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One artifact to write: a target, a precision, that target's options."""
+
+    target: Target
+    precision: str
+    options: TargetOptions | None
+    dynamic_batch: bool
+
+
+@dataclass
+class Plan:
+    opts: ExportOptions
+    weights: Path
+    cells: list[Cell]
+    calibrate: bool  # some cell needs calibration images
+
+    @property
+    def targets(self) -> list[Target]:
+        return list(dict.fromkeys(c.target for c in self.cells))
+
+
+def plan(opts: ExportOptions) -> Plan:
+    """Validate ``opts`` against the target table; raise UserInputError / BackendUnavailable."""
+    targets = list(dict.fromkeys(resolve_target(t) for t in opts.targets))
+    if not targets:
+        raise UserInputError(f"no --target given; choose from {', '.join(TARGETS)}")
+    _check_numbers(opts)
+    for name, options in opts.target_options.items():
+        owner = resolve_target(name)
+        if owner not in targets and not options.is_default():
+            what = f"are {owner.title} options" if "," in options.FLAGS else f"is a {owner.title} option"
+            raise UserInputError(f"{options.FLAGS} {what}; add --target {owner.name}")
+    cells = []
+    for target in targets:
+        precisions = target.precisions_for(opts.asked_precisions())
+        unsupported = [p for p in precisions if p not in target.precisions]
+        if unsupported:
+            raise UserInputError(f"target {target.name} does not support {unsupported[0]}; it supports "
+                                 f"{', '.join(target.precisions)}")
+        options = opts.target_options.get(target.name) or target.default_options()
+        if options is not None:
+            options.check(precisions)
+        dynamic = opts.dynamic_batch and target.dynamic_batch
+        cells += [Cell(target, p, options, dynamic) for p in precisions]
+    calibrate = any(c.target.needs_calibration(c.precision, c.options) for c in cells)
+    # Fail before any work, with the install hint.
+    if any(c.target.calibrated_int8 and c.precision == "int8" for c in cells):
+        require("nncf", "int8")
+    for target in targets:
+        target.require(next(c.options for c in cells if c.target is target),
+                       tuple(c.precision for c in cells if c.target is target))
+    return Plan(opts, Path(opts.weights) if opts.weights else bundled_weights(), cells, calibrate)
+
+
+def _check_numbers(opts: ExportOptions) -> None:
+    if opts.parity_samples < 1:
+        raise UserInputError("--parity-samples must be at least 1")
+    if opts.threads is not None and opts.threads < 1:
+        raise UserInputError("--threads must be at least 1")
+    if opts.bench_iters < 0:
+        raise UserInputError("--bench-iters must be 0 (skip) or more")
+    if not opts.atol > 0:
+        raise UserInputError("--atol must be a positive number")
+    if opts.max_drop is not None and not opts.max_drop >= 0:
+        raise UserInputError(f"--max-drop {opts.max_drop} must be 0 or more (top-1 points, e.g. 0.5)")
+    if opts.calib_size < MIN_CALIB_IMAGES:
+        raise UserInputError(f"--calib-size {opts.calib_size} is too small; use at least {MIN_CALIB_IMAGES} "
+                             "(256 recommended)")
+    if opts.statistic not in STATISTICS:
+        raise UserInputError(f"--statistic {opts.statistic!r} is unknown; choose from {', '.join(STATISTICS)}")

@@ -1,0 +1,139 @@
+"""What targets export from, each built at most once per run (``targets.base.Sources``).
+
+``--target onnx,trt,openvino --fp16 --int8`` exports the deploy form once per batch mode, the
+FP16 graph once, and calibrates once per weight grid (7-bit for CPUs, 8-bit for TensorRT) plus
+once for OpenVINO; every target copies what it needs and adds its own metadata.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..bench.evaluate import runner_logits
+from ..bench.parity import compare_logits
+from ..errors import VerificationError
+from ..quant import checks, openvino_int8
+from ..quant.policy import EXACT_ON, PAIR_SAFE_WEIGHT, WEIGHT_RANGES, QuantPolicy
+from ..targets import Int8Graph
+from ..targets.onnx import export, export_for_calibration, export_fp16
+from .plan import ExportOptions
+from .prepare import Prepared
+
+__all__ = ["ExportSources", "CPU_WEIGHT_RANGE"]
+
+# INT8 for CPU runtimes (ONNX Runtime, OpenVINO) uses the 7-bit weight grid: exact on every CPU an
+# artifact may land on, and measured as fast as 8-bit on VNNI (README "INT8 on every CPU").
+CPU_WEIGHT_RANGE = "portable"
+
+
+class ExportSources:
+    """The shared graphs of one export run, built lazily into ``scratch``."""
+
+    def __init__(self, opts: ExportOptions, prepared: Prepared, scratch: Path, progress) -> None:
+        self.opts, self.prepared, self.scratch, self.progress = opts, prepared, scratch, progress
+        self.deploy, self.size, self.calib = prepared.deploy, prepared.size, prepared.calib
+        self._cache: dict = {}
+
+    def _once(self, key, build):
+        if key not in self._cache:
+            self._cache[key] = build()
+        return self._cache[key]
+
+    def _scratch(self, name: str) -> Path:
+        self.scratch.mkdir(exist_ok=True)
+        return self.scratch / name
+
+    # -- float graphs ---------------------------------------------------------------------
+    def deploy_onnx(self, dynamic: bool) -> Path:
+        def build() -> Path:
+            mode = "dynamic" if dynamic else "fixed"
+            with self.progress.step(f"Exporting the deploy form to ONNX ({mode} batch)"):
+                return export(self.deploy, self._scratch(f"deploy_{mode}.onnx"), self.size, dynamic_batch=dynamic,
+                              metadata={})
+        return self._once(("fp32", dynamic), build)
+
+    def fp16_onnx(self, dynamic: bool) -> Path:
+        def build() -> Path:
+            mode = "dynamic" if dynamic else "fixed"
+            with self.progress.step(f"Exporting the deploy form to FP16 ONNX ({mode} batch)"):
+                return export_fp16(self.deploy, self._scratch(f"deploy_fp16_{mode}.onnx"), self.size,
+                                   dynamic_batch=dynamic, metadata={})
+        return self._once(("fp16", dynamic), build)
+
+    # -- INT8 -------------------------------------------------------------------------------
+    def policy(self, weight_range: str = CPU_WEIGHT_RANGE) -> QuantPolicy:
+        return QuantPolicy(self.opts.statistic, calib_size=self.opts.calib_size, weight_range=weight_range)
+
+    def _calibrated(self, weight_range: str):
+        """One NNCF calibration per weight grid, from one FP32 token-layout graph."""
+        from ..quant.int8 import calibrate_int8
+
+        def graph():
+            return export_for_calibration(self.prepared.loaded.model, self.size, dynamic_batch=self.opts.dynamic_batch)
+
+        def build():
+            bits = WEIGHT_RANGES[weight_range]
+            with self.progress.step(f"Calibrating INT8 ({bits}-bit weights) with NNCF on {len(self.calib)} images"):
+                # Each calibration gets its own copy: NNCF and the encoders edit graphs in place.
+                return calibrate_int8(copy.deepcopy(self._once("calibration graph", graph)), self.calib,
+                                      self.policy(weight_range))
+        return self._once(("int8", weight_range), build)
+
+    def int8_onnxruntime(self) -> Int8Graph:
+        int8 = self._calibrated(CPU_WEIGHT_RANGE)
+        return Int8Graph(int8.onnxruntime, int8.float_model,
+                         self._quantization("onnxruntime", int8.calib_seconds, checks.weight_grid(int8.onnxruntime),
+                                            len(int8.float_for_speed)),
+                         self._metadata("int8 onnxruntime encoding", CPU_WEIGHT_RANGE))
+
+    def int8_qdq(self) -> Int8Graph:
+        int8 = self._calibrated("full")  # GPUs accumulate in int32; TensorRT wants the full grid
+        return Int8Graph(int8.qdq, int8.float_model,
+                         self._quantization("tensorrt", int8.calib_seconds, checks.weight_grid(int8.qdq),
+                                            weight_range="full"),
+                         self._metadata("int8 tensorrt q/dq", "full"))
+
+    def int8_openvino(self) -> Int8Graph:
+        def build():
+            from ..quant.calibrate import quantize_openvino
+            from ..targets.openvino import convert
+
+            float_model = convert(self.deploy_onnx(self.opts.dynamic_batch))
+            with self.progress.step(f"Calibrating OpenVINO INT8 with NNCF on {len(self.calib)} images"):
+                start = time.perf_counter()
+                model = quantize_openvino(float_model.clone(), self.calib, self.policy())  # float_model: revert source
+            return model, float_model, round(time.perf_counter() - start, 2)
+
+        model, float_model, seconds = self._once("openvino int8", build)
+        return Int8Graph(model, float_model,
+                         self._quantization("openvino", seconds, openvino_int8.weight_grid(model)),
+                         self._metadata("int8 (NNCF OpenVINO backend)", CPU_WEIGHT_RANGE))
+
+    def _quantization(self, encoding: str, calib_seconds: float, grid: dict, float_for_speed: int = 0,
+                      weight_range: str = CPU_WEIGHT_RANGE) -> dict:
+        """The report's ``quantization`` entry: the policy, the calibration, this encoding and the
+        weight grid read back from the graph. A CPU-bound graph off the 7-bit grid raises: it
+        would compute wrong results on x86 CPUs without VNNI."""
+        if weight_range == "portable" and grid["saturating_layers"]:
+            raise VerificationError(f"{len(grid['saturating_layers'])} int8 layers have weights beyond "
+                                    f"±{PAIR_SAFE_WEIGHT} (first: {grid['saturating_layers'][0]}); they would "
+                                    "saturate on x86 CPUs without VNNI")
+        return {**self.policy(weight_range).to_dict(), "calib_images": int(len(self.calib)),
+                "calib_seconds": calib_seconds, "encoding": encoding, "float_for_speed": float_for_speed,
+                "max_abs_weight": grid["max_abs"]}
+
+    def _metadata(self, encoding: str, weight_range: str) -> dict[str, str]:
+        """What an INT8 artifact says about itself: how it was calibrated and where it is exact."""
+        policy = self.policy(weight_range)
+        return {"quantization": f"{encoding}; {len(self.calib)} calibration images, statistic {policy.statistic}",
+                "int8_weight_bits": str(policy.weight_bits), "int8_exact_on": EXACT_ON[weight_range]}
+
+    # -- checks -------------------------------------------------------------------------------
+    def parity(self, runner, dynamic: bool) -> dict:
+        return compare_logits(self.prepared.ref_parity, self.logits(runner, self.prepared.x_parity, dynamic))
+
+    def logits(self, runner, x: np.ndarray, dynamic: bool) -> np.ndarray:
+        return runner_logits(runner, x, dynamic, self.deploy.cfg)

@@ -1,0 +1,70 @@
+"""Verify one written artifact against PyTorch: parity on the parity images, accuracy on the
+evaluation set, latency — then judge it by the thresholds below.
+
+An FP32 artifact must match within ``--atol``; lower precisions have a gross-error guard on
+the worst per-image logit cosine. Accuracy itself is gated by ``--max-drop`` / ``rmt-deploy check``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..bench.evaluate import accuracy_entry
+from ..bench.latency import measure
+from ..bench.schema import ArtifactEntry, latency_entry
+from ..targets import Target
+from .plan import ExportOptions
+from .sources import ExportSources
+
+__all__ = ["MIN_COSINE", "verify", "judge"]
+
+# Worst per-image logit cosine vs PyTorch FP32, by the precision the device computed in. "bf16" is
+# what OpenVINO computes FP16 models in on CPUs with AVX512-BF16 or AMX: 8 mantissa bits against
+# FP16's 11.
+MIN_COSINE = {"fp16": 0.999, "bf16": 0.98, "int8": 0.95}
+
+
+def verify(target: Target, entry: ArtifactEntry, path: Path, sources: ExportSources, opts: ExportOptions,
+           dynamic: bool) -> None:
+    """Fill parity, accuracy, latency and what the device ran; mark the entry failed when it
+    misses its threshold (the caller removes the artifact)."""
+    progress, prepared, label = sources.progress, sources.prepared, f"{target.name}/{entry.precision}"
+    with target.load(path, opts.threads) as runner:
+        entry.details["verified_with"] = runner.name
+        execution = runner.execution()  # what the device really ran (e.g. bf16 on AVX512-BF16/AMX)
+        if execution is not None:
+            entry.details["execution"] = execution
+        with progress.step(f"Verifying {label} on {len(prepared.x_parity)} real images"):
+            entry.parity = sources.parity(runner, dynamic)
+        eval_set = prepared.eval_set
+        if eval_set is not None:
+            with progress.bar(f"Evaluating {label}", len(eval_set.images)) as advance:
+                logits = eval_set.logits(lambda x: sources.logits(runner, x, dynamic), advance)
+            entry.accuracy = accuracy_entry(logits, eval_set)
+        if opts.bench_iters > 0 and not runner.measures_latency:
+            entry.details["latency_skipped"] = target.no_runtime_reason()
+        elif opts.bench_iters > 0:
+            with progress.step(f"Timing {label} ({opts.bench_iters} runs)"):
+                feeds = {runner.input_names()[0]: prepared.x_parity[:1]}
+
+                def one_call() -> float:
+                    runner.infer(feeds)
+                    return runner.last_inference_s
+
+                measured = measure(one_call, opts.bench_warmup, opts.bench_iters)
+            entry.latency_ms = latency_entry(measured, runner, opts.threads, 1)
+    failure = judge(entry.precision, entry.parity, execution, opts.atol)
+    if failure:
+        entry.fail("validation", failure)
+
+
+def judge(precision: str, parity: dict, execution: dict | None, atol: float) -> str | None:
+    """Why an artifact's parity is unacceptable, or None."""
+    if precision == "fp32":
+        if not parity["max_abs"] <= atol:  # also catches NaN
+            return f"max abs diff {parity['max_abs']:.3g} vs PyTorch exceeds atol {atol:g}"
+        return None
+    ran = (execution or {}).get("inference_precision")
+    judged = "bf16" if precision == "fp16" and ran == "bf16" else precision
+    if not parity["cosine"] >= MIN_COSINE[judged]:
+        return f"worst logit cosine {parity['cosine']:.4f} vs PyTorch is below {MIN_COSINE[judged]} for {judged}"
+    return None

@@ -1,0 +1,179 @@
+"""The target contract: what every backend module declares and does, and what it is given.
+
+Each backend module (``onnx``, ``tensorrt``, ``coreml``, ``openvino``) defines one ``Target``
+subclass and exposes an instance as ``TARGET``; ``targets.TARGETS`` is the table of them that
+the CLI, the export job, ``bench``, the report, ``doctor`` and the tests all read. A module
+imports its backend lazily, so the table costs nothing to import.
+
+The export job hands a target a ``Sources`` object (the deploy form, and graphs built from it
+at most once per run) and an ``ExportRequest``; the target writes its artifact and says what
+to verify in an ``Exported``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+from ..artifacts import artifact_stem
+from ..errors import BackendUnavailable
+from .runner import Runner
+
+__all__ = ["Target", "TargetOptions", "ExportRequest", "Exported", "Int8Graph", "Sources"]
+
+
+@dataclass(frozen=True)
+class TargetOptions:
+    """Base of a target's own options (CoreML's image input, TensorRT's --require-engine …).
+
+    ``KEYS`` maps each preset key (the CLI flag without ``--``) to its field and accepted TOML
+    types; ``FLAGS`` names the flags in errors.
+    """
+
+    KEYS: ClassVar[dict[str, tuple[str, tuple[type, ...]]]] = {}
+    FLAGS: ClassVar[str] = ""
+
+    def check(self, precisions: tuple[str, ...]) -> None:
+        """Raise UserInputError for combinations that cannot work, before any work starts."""
+
+    def is_default(self) -> bool:
+        return self == type(self)()
+
+
+@dataclass
+class Int8Graph:
+    """A calibrated INT8 model for one runtime and what the report and the artifact say about it."""
+
+    model: Any  # onnx.ModelProto or openvino.Model
+    float_model: Any  # the FP32 model it was calibrated from: float weights for reverted layers
+    quantization: dict  # the report's ``quantization`` entry
+    metadata: dict[str, str]  # artifact metadata: encoding, weight grid, where it is exact
+
+
+class Sources(Protocol):
+    """What targets export from; the export job builds each graph at most once per run."""
+
+    deploy: Any  # the deploy-form torch module
+    size: tuple[int, int]
+    calib: Any  # calibration samples (N, 3, H, W) or None
+    progress: Any  # step(description) / bar(description, total) / log(message)
+
+    def deploy_onnx(self, dynamic: bool) -> Path: ...  # FP32 deploy form, ONNX, no metadata
+    def fp16_onnx(self, dynamic: bool) -> Path: ...  # FP16 with FP32 inputs and outputs
+    def int8_onnxruntime(self) -> Int8Graph: ...  # 7-bit weights, ONNX Runtime's fused encoding
+    def int8_qdq(self) -> Int8Graph: ...  # 8-bit weights, plain Q/DQ (TensorRT)
+    def int8_openvino(self) -> Int8Graph: ...  # 7-bit weights, NNCF's OpenVINO backend
+    def parity(self, runner: Runner, dynamic: bool) -> dict: ...  # logits vs PyTorch on the parity images
+
+
+@dataclass
+class ExportRequest:
+    precision: str
+    path: Path  # where the artifact goes (inside the run's private folder)
+    metadata: dict[str, str]  # what the artifact says about itself
+    dynamic_batch: bool
+    options: TargetOptions | None = None
+
+
+@dataclass
+class Exported:
+    """What a target wrote: ``path`` is verified (None: nothing runnable here), ``shipped`` is
+    what the report points at (default: ``path``), ``fields`` are target-specific report entries."""
+
+    path: Path | None
+    fields: dict = field(default_factory=dict)
+    status: str = "ok"
+    stage: str | None = None
+    reason: str | None = None
+    shipped: Path | None = None
+
+
+class Target:
+    """One backend. Subclasses set the declaration and implement ``export`` and ``load``."""
+
+    name: str = ""
+    aliases: tuple[str, ...] = ()
+    suffix: str = ""
+    precisions: tuple[str, ...] = ("fp32",)
+    default_precision: str = "fp32"  # written when no precision flag is given
+    always_fp32: bool = False  # FP32 written on every run: the baseline other precisions compare to
+    dynamic_batch: bool = True  # supports --dynamic-batch (otherwise batch 1)
+    calibrated_int8: bool = False  # INT8 needs activation calibration on images
+    extra: str | None = None  # pip extra that installs the backend
+    needs: str | None = None  # hardware the runtime needs ("nvidia-gpu", "macos"), for docs and skips
+    options_type: type[TargetOptions] | None = None
+    title: str = ""  # how help panels and messages name it ("CoreML")
+
+    def __repr__(self) -> str:
+        return f"<target {self.name}>"
+
+    # -- what this machine can do --------------------------------------------------------
+    def unavailable_reason(self) -> str | None:
+        """Why this target cannot export here (a missing package), or None."""
+        return None
+
+    def require(self, options: TargetOptions | None, precisions: tuple[str, ...]) -> None:
+        """Fail before any work when the export cannot happen here (raises BackendUnavailable)."""
+        reason = self.unavailable_reason()
+        if reason:
+            raise BackendUnavailable(reason)
+
+    def runtimes(self, device: str | None = None) -> list[str]:
+        """Runtimes (providers, devices, compute units) that can run artifacts here, fastest first."""
+        return []
+
+    def no_runtime_reason(self) -> str:
+        """Why ``runtimes()`` is empty on this machine."""
+        return f"no {self.title or self.name} runtime on this machine"
+
+    # -- export ------------------------------------------------------------------------------
+    def precisions_for(self, asked: tuple[str, ...]) -> tuple[str, ...]:
+        if self.always_fp32:
+            return ("fp32",) + tuple(p for p in asked if p != "fp32")
+        return asked or (self.default_precision,)
+
+    def needs_calibration(self, precision: str, options: TargetOptions | None) -> bool:
+        return precision == "int8" and self.calibrated_int8
+
+    def default_options(self) -> TargetOptions | None:
+        return self.options_type() if self.options_type else None
+
+    def artifact_path(self, folder: Path, precision: str) -> Path:
+        return folder / f"{artifact_stem(precision)}{self.suffix}"
+
+    def leftovers(self, folder: Path, precision: str) -> list[Path]:
+        """Files a failed export of ``precision`` may have left in ``folder``."""
+        return list(folder.glob(f"{artifact_stem(precision)}{self.suffix}*"))
+
+    def export(self, sources: Sources, request: ExportRequest) -> Exported:
+        raise NotImplementedError
+
+    def finalize(self, folder: Path, entries: list[dict]) -> None:
+        """After every artifact of the run (e.g. TensorRT's build_engine.sh)."""
+
+    # -- reading and running artifacts --------------------------------------------------
+    def inspect(self, path: Path) -> dict | None:
+        """Structure facts for the report; a ``problems`` list fails the artifact (preflight)."""
+        return None
+
+    def describe(self, path: Path) -> dict:
+        """input_name, input_shape, dynamic_batch and the artifact's metadata."""
+        raise NotImplementedError
+
+    def load(self, path: Path, threads: int | None = None, runtime: str | None = None,
+             hint: str = "latency") -> Runner:
+        raise NotImplementedError
+
+    # -- accuracy-aware INT8 ------------------------------------------------------------
+    def revertible(self, path: Path, sources: Sources):
+        """(INT8 model as written, the FP32 model it came from, its Reverter) for targets whose
+        int8 layers can go back to float one at a time; None for the others."""
+        return None
+
+    def save_model(self, model, path: Path, metadata: dict[str, str]) -> Path:
+        raise NotImplementedError(f"{self.name} cannot save an in-memory model")
+
+    # -- report -----------------------------------------------------------------------------
+    def render(self, entry: dict) -> list[str]:
+        """report.md lines about this target's own graph, preflight or readiness."""
+        return []
