@@ -1,11 +1,23 @@
 """rmt-deploy: RMT vision backbones → ONNX / TensorRT / CoreML / OpenVINO with verified numbers.
 
-Importing this package loads no optional backend (ONNX Runtime, TensorRT, coremltools,
-OpenVINO); each target module imports its backend when it is used. Backend telemetry is
-off by default (see ``telemetry``); ONNX Runtime's switch must be set before it loads.
+Use it from Python the way the CLI does::
+
+    import rmt_deploy as rd
+    report = rd.export("rmt_s.pth", targets=["onnx", "trt"], int8=True, out="out/")
+    model = rd.load("out/model_int8.onnx")
+    model.predict(["cat.jpg"], topk=5)
+
+Importing this package loads neither torch nor any optional backend (ONNX Runtime, TensorRT,
+coremltools, OpenVINO); each is imported when first used. Backend telemetry is off by default
+(see ``telemetry``); ONNX Runtime's switch must be set before it loads.
 """
 from .telemetry import onnxruntime_telemetry_off
 
 onnxruntime_telemetry_off()
 
-__version__ = "0.2.0"
+from .api import CheckSummary, Model, Prediction, Report, bench, check, export, load  # noqa: E402
+from .errors import BackendUnavailable, RmtDeployError, UserInputError, VerificationError  # noqa: E402
+from .version import __version__  # noqa: E402
+
+__all__ = ["export", "load", "bench", "check", "Report", "Model", "Prediction", "CheckSummary", "RmtDeployError",
+           "UserInputError", "VerificationError", "BackendUnavailable", "__version__"]

@@ -1,4 +1,4 @@
-"""The package's imports point downward only: core → model → rewrite → quant → targets → bench → jobs → cli.
+"""The package's imports point downward only: core → model → rewrite → quant → targets → bench → jobs → api → cli.
 
 A module may import its own layer or any layer below it, never one above (README "Layout").
 Function-level (lazy) imports count too: they are arrows all the same.
@@ -9,18 +9,18 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "rmt_deploy"
-LAYERS = ["core", "model", "rewrite", "quant", "targets", "bench", "jobs", "cli"]
+LAYERS = ["core", "model", "rewrite", "quant", "targets", "bench", "jobs", "api", "cli"]
 # Top-level modules outside the sub-packages, by layer; a sub-package is its own layer.
-TOP_LEVEL = {"__init__": "core", "errors": "core", "quiet": "core", "telemetry": "core", "artifacts": "core",
+TOP_LEVEL = {"api": "api", "errors": "core", "quiet": "core", "telemetry": "core", "artifacts": "core",
              "cpu": "core", "outdir": "core", "bundled": "core", "optional": "core", "sizes": "core",
-             "data": "core", "atomic": "core", "progress": "core"}
+             "data": "core", "atomic": "core", "progress": "core", "version": "core"}
 
 
 def _layer(module: str) -> str:
     """'rmt_deploy.quant.encode' → 'quant'."""
     parts = module.split(".")
-    if len(parts) == 1:
-        return "core"
+    if len(parts) == 1:  # the package root is the Python API (rmt_deploy.export, .load …)
+        return "api"
     return parts[1] if parts[1] in LAYERS else TOP_LEVEL[parts[1]]
 
 
@@ -67,8 +67,6 @@ def test_imports_point_downward_only():
     for path in sorted(PACKAGE.rglob("*.py")):
         here = _layer(_module_name(path))
         for line, target in _imports(path):
-            if target == "rmt_deploy":  # the package root (__version__) is core
-                continue
             there = _layer(target)
             if LAYERS.index(there) > LAYERS.index(here):
                 upward.append(f"{path.relative_to(PACKAGE.parent)}:{line} ({here}) imports {target} ({there})")

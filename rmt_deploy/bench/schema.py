@@ -1,21 +1,90 @@
-"""The report schema (DESIGN §6) in code: the pieces export and bench both write.
+"""The report schema (DESIGN §6) in code: the types export and bench write and the Python API
+returns.
 
-``report.json`` stays plain JSON: these types build its parts with one skeleton each, so an
-entry written by ``export`` and one written by ``bench`` carry the same keys.
+``report.json`` stays plain JSON. Each type reads its block with ``from_dict`` and writes it with
+``to_dict``; keys it does not know (target-specific fields, newer versions) are kept, so
+``Report.from_dict(d).to_dict() == d``.
 """
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from pathlib import Path
 
-from .. import __version__
+from ..version import __version__
 
-__all__ = ["ArtifactEntry", "latency_entry", "failure_reason", "stamp"]
+__all__ = ["Artifact", "Parity", "Accuracy", "Latency", "Report", "CheckSummary", "latency_entry", "failure_reason",
+           "stamp"]
+
+
+class _Block:
+    """A report block with typed fields; keys this version does not know are kept in ``extra``
+    so ``from_dict(d).to_dict() == d``."""
+
+    @classmethod
+    def from_dict(cls, data: dict | None):
+        if data is None:
+            return None
+        names = {f.name for f in fields(cls)} - {"extra"}
+        return cls(**{k: v for k, v in data.items() if k in names},
+                   extra={k: v for k, v in data.items() if k not in names})
+
+    def to_dict(self) -> dict:
+        names = [f.name for f in fields(self) if f.name != "extra"]
+        return {**{k: getattr(self, k) for k in names}, **self.extra}
 
 
 @dataclass
-class ArtifactEntry:
+class Parity(_Block):
+    """Artifact logits vs PyTorch FP32 on the parity images (``bench.parity.compare_logits``)."""
+
+    max_abs: float | None = None
+    mean_abs: float | None = None
+    cosine: float | None = None  # worst per-image logit cosine
+    top1_agreement: float | None = None
+    samples: int | None = None
+    logit_scale: float | None = None
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class Accuracy(_Block):
+    """Top-k on the evaluation set, in percent; drop in points vs PyTorch FP32."""
+
+    top1: float | None = None
+    top5: float | None = None
+    top1_fp32: float | None = None
+    top5_fp32: float | None = None
+    drop: float | None = None
+    agreement: float | None = None  # share of images whose top-1 equals FP32's
+    samples: int | None = None
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class Latency(_Block):
+    """Milliseconds of the backend call (``bench.latency.measure``) and what ran it."""
+
+    p50: float | None = None
+    p90: float | None = None
+    p99: float | None = None
+    mean: float | None = None
+    std: float | None = None
+    cv: float | None = None
+    noisy: bool | None = None
+    iterations: int | None = None
+    warmup: int | None = None
+    runtime: str | None = None
+    device: str | None = None
+    threads: int | None = None
+    batch: int | None = None
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class Artifact:
     """One (target, precision) artifact: where it is, whether it is good, and its numbers.
 
     ``status`` is ok / skipped / failed; ``stage`` says where a failure happened (export,
@@ -31,9 +100,9 @@ class ArtifactEntry:
     status: str = "ok"
     stage: str | None = None
     reason: str | None = None
-    parity: dict | None = None
-    accuracy: dict | None = None
-    latency_ms: dict | None = None
+    parity: Parity | None = None
+    accuracy: Accuracy | None = None
+    latency_ms: Latency | None = None
     graph: dict | None = None
     export_seconds: float | None = None
     details: dict = field(default_factory=dict)
@@ -48,11 +117,91 @@ class ArtifactEntry:
     def skip(self, reason: str) -> None:
         self.status, self.reason = "skipped", reason
 
+    @property
+    def latency(self) -> Latency | None:
+        """Batch-1 latency (``latency_ms`` in report.json)."""
+        return self.latency_ms
+
     def to_dict(self) -> dict:
-        common = {k: getattr(self, k) for k in ("target", "precision", "path", "size_bytes", "status", "stage",
-                                                "reason", "parity", "accuracy", "latency_ms", "graph",
-                                                "export_seconds")}
+        common = {k: getattr(self, k) for k in _ARTIFACT_KEYS}
+        for k in ("parity", "accuracy", "latency_ms"):
+            common[k] = common[k].to_dict() if common[k] is not None else None
         return {**common, **self.details}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Artifact:
+        typed = {"parity": Parity, "accuracy": Accuracy, "latency_ms": Latency}
+        values = {k: (typed[k].from_dict(data.get(k)) if k in typed else data.get(k)) for k in _ARTIFACT_KEYS}
+        return cls(**values, details={k: v for k, v in data.items() if k not in _ARTIFACT_KEYS})
+
+
+_ARTIFACT_KEYS = ("target", "precision", "path", "size_bytes", "status", "stage", "reason", "parity", "accuracy",
+                  "latency_ms", "graph", "export_seconds")
+
+
+@dataclass
+class Report:
+    """A whole report.json: the model, how it was verified, every artifact, the machine.
+
+    ``ok`` is False when any artifact failed; ``report_path`` is where it was read or written.
+    """
+
+    artifacts: list[Artifact]
+    model: dict
+    verification: dict | None = None
+    environment: dict | None = None
+    tool_version: str | None = None
+    created: str | None = None
+    extra: dict = field(default_factory=dict)  # schema_version, bench, reference_runs …
+    report_path: Path | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not any(a.status == "failed" for a in self.artifacts)
+
+    def artifact(self, target: str, precision: str) -> Artifact:
+        """The artifact for (target, precision), e.g. ``report.artifact("onnx", "int8")``."""
+        for a in self.artifacts:
+            if a.target == target and a.precision == precision:
+                return a
+        raise KeyError(f"no {target}/{precision} artifact in this report")
+
+    def to_dict(self) -> dict:
+        head = {k: getattr(self, k) for k in ("tool_version", "created")}
+        return {**head, "model": self.model, "verification": self.verification,
+                "artifacts": [a.to_dict() for a in self.artifacts], "environment": self.environment, **self.extra}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, data: dict, report_path: Path | None = None) -> Report:
+        known = ("artifacts", "model", "verification", "environment", "tool_version", "created")
+        return cls([Artifact.from_dict(a) for a in data["artifacts"]], data.get("model") or {},
+                   data.get("verification"), data.get("environment"), data.get("tool_version"), data.get("created"),
+                   {k: v for k, v in data.items() if k not in known}, report_path)
+
+    @classmethod
+    def read(cls, path: Path) -> Report:
+        return cls.from_dict(json.loads(Path(path).read_text()), Path(path))
+
+
+@dataclass
+class CheckSummary:
+    """``rmt-deploy check`` as a value: ``passed`` and one result per (artifact, check)."""
+
+    results: list  # bench.check.CheckResult
+
+    @property
+    def passed(self) -> bool:
+        return not any(r.outcome == "fail" for r in self.results)
+
+    @property
+    def failed(self) -> list:
+        return [r for r in self.results if r.outcome == "fail"]
+
+    def to_dict(self) -> dict:
+        return {"passed": self.passed, "results": [r.to_dict() for r in self.results]}
 
 
 def latency_entry(measured: dict, runner, threads: int | None, batch: int) -> dict:

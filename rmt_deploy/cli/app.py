@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Optional
@@ -18,6 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from ..errors import RmtDeployError
+from ..progress import RichProgress
 
 __all__ = ["app", "err", "Output", "errors_to_exit", "WeightsOpt", "ArchOpt", "ImgSizeOpt", "TargetOpt", "OutOpt",
            "JsonOpt", "QuietOpt", "ThreadsOpt"]
@@ -81,46 +81,6 @@ def errors_to_exit():
         err.print(f"[bold red]error:[/bold red] unexpected {type(e).__name__}: {escape(first)} "
                   "(set RMT_DEPLOY_DEBUG=1 for the traceback)", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
-
-
-class RichProgress:
-    """Progress on stderr: a spinner per step (then ✓ and the elapsed time), bars for counted work."""
-
-    def __init__(self, quiet: bool) -> None:
-        self.quiet = quiet
-
-    @contextlib.contextmanager
-    def step(self, description: str):
-        if self.quiet:
-            yield
-            return
-        start = time.perf_counter()
-        with err.status(f"{description}…", spinner="dots"):
-            yield
-        err.print(f"[green]✓[/green] {description} [dim]({time.perf_counter() - start:.1f}s)[/dim]",
-                  highlight=False)
-
-    @contextlib.contextmanager
-    def bar(self, description: str, total: int):
-        if self.quiet:
-            yield lambda n=1: None
-            return
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-        )
-
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-        with Progress(*columns, console=err) as bar:
-            task = bar.add_task(description, total=total)
-            yield lambda n=1: bar.advance(task, n)
-
-    def log(self, message: str) -> None:
-        if not self.quiet:
-            err.print(f"[yellow]![/yellow] {escape(message)}", highlight=False)
 
 
 class Output:

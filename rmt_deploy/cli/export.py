@@ -29,10 +29,6 @@ COREML, TENSORRT = f"{TARGETS['coreml'].title} options", f"{TARGETS['trt'].title
 _FIELD_OF = {"target": "targets", "out_dir": "out", "license_text": "license"}
 
 
-def _split_targets(values: list[str]) -> tuple[str, ...]:
-    return tuple(t for v in values for t in v.split(",") if t.strip())
-
-
 @app.command(epilog=EXAMPLES)
 def export(
     ctx: typer.Context,
@@ -102,27 +98,21 @@ def export(
     ONNX always writes FP32 (the baseline); --int8 and --fp16 add artifacts to the same report.
     Other targets write the precisions asked for, or their default (CoreML: FP16)."""
     with errors_to_exit():
-        from ..jobs.export import ExportOptions, run_export
-        from ..jobs.presets import load_preset, merge
-        from ..sizes import parse_img_size
-        from ..targets.coreml import CoreMLSettings
-        from ..targets.tensorrt import TensorRTOptions
+        from ..jobs.export import run_export
+        from ..jobs.plan import options_from_flags
 
         flags = dict(
-            weights=weights, arch=arch, img_size=parse_img_size(img_size) if img_size else None,
-            dynamic_batch=dynamic_batch, targets=_split_targets(target), out=out_dir,
+            weights=weights, arch=arch, img_size=img_size, dynamic_batch=dynamic_batch, targets=target, out=out_dir,
             eval_dir=eval_dir, label_map=label_map, parity_samples=parity_samples, atol=atol, bench_iters=bench_iters,
             threads=threads, strict=strict, int8=int8, fp16=fp16, fp32=fp32, calib=calib, calib_size=calib_size,
-            max_drop=max_drop, statistic=statistic)
-        target_flags = {"coreml": dict(image_input=image_input, min_target=min_target, w8a8=w8a8, license=license_text),
-                        "trt": dict(require_engine=require_engine)}
+            max_drop=max_drop, statistic=statistic, image_input=image_input, min_target=min_target, w8a8=w8a8,
+            license=license_text, require_engine=require_engine)
         # Flags the user typed (by the source's name: typer's enum class is not public API).
         given = {_FIELD_OF.get(name, name) for name in ctx.params
                  if getattr(ctx.get_parameter_source(name), "name", "DEFAULT") in ("COMMANDLINE", "ENVIRONMENT")}
-        flags, target_flags = merge(load_preset(preset) if preset else None, flags, target_flags, given)
-        options = {"coreml": CoreMLSettings(**target_flags["coreml"]), "trt": TensorRTOptions(**target_flags["trt"])}
+        opts = options_from_flags(flags, preset, given)
         output = Output(as_json, quiet)
-        report = run_export(ExportOptions(**flags, target_options=options), output.progress)
+        report = run_export(opts, output.progress)
         output.result(report, lambda console: _summary(console, report),
                       f"report: {out_dir / 'report.md'}  ({out_dir / 'report.json'})")
 

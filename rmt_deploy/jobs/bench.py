@@ -23,7 +23,7 @@ from ..bench.latency import measure
 from ..bench.memory import peak_rss_bytes, reset_peak_rss
 from ..bench.portability import int8_cpu_warning
 from ..bench.report import write_report
-from ..bench.schema import ArtifactEntry, failure_reason, latency_entry, stamp
+from ..bench.schema import Accuracy, Artifact, Latency, failure_reason, latency_entry, stamp
 from ..data.images import Preprocess, open_image_set
 from ..errors import UserInputError
 from ..model.variants import VARIANTS
@@ -78,7 +78,7 @@ def _from_files(paths: tuple[Path, ...]) -> dict:
         if not path.is_file():
             raise UserInputError(f"artifact not found: {path}")
         target = target_for_path(path)
-        entry = ArtifactEntry(target.name, "fp32", str(path.resolve()), artifact_bytes(path)).to_dict()
+        entry = Artifact(target.name, "fp32", str(path.resolve()), artifact_bytes(path)).to_dict()
         artifacts.append(entry)
         try:
             info = target.describe(path)
@@ -301,6 +301,6 @@ def _bench_reference(model, size, opts: BenchOptions, eval_set, progress) -> lis
     if eval_set is not None and eval_set.reference is not None:
         accuracy = accuracy_entry(eval_set.reference, eval_set)
     ok1 = next((c for c in cells if c["batch"] == 1 and c["status"] == "ok"), None)
-    entry = ArtifactEntry("pytorch", "fp32", accuracy=accuracy, latency_ms=ok1["latency_ms"] if ok1 else None,
-                          details={"benchmarks": cells})
+    entry = Artifact("pytorch", "fp32", accuracy=Accuracy.from_dict(accuracy),
+                     latency_ms=Latency.from_dict(ok1["latency_ms"]) if ok1 else None, details={"benchmarks": cells})
     return [entry.to_dict()]

@@ -6,16 +6,16 @@ from pathlib import Path
 
 from ..artifacts import artifact_bytes, remove_artifact
 from ..bench.evaluate import accuracy_entry
-from ..bench.schema import ArtifactEntry
+from ..bench.schema import Artifact
 from ..targets import Target
 from .sources import ExportSources
 
 __all__ = ["fit_or_gate"]
 
 
-def fit_or_gate(target: Target, entry: ArtifactEntry, path: Path, metadata: dict, sources: ExportSources,
+def fit_or_gate(target: Target, entry: Artifact, path: Path, metadata: dict, sources: ExportSources,
                 max_drop: float, threads: int | None, dynamic: bool, reverify) -> None:
-    drop = entry.accuracy["drop"]
+    drop = entry.accuracy.drop
     summary = {"max_drop": max_drop, "initial_drop": drop, "reverted_layers": [], "fits": drop <= max_drop}
     entry.details["accuracy_aware"] = summary
     if summary["fits"]:

@@ -15,7 +15,7 @@ from ..artifacts import artifact_bytes, remove_artifact
 from ..bench.accuracy import topk_accuracy
 from ..bench.environment import environment
 from ..bench.report import write_report
-from ..bench.schema import ArtifactEntry, failure_reason, stamp
+from ..bench.schema import Artifact, failure_reason, stamp
 from ..errors import UserInputError, VerificationError
 from ..outdir import REPORT_JSON, writing
 from ..progress import NullProgress
@@ -58,10 +58,10 @@ def run_export(opts: ExportOptions, progress=None) -> dict:
     return report
 
 
-def _step(cell: Cell, folder: Path, sources: ExportSources, opts: ExportOptions) -> ArtifactEntry:
+def _step(cell: Cell, folder: Path, sources: ExportSources, opts: ExportOptions) -> Artifact:
     """One artifact: export, inspect, verify; its failure is recorded and the other cells still run."""
     target, precision = cell.target, cell.precision
-    entry = ArtifactEntry(target.name, precision)
+    entry = Artifact(target.name, precision)
     reason = target.unavailable_reason()
     if reason:
         entry.skip(reason)
@@ -75,12 +75,12 @@ def _step(cell: Cell, folder: Path, sources: ExportSources, opts: ExportOptions)
             raise
         for leftover in target.leftovers(folder, precision):
             remove_artifact(leftover)
-        entry = ArtifactEntry(target.name, precision, details=entry.details)
+        entry = Artifact(target.name, precision, details=entry.details)
         entry.fail("export", failure_reason(e))
     return entry
 
 
-def _export_and_verify(cell: Cell, entry: ArtifactEntry, folder: Path, sources: ExportSources,
+def _export_and_verify(cell: Cell, entry: Artifact, folder: Path, sources: ExportSources,
                        opts: ExportOptions) -> None:
     target, precision, progress = cell.target, cell.precision, sources.progress
     metadata = {**sources.prepared.metadata, "precision": precision, "dynamic_batch": str(cell.dynamic_batch).lower()}
@@ -111,13 +111,13 @@ def _export_and_verify(cell: Cell, entry: ArtifactEntry, folder: Path, sources: 
                     lambda: _reverify(cell, entry, path, sources, opts))
 
 
-def _reverify(cell: Cell, entry: ArtifactEntry, path: Path, sources: ExportSources, opts: ExportOptions) -> None:
+def _reverify(cell: Cell, entry: Artifact, path: Path, sources: ExportSources, opts: ExportOptions) -> None:
     verify(cell.target, entry, path, sources, opts, cell.dynamic_batch)
     if not entry.ok:
         _reject(entry, path, entry.stage, entry.reason)
 
 
-def _reject(entry: ArtifactEntry, path: Path, stage: str, reason: str) -> None:
+def _reject(entry: Artifact, path: Path, stage: str, reason: str) -> None:
     """A written artifact that fails its check is not shipped."""
     remove_artifact(path)
     entry.path = None

@@ -6,6 +6,7 @@ UserInputError (exit 2) before a single file is touched.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from ..optional import require
 from ..quant.policy import STATISTICS
 from ..targets import TARGETS, Target, TargetOptions, resolve_target
 
-__all__ = ["ExportOptions", "Plan", "Cell", "plan", "MIN_CALIB_IMAGES", "PRECISIONS"]
+__all__ = ["ExportOptions", "Plan", "Cell", "plan", "options_from_flags", "MIN_CALIB_IMAGES", "PRECISIONS"]
 
 MIN_CALIB_IMAGES = 8  # fewer gives activation ranges from a handful of images
 PRECISIONS = ("fp32", "int8", "fp16")  # the order cells run in (FP32 first: the baseline)
@@ -78,6 +79,32 @@ class Plan:
     @property
     def targets(self) -> list[Target]:
         return list(dict.fromkeys(c.target for c in self.cells))
+
+
+def options_from_flags(flags: dict, preset: str | Path | None = None, given: frozenset[str] | set[str] = frozenset()
+                       ) -> ExportOptions:
+    """ExportOptions from flag values by field name (``img_size`` may still be text, ``targets``
+    comma-separated), with ``preset`` under them: the preset's values win over every field not
+    in ``given`` (the fields the user set). The CLI and the Python API both build options here.
+    """
+    from ..sizes import parse_img_size
+    from .presets import load_preset, merge
+
+    flags = dict(flags)
+    owned = {t.name: {f.name for f in dataclasses.fields(t.options_type)} for t in TARGETS.values() if t.options_type}
+    target_flags = {name: {k: flags.pop(k) for k in names if k in flags} for name, names in owned.items()}
+    targets = flags.get("targets", ("onnx",))
+    flags["targets"] = tuple(t for v in ([targets] if isinstance(targets, str) else targets)
+                             for t in str(v).split(",") if t.strip())
+    size = flags.get("img_size")
+    if size is not None and not isinstance(size, tuple):
+        flags["img_size"] = parse_img_size(str(size))
+    for key in ("weights", "out", "eval_dir", "label_map", "calib"):
+        if flags.get(key) is not None:
+            flags[key] = Path(flags[key])
+    flags, target_flags = merge(load_preset(preset) if preset else None, flags, target_flags, set(given))
+    options = {name: TARGETS[name].options_type(**values) for name, values in target_flags.items()}
+    return ExportOptions(**flags, target_options=options)
 
 
 def plan(opts: ExportOptions) -> Plan:

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
 from ..bench.evaluate import EvalSet, batch_size_for, reference_logits
 from ..bundled import bundled_images
 from ..data.images import ImageSet, Preprocess, load_batch, open_image_set
@@ -17,6 +16,7 @@ from ..errors import UserInputError
 from ..model.checkpoint import LoadedModel, load_model, metadata_json
 from ..rewrite import table_bytes, to_deploy
 from ..sizes import parse_img_size
+from ..version import __version__
 from .plan import MIN_CALIB_IMAGES, Plan
 
 __all__ = ["Prepared", "prepare", "TABLE_LIMIT"]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..bench.evaluate import accuracy_entry
 from ..bench.latency import measure
-from ..bench.schema import ArtifactEntry, latency_entry
+from ..bench.schema import Accuracy, Artifact, Latency, Parity, latency_entry
 from ..targets import Target
 from .plan import ExportOptions
 from .sources import ExportSources
@@ -23,7 +23,7 @@ __all__ = ["MIN_COSINE", "verify", "judge"]
 MIN_COSINE = {"fp16": 0.999, "bf16": 0.98, "int8": 0.95}
 
 
-def verify(target: Target, entry: ArtifactEntry, path: Path, sources: ExportSources, opts: ExportOptions,
+def verify(target: Target, entry: Artifact, path: Path, sources: ExportSources, opts: ExportOptions,
            dynamic: bool) -> None:
     """Fill parity, accuracy, latency and what the device ran; mark the entry failed when it
     misses its threshold (the caller removes the artifact)."""
@@ -34,12 +34,12 @@ def verify(target: Target, entry: ArtifactEntry, path: Path, sources: ExportSour
         if execution is not None:
             entry.details["execution"] = execution
         with progress.step(f"Verifying {label} on {len(prepared.x_parity)} real images"):
-            entry.parity = sources.parity(runner, dynamic)
+            entry.parity = Parity.from_dict(sources.parity(runner, dynamic))
         eval_set = prepared.eval_set
         if eval_set is not None:
             with progress.bar(f"Evaluating {label}", len(eval_set.images)) as advance:
                 logits = eval_set.logits(lambda x: sources.logits(runner, x, dynamic), advance)
-            entry.accuracy = accuracy_entry(logits, eval_set)
+            entry.accuracy = Accuracy.from_dict(accuracy_entry(logits, eval_set))
         if opts.bench_iters > 0 and not runner.measures_latency:
             entry.details["latency_skipped"] = target.no_runtime_reason()
         elif opts.bench_iters > 0:
@@ -51,20 +51,20 @@ def verify(target: Target, entry: ArtifactEntry, path: Path, sources: ExportSour
                     return runner.last_inference_s
 
                 measured = measure(one_call, opts.bench_warmup, opts.bench_iters)
-            entry.latency_ms = latency_entry(measured, runner, opts.threads, 1)
+            entry.latency_ms = Latency.from_dict(latency_entry(measured, runner, opts.threads, 1))
     failure = judge(entry.precision, entry.parity, execution, opts.atol)
     if failure:
         entry.fail("validation", failure)
 
 
-def judge(precision: str, parity: dict, execution: dict | None, atol: float) -> str | None:
+def judge(precision: str, parity: Parity, execution: dict | None, atol: float) -> str | None:
     """Why an artifact's parity is unacceptable, or None."""
     if precision == "fp32":
-        if not parity["max_abs"] <= atol:  # also catches NaN
-            return f"max abs diff {parity['max_abs']:.3g} vs PyTorch exceeds atol {atol:g}"
+        if not parity.max_abs <= atol:  # also catches NaN
+            return f"max abs diff {parity.max_abs:.3g} vs PyTorch exceeds atol {atol:g}"
         return None
     ran = (execution or {}).get("inference_precision")
     judged = "bf16" if precision == "fp16" and ran == "bf16" else precision
-    if not parity["cosine"] >= MIN_COSINE[judged]:
-        return f"worst logit cosine {parity['cosine']:.4f} vs PyTorch is below {MIN_COSINE[judged]} for {judged}"
+    if not parity.cosine >= MIN_COSINE[judged]:
+        return f"worst logit cosine {parity.cosine:.4f} vs PyTorch is below {MIN_COSINE[judged]} for {judged}"
     return None

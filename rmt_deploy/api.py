@@ -1,0 +1,106 @@
+"""The Python API: the CLI's jobs as functions, and exported artifacts as models you can call.
+
+Everything here is importable without torch or any backend; each function imports what it
+needs when it is called. Errors are the package's exception types (``UserInputError`` for bad
+input, ``VerificationError`` for an artifact that fails its checks, ``BackendUnavailable``),
+never ``sys.exit``; nothing is printed unless ``progress=True``.
+"""
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from .bench.schema import CheckSummary, Report
+from .jobs.predict import Model, Prediction
+
+__all__ = ["export", "load", "bench", "check", "Report", "Model", "Prediction", "CheckSummary"]
+
+
+def _progress(progress: bool):
+    from .progress import NullProgress, RichProgress
+
+    return RichProgress(quiet=False) if progress else NullProgress()
+
+
+def export(weights: str | Path | None = None, *, targets: Sequence[str] | str = ("onnx",), out: str | Path = "rmt-deploy-out",
+           int8: bool = False, fp16: bool = False, fp32: bool = False, arch: str | None = None,
+           img_size: str | int | tuple[int, int] | None = None, dynamic_batch: bool = False, preset: str | Path | None = None,
+           eval: str | Path | None = None, label_map: str | Path | None = None, calib: str | Path | None = None,
+           calib_size: int = 256, max_drop: float | None = None, statistic: str = "minmax", parity_samples: int = 16,
+           atol: float = 1e-4, bench_iters: int = 30, threads: int | None = None, strict: bool = False,
+           image_input: bool = False, min_target: str = "iOS16", w8a8: bool = False, license: str = "",
+           require_engine: bool = False, progress: bool = False) -> Report:
+    """Export a checkpoint like ``rmt-deploy export`` and return its report.
+
+    Keyword arguments are the CLI's flags (``--calib-size`` → ``calib_size``, ``--eval`` → ``eval``);
+    ``weights=None`` uses the bundled demo checkpoint. With ``preset``, the preset's values apply
+    to every argument left at its default. The report is also written to ``out``.
+
+    Returns:
+        The report (``report.ok``, ``report.artifacts[i].parity.cosine``, ``report.report_path``).
+
+    Raises:
+        UserInputError: bad checkpoint, size, target or folder (nothing written).
+        VerificationError: an artifact failed; the report is written and attached as ``.report``.
+    """
+    from .errors import VerificationError
+    from .jobs.export import run_export
+    from .jobs.plan import options_from_flags
+
+    flags = dict(weights=weights, targets=targets, out=out, int8=int8, fp16=fp16, fp32=fp32, arch=arch,
+                 img_size=img_size, dynamic_batch=dynamic_batch, eval_dir=eval, label_map=label_map, calib=calib,
+                 calib_size=calib_size, max_drop=max_drop, statistic=statistic, parity_samples=parity_samples,
+                 atol=atol, bench_iters=bench_iters, threads=threads, strict=strict, image_input=image_input,
+                 min_target=min_target, w8a8=w8a8, license=license, require_engine=require_engine)
+    # A preset fills what the caller left at its default, as on the command line.
+    given = {name for name, value in flags.items() if value != _EXPORT_DEFAULTS[_PARAMETER.get(name, name)]}
+    opts = options_from_flags(flags, preset, given)
+    try:
+        run_export(opts, _progress(progress))
+        return Report.read(Path(opts.out) / "report.json")  # what was written, key for key
+    except VerificationError as e:
+        written = Path(opts.out) / "report.json"
+        if written.exists():
+            e.report = Report.read(written)  # the failed entries, with their reasons
+        raise
+
+
+_PARAMETER = {"eval_dir": "eval"}  # ExportOptions field → this function's keyword
+_EXPORT_DEFAULTS = {name: p.default for name, p in inspect.signature(export).parameters.items()}
+
+
+def load(path: str | Path, *, runtime: str | None = None, threads: int | None = None, preprocess=None) -> Model:
+    """An exported artifact (ONNX, OpenVINO IR, TensorRT engine, Core ML package) as a model.
+
+    Preprocessing (input size, resize/crop, mean/std) is read from the artifact's metadata;
+    pass ``preprocess`` (a ``data.images.Preprocess``) for artifacts rmt-deploy did not write.
+    """
+    return Model.open(Path(path), runtime=runtime, threads=threads, preprocess=preprocess)
+
+
+def bench(artifacts: Iterable[str | Path] = (), *, from_dir: str | Path | None = None, batch: Sequence[int] = (1,),
+          threads: int | None = None, iters: int = 30, min_time: float = 1.0, warmup: int = 5,
+          eval: str | Path | None = None, out: str | Path = "rmt-deploy-bench", reference: bool = True,
+          device: str | None = None, hint: str = "latency", progress: bool = False) -> Report:
+    """Benchmark artifacts like ``rmt-deploy bench`` and return the report (also written)."""
+    from .jobs.bench import BenchOptions, parse_batches, run_bench
+
+    opts = BenchOptions(artifacts=tuple(Path(a) for a in artifacts), from_dir=Path(from_dir) if from_dir else None,
+                        batches=parse_batches(",".join(str(b) for b in batch)), threads=threads, min_iters=iters,
+                        min_seconds=min_time, warmup=warmup, eval_dir=Path(eval) if eval else None, out=Path(out),
+                        reference=reference, device=device, hint=hint.strip().lower())
+    run_bench(opts, _progress(progress))
+    return Report.read((Path(from_dir) if from_dir else Path(out)) / "report.json")
+
+
+def check(report: str | Path, *, baseline: str | Path | None = None, max_drop: float = 0.5,
+          max_latency_regression: float = 0.15, config: str | Path | None = None) -> CheckSummary:
+    """Gate on a report like ``rmt-deploy check``: ``.passed`` and one result per check."""
+    from .bench.check import Limits, check_report, load_limits, read_report
+
+    current = read_report(Path(report))
+    base = read_report(Path(baseline), "baseline") if baseline else None
+    results = check_report(current, base, load_limits(Path(config) if config else None,
+                                                      Limits(max_drop, max_latency_regression)))
+    return CheckSummary(results)

@@ -1,0 +1,164 @@
+"""The Python API (rmt_deploy.export / load / bench / check) and `rmt-deploy predict`."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import rmt_deploy as rd
+from rmt_deploy.bundled import bundled_images
+
+from .test_cli import run
+
+VAL = sorted(bundled_images("val").rglob("*.png"))
+FAST = dict(bench_iters=0, parity_samples=4, calib_size=16)
+
+
+def _label(prediction: rd.Prediction) -> str:
+    return Path(prediction.source).parent.name  # ImageFolder: the class is the folder name
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> rd.Report:
+    pytest.importorskip("openvino")
+    out = tmp_path_factory.mktemp("api") / "out"
+    return rd.export(targets=["onnx", "openvino"], int8=True, fp16=True, out=out, **FAST)
+
+
+def test_import_is_light():
+    code = ("import sys, rmt_deploy; "
+            "print([m for m in ('torch', 'onnxruntime', 'onnx', 'openvino', 'nncf', 'coremltools') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_export_returns_the_written_report(exported):
+    assert exported.ok and exported.report_path.name == "report.json"
+    on_disk = json.loads(exported.report_path.read_text())
+    assert exported.to_dict() == on_disk  # the types serialise to report.json, key for key
+    assert rd.Report.from_dict(on_disk).to_dict() == on_disk
+    int8 = exported.artifact("onnx", "int8")
+    assert int8.ok and int8.parity.cosine > 0.99 and int8.details["quantization"]["weight_bits"] == 7
+    assert {(a.target, a.precision) for a in exported.artifacts} == {
+        ("onnx", "fp32"), ("onnx", "int8"), ("onnx", "fp16"), ("openvino", "int8"), ("openvino", "fp16")}
+
+
+def test_api_export_equals_the_cli_export(tmp_path):
+    api = rd.export(out=tmp_path / "api", **FAST)
+    cli = run("export", "--out", str(tmp_path / "cli"), "--bench-iters", "0", "--parity-samples", "4",
+              "--calib-size", "16")
+    assert cli.returncode == 0, cli.stderr
+    by_cli = json.loads((tmp_path / "cli" / "report.json").read_text())
+    mine = api.to_dict()
+    for volatile in ("created", "environment"):
+        mine.pop(volatile), by_cli.pop(volatile)
+    for a in mine["artifacts"] + by_cli["artifacts"]:
+        a.pop("export_seconds")
+    assert mine == by_cli
+
+
+@pytest.mark.parametrize("name", ["model.onnx", "model_int8.onnx", "model_fp16.onnx", "model_int8.xml",
+                                  "model_fp16.xml"])
+def test_predict_gives_the_right_digit(exported, name):
+    images = VAL[::10]
+    with rd.load(exported.report_path.parent / name) as model:
+        predictions = model.predict(images, topk=3)
+    assert len(predictions) == len(images) and all(p.ok for p in predictions)
+    assert all(len(p.indices) == 3 and p.probabilities == sorted(p.probabilities, reverse=True) for p in predictions)
+    right = sum(p.names[0] == _label(p) for p in predictions)
+    # The report's accuracy on the same kind of images: the demo model gets them all right.
+    assert right == len(images), [(p.source, p.names[0]) for p in predictions if p.names[0] != _label(p)]
+
+
+def test_predict_accepts_images_arrays_and_tensors_and_skips_what_it_cannot_read(exported, tmp_path):
+    junk = tmp_path / "notes.png"
+    junk.write_text("not an image")
+    with rd.load(exported.report_path.parent / "model.onnx") as model:
+        image = Image.open(VAL[0])
+        wrong_size = image.resize((97, 131))  # any size is resized as the metadata says, not rejected
+        inputs = [VAL[0], str(VAL[0]), image, np.asarray(image.convert("RGB")), model.tensor(VAL[0]), junk, wrong_size]
+        results = model.predict(inputs, topk=1, batch=3)
+        batch = model.predict(np.stack([model.tensor(p) for p in VAL[:4]]), topk=1)
+    assert [r.ok for r in results] == [True, True, True, True, True, False, True]
+    first = {r.probabilities[0] for r in results[:5]}
+    assert len(first) == 1 and results[0].names[0] == _label(results[0])  # the same image, every way in
+    assert "cannot read it as an image" in results[5].error and results[5].source == str(junk)
+    assert [r.names[0] for r in batch] == [p.parent.name for p in VAL[:4]]
+
+
+def test_predict_through_the_coreml_numpy_evaluator(tmp_path):
+    pytest.importorskip("coremltools")
+    report = rd.export(targets=["coreml"], out=tmp_path / "out", **FAST)
+    with rd.load(tmp_path / "out" / "model_fp16.mlpackage") as model:
+        predictions = model.predict(VAL[::60], topk=1)
+    assert all(p.names[0] == _label(p) for p in predictions) and report.ok
+
+
+def test_bench_and_check_return_the_report_types(exported, tmp_path):
+    folder = exported.report_path.parent
+    timed = rd.bench([folder / "model.onnx"], batch=[1, 2], iters=3, min_time=0, out=tmp_path / "bench",
+                     reference=False)
+    assert timed.to_dict() == json.loads(timed.report_path.read_text())
+    assert timed.artifacts[0].latency.p50 > 0 and timed.artifacts[0].latency.batch == 1
+    gate = rd.check(exported.report_path, max_drop=100)
+    assert gate.passed and gate.to_dict()["passed"] and not gate.failed
+
+
+def test_bad_input_is_one_clear_error(exported, tmp_path):
+    with pytest.raises(rd.UserInputError, match="artifact not found"):
+        rd.load(tmp_path / "missing.onnx")
+    odd = tmp_path / "model.pt"
+    odd.write_bytes(b"x")
+    with pytest.raises(rd.UserInputError, match="unknown artifact type"):
+        rd.load(odd)
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not onnx")
+    with pytest.raises(rd.UserInputError, match="not a readable ONNX artifact"):
+        rd.load(broken)
+    with pytest.raises(rd.UserInputError, match="no target|unknown target"):
+        rd.export(targets=["tflite"], out=tmp_path / "never")
+    assert not (tmp_path / "never").exists()
+
+
+def test_foreign_artifact_needs_its_preprocessing(tmp_path):
+    import onnx
+
+    from rmt_deploy.data.images import Preprocess
+
+    plain = tmp_path / "plain.onnx"
+    proto = onnx.load(str(Path(rd.export(out=tmp_path / "out", **FAST).report_path).parent / "model.onnx"))
+    del proto.metadata_props[:]
+    onnx.save(proto, str(plain))
+    with pytest.raises(rd.UserInputError, match="no rmt-deploy metadata"):
+        rd.load(plain)
+    with rd.load(plain, preprocess=Preprocess((64, 64))) as model:
+        (p,) = model.predict(VAL[0], topk=2)
+    assert p.ok and p.names == [None, None] and len(p.indices) == 2  # no class names without metadata
+
+
+def test_predict_command(exported, tmp_path):
+    folder = exported.report_path.parent
+    junk = tmp_path / "junk.jpg"
+    junk.write_text("no")
+    shown = run("predict", str(folder / "model_int8.onnx"), str(VAL[0]), str(junk), "--topk", "2")
+    assert shown.returncode == 0, shown.stderr
+    assert "predictions" in shown.stdout and "skipped" in shown.stdout and "junk.jpg" in shown.stderr
+    as_json = run("predict", str(folder / "model_int8.onnx"), str(VAL[0].parent), "--json", "--topk", "1")
+    assert as_json.returncode == 0, as_json.stderr
+    rows = json.loads(as_json.stdout)
+    assert len(rows) == len(list(VAL[0].parent.glob("*.png"))) and all(r["names"][0] == VAL[0].parent.name for r in rows)
+    missing = run("predict", str(folder / "nope.onnx"), str(VAL[0]))
+    assert missing.returncode == 2 and "artifact not found" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_example_script_runs(tmp_path):
+    script = Path(__file__).resolve().parents[1] / "docs" / "python_api.py"
+    done = subprocess.run([sys.executable, str(script), "--out", str(tmp_path / "ex")], capture_output=True, text=True,
+                          timeout=900, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "onnx/int8: ok" in done.stdout and "bench int8" in done.stdout
