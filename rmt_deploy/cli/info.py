@@ -50,7 +50,10 @@ def _checkpoint_table(out: Console, info: dict) -> None:
     rows = [
         ("file", f"{info['path']} ({info['size_bytes'] / 1e6:.1f} MB, {info['format']})"),
         ("sha256", info["sha256"]),
-        ("architecture", info["arch"] or f"[red]unknown[/red] — {info['arch_problem']}"),
+        ("kind", info["task"] + (f" checkpoint; also holds {', '.join(info['other_parts'])} (not loaded)"
+                                 if info["other_parts"] else " checkpoint")),
+        ("architecture", (("backbone " if info["task"] != "classification" else "") + info["arch"]) if info["arch"]
+         else f"[red]unknown[/red] — {info['arch_problem']}"),
         ("parameters", f"{info['params_m']:.2f} M ({info['tensors']} tensors, {', '.join(info['dtypes'])})"),
         ("classes", str(info["num_classes"])),
         ("token-label head", "yes" if info["token_label"] else "no"),

@@ -19,10 +19,14 @@ from .rmt import RMT, create_model
 from .variants import VARIANTS, UnknownVariantError, resolve_variant
 
 __all__ = ["Checkpoint", "LoadedModel", "read_checkpoint", "checkpoint_filter_fn", "inspect_checkpoint",
-           "detect_variant", "load_model", "sha256_file", "CHECKPOINT_SUFFIXES"]
+           "detect_variant", "load_model", "sha256_file", "split_dense", "mismatch_summary", "CHECKPOINT_SUFFIXES"]
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".pth.tar", ".bin", ".ckpt", ".safetensors")
 _WRAPPER_KEYS = ("model", "state_dict", "model_ema", "state_dict_ema", "module")
+# mmdet / mmseg checkpoints: the backbone's weights under "backbone.", beside the neck and heads.
+_BACKBONE_PREFIX = "backbone."
+_DETECTION_PARTS = ("rpn_head", "roi_head", "bbox_head", "mask_head")
+_SEGMENTATION_PARTS = ("decode_head", "auxiliary_head")
 
 
 @dataclass
@@ -161,6 +165,22 @@ def checkpoint_filter_fn(obj) -> tuple[dict[str, torch.Tensor], str | None, list
     return state, key, others, hints
 
 
+def split_dense(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], str, list[str]]:
+    """A state dict → (backbone weights, task, names of the other parts).
+
+    ``task`` is "classification" (no ``backbone.`` keys; the state dict is returned as is),
+    "detection" (mmdet heads present), "segmentation" (mmseg heads) or "backbone" (only a
+    backbone, perhaps with a neck). The other parts are listed by their top-level name.
+    """
+    if not any(k.startswith(_BACKBONE_PREFIX) for k in state):
+        return state, "classification", []
+    backbone = {k[len(_BACKBONE_PREFIX):]: v for k, v in state.items() if k.startswith(_BACKBONE_PREFIX)}
+    parts = sorted({k.split(".", 1)[0] for k in state if not k.startswith(_BACKBONE_PREFIX)})
+    task = ("detection" if set(parts) & set(_DETECTION_PARTS) else
+            "segmentation" if set(parts) & set(_SEGMENTATION_PARTS) else "backbone")
+    return backbone, task, parts
+
+
 def _is_tensor_dict(d: dict) -> bool:
     values = list(d.values())
     return bool(values) and sum(isinstance(v, torch.Tensor) for v in values) >= 0.5 * len(values)
@@ -245,6 +265,11 @@ def load_model(path: str | Path, arch: str | None = None) -> LoadedModel:
     """
     ckpt = read_checkpoint(path)
     state = ckpt.state_dict
+    backbone, task, parts = split_dense(state)
+    if task != "classification":
+        raise UserInputError(f"{ckpt.path.name} is a {task} checkpoint (a backbone"
+                             + (f" with {', '.join(parts)}" if parts else "") + "); it has no classification head "
+                             "to export as a classifier")
     arch = arch or ckpt.metadata.get("rmt_deploy.arch")
     if arch:
         try:
@@ -276,8 +301,14 @@ def metadata_json(ckpt: Checkpoint, key: str):
 def inspect_checkpoint(path: str | Path) -> dict:
     """What ``rmt-deploy inspect`` shows: architecture, size, classes, hints, other entries."""
     ckpt = read_checkpoint(path)
+    backbone, task, parts = split_dense(ckpt.state_dict)
     try:
-        variant, num_classes = detect_variant(ckpt.state_dict)
+        if task == "classification":
+            variant, num_classes = detect_variant(ckpt.state_dict)
+        else:
+            from .dense import detect_backbone_variant
+
+            (variant, _), num_classes = detect_backbone_variant(backbone), None
         problem = None
     except UserInputError as e:
         variant, num_classes, problem = None, _num_classes(ckpt.state_dict), str(e)
@@ -295,6 +326,8 @@ def inspect_checkpoint(path: str | Path) -> dict:
         "weights_entry": ckpt.source_key,
         "other_entries": ckpt.other_entries,
         "tensors": len(ckpt.state_dict),
+        "task": task,  # classification / detection / segmentation / backbone
+        "other_parts": parts,  # detection / segmentation: neck and head modules beside the backbone
         "dtypes": dtypes,
         "params_m": round(params / 1e6, 3),
         "arch": variant,

@@ -238,9 +238,14 @@ class Stage(nn.Module):
         last = i == cfg.num_stages - 1
         self.downsample = None if last else PatchMerging(dim, cfg.embed_dims[i + 1])
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_blocks(self, x: torch.Tensor) -> torch.Tensor:
+        """The stage's output before its merge: what a detection backbone taps."""
         for block in self.blocks:
             x = block(x, self.Relpos)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.forward_blocks(x)
         return x if self.downsample is None else self.downsample(x)
 
 
