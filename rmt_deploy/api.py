@@ -7,6 +7,7 @@ never ``sys.exit``; nothing is printed unless ``progress=True``.
 """
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -23,6 +24,22 @@ def _progress(progress: bool):
     return RichProgress(quiet=False) if progress else NullProgress()
 
 
+def _tracks_given(fn):
+    """Pass ``fn`` the names of the keyword arguments the caller wrote (a preset fills the rest),
+    keeping its documented signature for ``help()``."""
+    signature = inspect.signature(fn)
+    public = signature.replace(parameters=[p for p in signature.parameters.values() if p.name != "_given"])
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        named = set(kwargs) | set(list(public.parameters)[:len(args)])
+        return fn(*args, _given=frozenset(named), **kwargs)
+
+    wrapper.__signature__ = public
+    return wrapper
+
+
+@_tracks_given
 def export(weights: str | Path | None = None, *, targets: Sequence[str] | str = ("onnx",), out: str | Path = "rmt-deploy-out",
            int8: bool = False, fp16: bool = False, fp32: bool = False, arch: str | None = None,
            img_size: str | int | tuple[int, int] | None = None, dynamic_batch: bool = False, preset: str | Path | None = None,
@@ -30,12 +47,13 @@ def export(weights: str | Path | None = None, *, targets: Sequence[str] | str = 
            calib_size: int = 256, max_drop: float | None = None, statistic: str = "minmax", parity_samples: int = 16,
            atol: float = 1e-4, bench_iters: int = 30, threads: int | None = None, strict: bool = False,
            image_input: bool = False, min_target: str = "iOS16", w8a8: bool = False, license: str = "",
-           require_engine: bool = False, progress: bool = False) -> Report:
+           require_engine: bool = False, progress: bool = False, _given: frozenset[str] = frozenset()) -> Report:
     """Export a checkpoint like ``rmt-deploy export`` and return its report.
 
     Keyword arguments are the CLI's flags (``--calib-size`` → ``calib_size``, ``--eval`` → ``eval``);
     ``weights=None`` uses the bundled demo checkpoint. With ``preset``, the preset's values apply
-    to every argument left at its default. The report is also written to ``out``.
+    to every argument not passed (``int8=False`` turns a preset's INT8 off, like ``--no-int8``).
+    The report is also written to ``out``.
 
     Returns:
         The report (``report.ok``, ``report.artifacts[i].parity.cosine``, ``report.report_path``).
@@ -53,8 +71,7 @@ def export(weights: str | Path | None = None, *, targets: Sequence[str] | str = 
                  calib_size=calib_size, max_drop=max_drop, statistic=statistic, parity_samples=parity_samples,
                  atol=atol, bench_iters=bench_iters, threads=threads, strict=strict, image_input=image_input,
                  min_target=min_target, w8a8=w8a8, license=license, require_engine=require_engine)
-    # A preset fills what the caller left at its default, as on the command line.
-    given = {name for name, value in flags.items() if value != _EXPORT_DEFAULTS[_PARAMETER.get(name, name)]}
+    given = {_FIELD.get(name, name) for name in _given}  # what the caller wrote wins over a preset
     opts = options_from_flags(flags, preset, given)
     try:
         run_export(opts, _progress(progress))
@@ -66,8 +83,7 @@ def export(weights: str | Path | None = None, *, targets: Sequence[str] | str = 
         raise
 
 
-_PARAMETER = {"eval_dir": "eval"}  # ExportOptions field → this function's keyword
-_EXPORT_DEFAULTS = {name: p.default for name, p in inspect.signature(export).parameters.items()}
+_FIELD = {"eval": "eval_dir"}  # this function's keyword → ExportOptions field
 
 
 def load(path: str | Path, *, runtime: str | None = None, threads: int | None = None, preprocess=None) -> Model:

@@ -1,5 +1,5 @@
-"""Artifacts on disk: one file (.onnx, .engine), a folder (.mlpackage) or a file pair
-(OpenVINO .xml + .bin). Sizes and deletion cover every part."""
+"""Artifacts on disk: one file (.onnx), a folder (.mlpackage) or a file pair (OpenVINO .xml +
+.bin, a TensorRT .engine + its .json sidecar). Sizes and deletion cover every part."""
 from __future__ import annotations
 
 import shutil
@@ -11,7 +11,8 @@ __all__ = ["artifact_parts", "artifact_bytes", "remove_artifact", "artifact_stem
 def artifact_parts(path: Path) -> list[Path]:
     """The paths that make up one artifact."""
     path = Path(path)
-    return [path, path.with_suffix(".bin")] if path.suffix == ".xml" else [path]
+    companion = {".xml": ".bin", ".engine": ".json"}.get(path.suffix)
+    return [path, path.with_suffix(companion)] if companion else [path]
 
 
 def artifact_bytes(path: Path) -> int:

@@ -102,11 +102,17 @@ def test_predict_through_the_coreml_numpy_evaluator(tmp_path):
 def test_bench_and_check_return_the_report_types(exported, tmp_path):
     folder = exported.report_path.parent
     timed = rd.bench([folder / "model.onnx"], batch=[1, 2], iters=3, min_time=0, out=tmp_path / "bench",
-                     reference=False)
-    assert timed.to_dict() == json.loads(timed.report_path.read_text())
+                     reference=False, eval=bundled_images("val"))
+    assert timed.to_dict() == json.loads(timed.report_path.read_text())  # accuracy without an FP32 reference too
+    assert timed.artifacts[0].accuracy.top1 > 90 and timed.artifacts[0].accuracy.drop is None
     assert timed.artifacts[0].latency.p50 > 0 and timed.artifacts[0].latency.batch == 1
     gate = rd.check(exported.report_path, max_drop=100)
     assert gate.passed and gate.to_dict()["passed"] and not gate.failed
+
+
+def test_a_preset_is_overridden_by_the_keywords_written(tmp_path):
+    report = rd.export(preset="cpu-onnxruntime-int8", int8=False, out=tmp_path / "out", **FAST)
+    assert [(a.target, a.precision) for a in report.artifacts] == [("onnx", "fp32")]  # like --no-int8
 
 
 def test_bad_input_is_one_clear_error(exported, tmp_path):

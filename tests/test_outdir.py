@@ -67,3 +67,14 @@ def test_export_killed_mid_run_is_cleaned_up_by_the_next_run(tmp_path):
     done = subprocess.run(cli, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert [p.name for p in tmp_path.iterdir()] == ["out"] and (out / "model.onnx").exists()
+
+
+def test_artifact_parts_cover_companion_files(tmp_path):
+    from rmt_deploy.artifacts import artifact_bytes, artifact_parts, remove_artifact
+
+    engine, sidecar = tmp_path / "model_int8.engine", tmp_path / "model_int8.json"
+    engine.write_bytes(b"12345")
+    sidecar.write_text("{}")
+    assert artifact_parts(engine) == [engine, sidecar] and artifact_bytes(engine) == 7
+    remove_artifact(engine)
+    assert not engine.exists() and not sidecar.exists()

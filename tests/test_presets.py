@@ -80,7 +80,7 @@ def test_flags_override_the_preset(tmp_path):
     ('int8 = "yes"\n', "'int8' must be true/false, not 'yes'", True),
     ("targets = [\"onnx\"]\nturbo = true\n", "unknown key 'turbo'", True),
     ("[coreml]\nw8 = true\n", "unknown key 'coreml.w8'", True),
-    ("require-engine = true\n", "unknown key 'require-engine'", True),
+    ('require-engine = "yes"\n', "'require-engine' must be true/false", True),  # 0.2's top-level spelling
     ('[trt]\nrequire-engine = "yes"\n', "'trt.require-engine' must be true/false", True),
     ("calib-size = true\n", "'calib-size' must be a number, not True", True),
     ("targets = \"onnx\"\n", "'targets' must be a list", True),

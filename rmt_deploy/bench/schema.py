@@ -19,21 +19,26 @@ __all__ = ["Artifact", "Parity", "Accuracy", "Latency", "Report", "CheckSummary"
            "stamp"]
 
 
+def _declared(cls) -> list[str]:
+    return [f.name for f in fields(cls) if f.name not in ("extra", "details", "keys", "report_path")]
+
+
 class _Block:
-    """A report block with typed fields; keys this version does not know are kept in ``extra``
-    so ``from_dict(d).to_dict() == d``."""
+    """A report block with typed fields. Keys this version does not know are kept in ``extra``,
+    and a block read from a file writes back exactly the keys it was read with, so
+    ``from_dict(d).to_dict() == d``."""
 
     @classmethod
     def from_dict(cls, data: dict | None):
         if data is None:
             return None
-        names = {f.name for f in fields(cls)} - {"extra"}
+        names = set(_declared(cls))
         return cls(**{k: v for k, v in data.items() if k in names},
-                   extra={k: v for k, v in data.items() if k not in names})
+                   extra={k: v for k, v in data.items() if k not in names}, keys=tuple(data))
 
     def to_dict(self) -> dict:
-        names = [f.name for f in fields(self) if f.name != "extra"]
-        return {**{k: getattr(self, k) for k in names}, **self.extra}
+        values = {**{k: getattr(self, k) for k in _declared(type(self))}, **self.extra}
+        return {k: values[k] for k in self.keys} if self.keys is not None else values
 
 
 @dataclass
@@ -47,6 +52,7 @@ class Parity(_Block):
     samples: int | None = None
     logit_scale: float | None = None
     extra: dict = field(default_factory=dict)
+    keys: tuple[str, ...] | None = field(default=None, repr=False)  # as read; None: every field
 
 
 @dataclass
@@ -61,6 +67,7 @@ class Accuracy(_Block):
     agreement: float | None = None  # share of images whose top-1 equals FP32's
     samples: int | None = None
     extra: dict = field(default_factory=dict)
+    keys: tuple[str, ...] | None = field(default=None, repr=False)  # as read; None: every field
 
 
 @dataclass
@@ -81,6 +88,7 @@ class Latency(_Block):
     threads: int | None = None
     batch: int | None = None
     extra: dict = field(default_factory=dict)
+    keys: tuple[str, ...] | None = field(default=None, repr=False)  # as read; None: every field
 
 
 @dataclass
@@ -106,6 +114,7 @@ class Artifact:
     graph: dict | None = None
     export_seconds: float | None = None
     details: dict = field(default_factory=dict)
+    keys: tuple[str, ...] | None = field(default=None, repr=False)  # as read; None: every field
 
     @property
     def ok(self) -> bool:
@@ -126,13 +135,14 @@ class Artifact:
         common = {k: getattr(self, k) for k in _ARTIFACT_KEYS}
         for k in ("parity", "accuracy", "latency_ms"):
             common[k] = common[k].to_dict() if common[k] is not None else None
-        return {**common, **self.details}
+        values = {**common, **self.details}
+        return {k: values[k] for k in self.keys} if self.keys is not None else values
 
     @classmethod
     def from_dict(cls, data: dict) -> Artifact:
         typed = {"parity": Parity, "accuracy": Accuracy, "latency_ms": Latency}
         values = {k: (typed[k].from_dict(data.get(k)) if k in typed else data.get(k)) for k in _ARTIFACT_KEYS}
-        return cls(**values, details={k: v for k, v in data.items() if k not in _ARTIFACT_KEYS})
+        return cls(**values, details={k: v for k, v in data.items() if k not in _ARTIFACT_KEYS}, keys=tuple(data))
 
 
 _ARTIFACT_KEYS = ("target", "precision", "path", "size_bytes", "status", "stage", "reason", "parity", "accuracy",
@@ -154,6 +164,7 @@ class Report:
     created: str | None = None
     extra: dict = field(default_factory=dict)  # schema_version, bench, reference_runs …
     report_path: Path | None = None
+    keys: tuple[str, ...] | None = field(default=None, repr=False)  # as read; None: every field
 
     @property
     def ok(self) -> bool:
@@ -168,8 +179,9 @@ class Report:
 
     def to_dict(self) -> dict:
         head = {k: getattr(self, k) for k in ("tool_version", "created")}
-        return {**head, "model": self.model, "verification": self.verification,
-                "artifacts": [a.to_dict() for a in self.artifacts], "environment": self.environment, **self.extra}
+        values = {**head, "model": self.model, "verification": self.verification,
+                  "artifacts": [a.to_dict() for a in self.artifacts], "environment": self.environment, **self.extra}
+        return {k: values[k] for k in self.keys} if self.keys is not None else values
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
@@ -179,7 +191,7 @@ class Report:
         known = ("artifacts", "model", "verification", "environment", "tool_version", "created")
         return cls([Artifact.from_dict(a) for a in data["artifacts"]], data.get("model") or {},
                    data.get("verification"), data.get("environment"), data.get("tool_version"), data.get("created"),
-                   {k: v for k, v in data.items() if k not in known}, report_path)
+                   {k: v for k, v in data.items() if k not in known}, report_path, tuple(data))
 
     @classmethod
     def read(cls, path: Path) -> Report:

@@ -50,7 +50,11 @@ def diagnose() -> dict:
     targets = []
     for target in TARGETS.values():
         reason = target.unavailable_reason()
-        runtimes = [] if reason else target.runtimes()
+        try:
+            runtimes = [] if reason else target.runtimes()
+        except Exception as e:  # noqa: BLE001 — a broken runtime is what doctor is for
+            reason = f"installed, but listing its runtimes fails: {str(e).splitlines()[0][:120] if str(e) else type(e).__name__}"
+            runtimes = []
         detail = reason or (f"precisions: {', '.join(target.precisions)}; runs here on: "
                             + (", ".join(runtimes) or f"nothing ({target.no_runtime_reason()})"))
         targets.append({"target": target.name, "status": "ok" if reason is None else "unavailable", "detail": detail,

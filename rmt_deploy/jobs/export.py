@@ -61,11 +61,7 @@ def run_export(opts: ExportOptions, progress=None) -> dict:
 def _step(cell: Cell, folder: Path, sources: ExportSources, opts: ExportOptions) -> Artifact:
     """One artifact: export, inspect, verify; its failure is recorded and the other cells still run."""
     target, precision = cell.target, cell.precision
-    entry = Artifact(target.name, precision)
-    reason = target.unavailable_reason()
-    if reason:
-        entry.skip(reason)
-        return entry
+    entry = Artifact(target.name, precision)  # plan() has checked that the target can export here
     try:
         _export_and_verify(cell, entry, folder, sources, opts)
     except (UserInputError, KeyboardInterrupt, MemoryError):
@@ -75,7 +71,7 @@ def _step(cell: Cell, folder: Path, sources: ExportSources, opts: ExportOptions)
             raise
         for leftover in target.leftovers(folder, precision):
             remove_artifact(leftover)
-        entry = Artifact(target.name, precision, details=entry.details)
+        entry.path = entry.size_bytes = None
         entry.fail("export", failure_reason(e))
     return entry
 
@@ -85,10 +81,10 @@ def _export_and_verify(cell: Cell, entry: Artifact, folder: Path, sources: Expor
     target, precision, progress = cell.target, cell.precision, sources.progress
     metadata = {**sources.prepared.metadata, "precision": precision, "dynamic_batch": str(cell.dynamic_batch).lower()}
     request = ExportRequest(precision, target.artifact_path(folder, precision), metadata, cell.dynamic_batch,
-                            cell.options)
+                            cell.options, opts.threads)
     start = time.perf_counter()
     exported = target.export(sources, request)
-    entry.export_seconds = round(time.perf_counter() - start, 2)
+    entry.export_seconds = exported.seconds if exported.seconds is not None else round(time.perf_counter() - start, 2)
     entry.details.update(exported.fields)
     shipped = exported.shipped or exported.path
     if shipped is not None:
@@ -106,7 +102,7 @@ def _export_and_verify(cell: Cell, entry: Artifact, folder: Path, sources: Expor
     if not entry.ok:
         _reject(entry, path, entry.stage, entry.reason)
         return
-    if precision == "int8" and opts.max_drop is not None and entry.accuracy is not None:
+    if precision == "int8" and opts.max_drop is not None and entry.accuracy is not None and target.gates_accuracy:
         fit_or_gate(target, entry, path, request.metadata, sources, opts.max_drop, opts.threads, cell.dynamic_batch,
                     lambda: _reverify(cell, entry, path, sources, opts))
 

@@ -76,6 +76,9 @@ def load_preset(name_or_path: str | Path) -> Preset:
         if not isinstance(table, dict):
             raise UserInputError(f"preset {path}: '{target.name}' must be a table ([{target.name}])")
         tables[target.name] = _fields(path, table, target.options_type.KEYS, f"{target.name}.")
+    if "require-engine" in data and "trt" not in tables:  # 0.2 presets had it at the top level
+        tables["trt"] = _fields(path, {"require-engine": data.pop("require-engine")}, TARGETS["trt"].options_type.KEYS,
+                                "")
     options = _fields(path, data, PRESET_KEYS, "")
     if "targets" in options and not all(isinstance(t, str) for t in options["targets"]):
         raise UserInputError(f"preset {path}: 'targets' must be a list of target names, e.g. [\"onnx\", \"trt\"]")

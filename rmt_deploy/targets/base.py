@@ -73,6 +73,7 @@ class ExportRequest:
     metadata: dict[str, str]  # what the artifact says about itself
     dynamic_batch: bool
     options: TargetOptions | None = None
+    threads: int | None = None  # for runtimes a target runs while exporting (None: all cores)
 
 
 @dataclass
@@ -86,6 +87,7 @@ class Exported:
     stage: str | None = None
     reason: str | None = None
     shipped: Path | None = None
+    seconds: float | None = None  # the report's export_seconds when only part of export() is the export
 
 
 class Target:
@@ -102,6 +104,7 @@ class Target:
     extra: str | None = None  # pip extra that installs the backend
     needs: str | None = None  # hardware the runtime needs ("nvidia-gpu", "macos"), for docs and skips
     options_type: type[TargetOptions] | None = None
+    gates_accuracy: bool = True  # --max-drop applies to its INT8 artifact here
     title: str = ""  # how help panels and messages name it ("CoreML")
 
     def __repr__(self) -> str:

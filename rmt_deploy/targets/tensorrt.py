@@ -180,28 +180,36 @@ def build_engine(onnx_path: Path, engine_path: Path, settings: EngineSettings) -
     with atomic_path(engine_path) as tmp:
         tmp.write_bytes(bytes(plan))
     if cache is not None:
-        Path(settings.timing_cache).write_bytes(bytes(config.get_timing_cache().serialize()))
+        with atomic_path(Path(settings.timing_cache)) as tmp:
+            tmp.write_bytes(bytes(config.get_timing_cache().serialize()))
     sidecar = {"tensorrt": trt.__version__, "gpu": _gpu_name(), "compute_capability": _compute_capability(),
                "precision": _precision_of(onnx_path), "input": inp.name, "input_shape": shape,
                "profile": [settings.min_batch, settings.opt_batch, settings.max_batch] if shape[0] == -1 else None,
                "dla_core": settings.dla_core, "source_onnx": onnx_path.name,
                "source_onnx_sha256": hashlib.sha256(onnx_path.read_bytes()).hexdigest(),
-               "build_seconds": round(time.perf_counter() - start, 2)}
+               "build_seconds": round(time.perf_counter() - start, 2),
+               "metadata": _onnx_metadata(onnx_path)}  # preprocessing and classes, for predict and bench
     write_text_atomic(sidecar_path(engine_path), json.dumps(sidecar, indent=2) + "\n")
     return sidecar
 
 
-def _precision_of(onnx_path: Path) -> str:
+def _onnx_metadata(onnx_path: Path) -> dict[str, str]:
     import onnx
 
-    meta = {p.key: p.value for p in onnx.load(str(onnx_path), load_external_data=False).metadata_props}
-    return meta.get("precision", "unknown")
+    return {p.key: p.value for p in onnx.load(str(onnx_path), load_external_data=False).metadata_props}
+
+
+def _precision_of(onnx_path: Path) -> str:
+    return _onnx_metadata(onnx_path).get("precision", "unknown")
 
 
 def describe(path: Path) -> dict:
+    """Input and metadata of an engine, from its sidecar: the source ONNX's metadata (preprocessing,
+    classes) under the engine's own facts (TensorRT version, GPU, precision)."""
     sidecar = _read_sidecar(path)
+    facts = {k: v for k, v in sidecar.items() if k != "metadata"}
     return {"input_name": sidecar["input"], "input_shape": sidecar["input_shape"],
-            "dynamic_batch": sidecar["input_shape"][0] == -1, "metadata": sidecar}
+            "dynamic_batch": sidecar["input_shape"][0] == -1, "metadata": {**sidecar.get("metadata", {}), **facts}}
 
 
 def _read_sidecar(engine: Path) -> dict:
@@ -325,11 +333,13 @@ class TensorRTTarget(Target):
     precisions, default_precision = ("fp16", "int8", "fp32"), "fp16"
     calibrated_int8, extra, needs = True, "trt", "nvidia-gpu"
     options_type = TensorRTOptions
+    gates_accuracy = False  # the engine's accuracy is the device's: gate it there with `rmt-deploy check`
 
     def require(self, options: TensorRTOptions | None, precisions: tuple[str, ...]) -> None:
-        reason = engine_unavailable_reason()
-        if options and options.require_engine and reason:
-            raise BackendUnavailable(f"--require-engine: {reason}")
+        if options and options.require_engine:
+            reason = engine_unavailable_reason()
+            if reason:
+                raise BackendUnavailable(f"--require-engine: {reason}")
 
     def runtimes(self, device: str | None = None) -> list[str]:
         return ["cuda"] if engine_unavailable_reason() is None else []
@@ -362,27 +372,32 @@ class TensorRTTarget(Target):
         else:
             source = sources.fp16_onnx(dynamic) if precision == "fp16" else sources.deploy_onnx(dynamic)
             proto = onnx.load(str(source))
+        start = time.perf_counter()
         with sources.progress.step(f"Writing the TensorRT-ready {precision.upper()} ONNX"):
             save_onnx(proto, onnx_path, request.metadata)
+        seconds = round(time.perf_counter() - start, 2)  # export_seconds: the ONNX, not the checks or the engine
         with sources.progress.step(f"Checking TensorRT readiness of {onnx_path.name}"):
             fields["readiness"] = readiness(onnx.load(str(onnx_path)), dynamic)
             fields["readiness"]["rtx_build"] = rtx_build(onnx_path)
         fields["onnx"] = onnx_path.name
         # The same graph run by ONNX Runtime without its int8 kernels (Q/DQ as float math, what TensorRT
         # computes): fused kernels would saturate the full 8-bit grid on x86 CPUs without VNNI.
-        with OnnxRuntimeRunner(onnx_path, fuse_int8=False) as runner:
+        with OnnxRuntimeRunner(onnx_path, request.threads, fuse_int8=False) as runner:
             fields["onnx_parity"] = sources.parity(runner, dynamic)
         info = describe_onnx(onnx_path)
         fields["trtexec"] = trtexec_command(onnx_path.name, request.path.name, precision, info["input_name"],
                                             info["input_shape"], EngineSettings())
         if fields["readiness"]["status"] != "ready":
-            return Exported(None, fields, "failed", "readiness", "; ".join(fields["readiness"]["problems"])[:300])
+            onnx_path.unlink()
+            return Exported(None, fields, "failed", "readiness",
+                            "; ".join(fields["readiness"]["problems"])[:300] + "; model removed", seconds=seconds)
         reason = engine_unavailable_reason()
         if reason:
-            return Exported(None, fields, "skipped", reason=f"engine not built: {reason}", shipped=onnx_path)
+            return Exported(None, fields, "skipped", reason=f"engine not built: {reason}", shipped=onnx_path,
+                            seconds=seconds)
         with sources.progress.step(f"Building the TensorRT {precision.upper()} engine"):
             fields["engine"] = build_engine(onnx_path, request.path, EngineSettings())
-        return Exported(request.path, fields)
+        return Exported(request.path, fields, seconds=seconds)
 
     def finalize(self, folder: Path, entries: list[dict]) -> None:
         commands = [e["trtexec"] for e in entries if e.get("trtexec") and e["status"] != "failed"]
