@@ -73,13 +73,15 @@ def export(weights: str | Path | None = None, *, targets: Sequence[str] | str = 
                  min_target=min_target, w8a8=w8a8, license=license, require_engine=require_engine)
     given = {_FIELD.get(name, name) for name in _given}  # what the caller wrote wins over a preset
     opts = options_from_flags(flags, preset, given)
+    written = Path(opts.out) / "report.json"
+    before = written.stat().st_mtime_ns if written.exists() else None
     try:
         run_export(opts, _progress(progress))
-        return Report.read(Path(opts.out) / "report.json")  # what was written, key for key
+        return Report.read(written)  # what was written, key for key
     except VerificationError as e:
-        written = Path(opts.out) / "report.json"
-        if written.exists():
-            e.report = Report.read(written)  # the failed entries, with their reasons
+        # The failed entries with their reasons, when this run wrote a report (not with --strict).
+        if written.exists() and written.stat().st_mtime_ns != before:
+            e.report = Report.read(written)
         raise
 
 
@@ -95,17 +97,20 @@ def load(path: str | Path, *, runtime: str | None = None, threads: int | None = 
     return Model.open(Path(path), runtime=runtime, threads=threads, preprocess=preprocess)
 
 
-def bench(artifacts: Iterable[str | Path] = (), *, from_dir: str | Path | None = None, batch: Sequence[int] = (1,),
+def bench(artifacts: Iterable[str | Path] | str | Path = (), *, from_dir: str | Path | None = None,
+          batch: Sequence[int] | int = (1,),
           threads: int | None = None, iters: int = 30, min_time: float = 1.0, warmup: int = 5,
           eval: str | Path | None = None, out: str | Path = "rmt-deploy-bench", reference: bool = True,
           device: str | None = None, hint: str = "latency", progress: bool = False) -> Report:
     """Benchmark artifacts like ``rmt-deploy bench`` and return the report (also written)."""
     from .jobs.bench import BenchOptions, parse_batches, run_bench
 
+    artifacts = [artifacts] if isinstance(artifacts, (str, Path)) else artifacts
+    batch = [batch] if isinstance(batch, int) else batch
     opts = BenchOptions(artifacts=tuple(Path(a) for a in artifacts), from_dir=Path(from_dir) if from_dir else None,
                         batches=parse_batches(",".join(str(b) for b in batch)), threads=threads, min_iters=iters,
                         min_seconds=min_time, warmup=warmup, eval_dir=Path(eval) if eval else None, out=Path(out),
-                        reference=reference, device=device, hint=hint.strip().lower())
+                        reference=reference, device=device, hint=str(hint).strip().lower())
     run_bench(opts, _progress(progress))
     return Report.read((Path(from_dir) if from_dir else Path(out)) / "report.json")
 

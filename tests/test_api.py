@@ -41,7 +41,12 @@ def test_export_returns_the_written_report(exported):
     assert exported.ok and exported.report_path.name == "report.json"
     on_disk = json.loads(exported.report_path.read_text())
     assert exported.to_dict() == on_disk  # the types serialise to report.json, key for key
-    assert rd.Report.from_dict(on_disk).to_dict() == on_disk
+    again = rd.Report.from_dict(on_disk)
+    again.artifacts[0].details["reviewed"] = True  # what is set after reading is written too
+    again.extra["ci_run"] = 7
+    written = again.to_dict()
+    assert written["artifacts"][0]["reviewed"] is True and written["ci_run"] == 7
+    assert exported.artifacts[0].parity.cosine == on_disk["artifacts"][0]["parity"]["cosine"]
     int8 = exported.artifact("onnx", "int8")
     assert int8.ok and int8.parity.cosine > 0.99 and int8.details["quantization"]["weight_bits"] == 7
     assert {(a.target, a.precision) for a in exported.artifacts} == {
@@ -81,10 +86,12 @@ def test_predict_accepts_images_arrays_and_tensors_and_skips_what_it_cannot_read
     with rd.load(exported.report_path.parent / "model.onnx") as model:
         image = Image.open(VAL[0])
         wrong_size = image.resize((97, 131))  # any size is resized as the metadata says, not rejected
-        inputs = [VAL[0], str(VAL[0]), image, np.asarray(image.convert("RGB")), model.tensor(VAL[0]), junk, wrong_size]
+        inputs = [VAL[0], str(VAL[0]), image, np.asarray(image.convert("RGB")), model.tensor(VAL[0]), junk, wrong_size,
+                  np.zeros((2, 5), np.float32)]
         results = model.predict(inputs, topk=1, batch=3)
         batch = model.predict(np.stack([model.tensor(p) for p in VAL[:4]]), topk=1)
-    assert [r.ok for r in results] == [True, True, True, True, True, False, True]
+    assert [r.ok for r in results] == [True, True, True, True, True, False, True, False]
+    assert "no image" in results[7].error  # a bad array is skipped like an unreadable file
     first = {r.probabilities[0] for r in results[:5]}
     assert len(first) == 1 and results[0].names[0] == _label(results[0])  # the same image, every way in
     assert "cannot read it as an image" in results[5].error and results[5].source == str(junk)
@@ -116,6 +123,13 @@ def test_a_preset_is_overridden_by_the_keywords_written(tmp_path):
 
 
 def test_bad_input_is_one_clear_error(exported, tmp_path):
+    with pytest.raises(rd.UserInputError, match="multiple of 32"):
+        rd.export(img_size=(70, 70), out=tmp_path / "never")
+    with pytest.raises(rd.UserInputError, match="runtime 'bogus' is not available"):
+        rd.load(exported.report_path.parent / "model.onnx", runtime="bogus")
+    with pytest.raises(rd.UserInputError, match="not an rmt-deploy report"):
+        (tmp_path / "r.json").write_text("{}")
+        rd.Report.read(tmp_path / "r.json")
     with pytest.raises(rd.UserInputError, match="artifact not found"):
         rd.load(tmp_path / "missing.onnx")
     odd = tmp_path / "model.pt"

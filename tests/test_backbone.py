@@ -89,7 +89,7 @@ def test_detection_and_segmentation_checkpoints(tmp_path, heads, task, wrapper):
         assert all(torch.equal(a, b) for a, b in zip(loaded.model(x), original(x)))
     info = inspect_checkpoint(path)
     assert info["task"] == task and info["arch"] == "rmt-t" and set(info["other_parts"]) == {"neck", *heads}
-    with pytest.raises(UserInputError, match=f"is a {task} checkpoint.*no classification head") as err:
+    with pytest.raises(UserInputError, match=f"a {task} checkpoint.*only RMT classifiers") as err:
         load_model(path)
     assert "\n" not in str(err.value)
 
@@ -112,6 +112,14 @@ def test_bad_backbone_input(tmp_path):
             parse_out_indices(text)
     path = tmp_path / "mm.pth"
     _mm_checkpoint(path, ("rpn_head",))
+    with pytest.raises(UserInputError, match="out_indices"):
+        load_backbone(path, out_indices=(3, 1))
+    resnet = tmp_path / "resnet_maskrcnn.pth"
+    torch.save({"state_dict": {"backbone.conv1.weight": torch.zeros(64, 3, 7, 7), "backbone.bn1.weight": torch.ones(64),
+                               "rpn_head.rpn_conv.weight": torch.zeros(8, 8, 3, 3)}}, resnet)
+    with pytest.raises(UserInputError, match="not an RMT"):
+        load_backbone(resnet)
+    assert inspect_checkpoint(resnet)["arch"] is None
     with pytest.raises(UserInputError, match="does not fit rmt-s"):
         load_backbone(path, arch="rmt-s")
 
@@ -123,5 +131,5 @@ def test_cli_inspect_and_export_of_a_detection_checkpoint(tmp_path):
     assert shown.returncode == 0, shown.stderr
     assert "detection checkpoint" in shown.stdout and "backbone rmt-t" in shown.stdout and "roi_head" in shown.stdout
     export = run("export", "-w", str(path), "--out", str(tmp_path / "out"))
-    assert export.returncode == 2 and "no classification head" in export.stderr
+    assert export.returncode == 2 and "a detection checkpoint" in export.stderr
     assert len(export.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()

@@ -23,6 +23,16 @@ def _declared(cls) -> list[str]:
     return [f.name for f in fields(cls) if f.name not in ("extra", "details", "keys", "report_path")]
 
 
+def _as_read(values: dict, keys: tuple[str, ...] | None) -> dict:
+    """``values`` with the keys a block was read with first (in their order), then every key set
+    since; a declared field still None that the file did not have stays out."""
+    if keys is None:
+        return values
+    ordered = {k: values[k] for k in keys if k in values}
+    ordered.update({k: v for k, v in values.items() if k not in ordered and v is not None})
+    return ordered
+
+
 class _Block:
     """A report block with typed fields. Keys this version does not know are kept in ``extra``,
     and a block read from a file writes back exactly the keys it was read with, so
@@ -37,8 +47,7 @@ class _Block:
                    extra={k: v for k, v in data.items() if k not in names}, keys=tuple(data))
 
     def to_dict(self) -> dict:
-        values = {**{k: getattr(self, k) for k in _declared(type(self))}, **self.extra}
-        return {k: values[k] for k in self.keys} if self.keys is not None else values
+        return _as_read({**{k: getattr(self, k) for k in _declared(type(self))}, **self.extra}, self.keys)
 
 
 @dataclass
@@ -135,8 +144,7 @@ class Artifact:
         common = {k: getattr(self, k) for k in _ARTIFACT_KEYS}
         for k in ("parity", "accuracy", "latency_ms"):
             common[k] = common[k].to_dict() if common[k] is not None else None
-        values = {**common, **self.details}
-        return {k: values[k] for k in self.keys} if self.keys is not None else values
+        return _as_read({**common, **self.details}, self.keys)
 
     @classmethod
     def from_dict(cls, data: dict) -> Artifact:
@@ -181,7 +189,7 @@ class Report:
         head = {k: getattr(self, k) for k in ("tool_version", "created")}
         values = {**head, "model": self.model, "verification": self.verification,
                   "artifacts": [a.to_dict() for a in self.artifacts], "environment": self.environment, **self.extra}
-        return {k: values[k] for k in self.keys} if self.keys is not None else values
+        return _as_read(values, self.keys)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
@@ -195,7 +203,19 @@ class Report:
 
     @classmethod
     def read(cls, path: Path) -> Report:
-        return cls.from_dict(json.loads(Path(path).read_text()), Path(path))
+        """A report.json file (UserInputError for a missing file, bad JSON or no artifacts list)."""
+        from ..errors import UserInputError
+
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except OSError as e:
+            raise UserInputError(f"cannot read report {path}: {e.strerror or e}") from None
+        except ValueError as e:
+            raise UserInputError(f"report {path} is not valid JSON ({e})") from None
+        if not isinstance(data, dict) or not isinstance(data.get("artifacts"), list):
+            raise UserInputError(f"{path} is not an rmt-deploy report (no 'artifacts' list)")
+        return cls.from_dict(data, path)
 
 
 @dataclass

@@ -97,8 +97,8 @@ def options_from_flags(flags: dict, preset: str | Path | None = None, given: fro
     flags["targets"] = tuple(t for v in ([targets] if isinstance(targets, str) else targets)
                              for t in str(v).split(",") if t.strip())
     size = flags.get("img_size")
-    if size is not None and not isinstance(size, tuple):
-        flags["img_size"] = parse_img_size(str(size))
+    if size is not None:  # 224, "256x320", (256, 320): validated like the flag
+        flags["img_size"] = parse_img_size("x".join(map(str, size)) if isinstance(size, (tuple, list)) else str(size))
     for key in ("weights", "out", "eval_dir", "label_map", "calib"):
         if flags.get(key) is not None:
             flags[key] = Path(flags[key])

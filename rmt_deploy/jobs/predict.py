@@ -58,7 +58,9 @@ class Model:
         names = self.metadata.get("class_names")
         self.class_names: list[str] | None = json.loads(names) if names else None
         fixed = info["input_shape"][0]
-        self.max_batch: int | None = None if info["dynamic_batch"] else int(fixed or 1)
+        profile = self.metadata.get("profile")  # TensorRT engines: (min, opt, max) batch
+        self.max_batch: int | None = (int(fixed or 1) if not info["dynamic_batch"]
+                                      else int(profile[2]) if isinstance(profile, (list, tuple)) else None)
 
     @classmethod
     def open(cls, path: Path, runtime: str | None = None, threads: int | None = None,
@@ -80,8 +82,20 @@ class Model:
         if pre is None:
             raise UserInputError(f"{path.name} has no rmt-deploy metadata (input size, mean/std); pass "
                                  "preprocess=Preprocess((H, W), mean=..., std=...) to load()")
+        if runtime is not None:
+            here = target.runtimes()
+            if runtime not in here and not (target.name == "openvino" and runtime.split(":")[0] in ("AUTO", "HETERO",
+                                                                                                    "MULTI")):
+                raise UserInputError(f"runtime {runtime!r} is not available for {target.title} here; choose from "
+                                     f"{', '.join(here) or 'none (' + target.no_runtime_reason() + ')'}")
         runner = target.load(path, threads, runtime)
-        runner.activate()
+        try:
+            runner.activate()
+        except UserInputError:
+            raise
+        except Exception as e:  # noqa: BLE001 — a runtime that cannot take the artifact is one line too
+            raise UserInputError(f"{path.name}: {runner.name} cannot load it ({type(e).__name__}: "
+                                 f"{str(e).strip().splitlines()[0][:200] if str(e).strip() else ''})") from None
         return cls(path, target, info, pre, runner)
 
     def close(self) -> None:
@@ -112,12 +126,12 @@ class Model:
         if isinstance(image, Image.Image):
             return self.preprocess(image)
         array = np.asarray(image)
-        if array.ndim == 3 and array.shape[-1] in (1, 3, 4) and array.dtype == np.uint8:
-            return self.preprocess(Image.fromarray(array if array.shape[-1] != 1 else array[..., 0]))
+        if array.dtype == np.uint8 and (array.ndim == 2 or (array.ndim == 3 and array.shape[-1] in (1, 3, 4))):
+            return self.preprocess(Image.fromarray(array[..., 0] if array.ndim == 3 and array.shape[-1] == 1 else array))
         if array.ndim == 3 and array.shape[0] == 3 and np.issubdtype(array.dtype, np.floating):
             return _resized(array.astype(np.float32), self.preprocess.size)
-        raise UserInputError(f"cannot use an array of shape {array.shape} and dtype {array.dtype}: pass HxWx3 "
-                             "uint8 pixels or a normalised 3xHxW float array")
+        raise ValueError(f"an array of shape {array.shape} and dtype {array.dtype} is no image: pass HxW or HxWx3 "
+                         "uint8 pixels, or a normalised 3xHxW float array")
 
     # -- running -----------------------------------------------------------------------------
     def logits(self, x: np.ndarray) -> np.ndarray:
@@ -145,7 +159,9 @@ class Model:
                 try:
                     arrays.append(self.tensor(items[i]))
                     kept.append(i)
-                except (OSError, ValueError, SyntaxError) as e:  # PIL's unreadable-file errors
+                except ValueError as e:  # an array that is no image
+                    results[i] = Prediction(_label(items[i], i), error=str(e))
+                except Exception as e:  # noqa: BLE001 — PIL: OSError, SyntaxError, DecompressionBombError …
                     results[i] = Prediction(_label(items[i], i), error=f"cannot read it as an image ({type(e).__name__})")
             if arrays:
                 for i, row in zip(kept, self.logits(np.stack(arrays))):

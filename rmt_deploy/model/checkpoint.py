@@ -267,9 +267,10 @@ def load_model(path: str | Path, arch: str | None = None) -> LoadedModel:
     state = ckpt.state_dict
     backbone, task, parts = split_dense(state)
     if task != "classification":
-        raise UserInputError(f"{ckpt.path.name} is a {task} checkpoint (a backbone"
-                             + (f" with {', '.join(parts)}" if parts else "") + "); it has no classification head "
-                             "to export as a classifier")
+        beside = f" beside {', '.join(parts)}" if parts else ""
+        raise UserInputError(f"{ckpt.path.name} holds its weights under 'backbone.'{beside} (a {task} checkpoint); "
+                             "only RMT classifiers in the official layout (patch_embed, layers, proj, norm, head) "
+                             "export as classifiers")
     arch = arch or ckpt.metadata.get("rmt_deploy.arch")
     if arch:
         try:
@@ -313,7 +314,7 @@ def inspect_checkpoint(path: str | Path) -> dict:
     except UserInputError as e:
         variant, num_classes, problem = None, _num_classes(ckpt.state_dict), str(e)
     cfg = VARIANTS.get(variant) if variant else None
-    params = sum(v.numel() for k, v in ckpt.state_dict.items()
+    params = sum(v.numel() for k, v in (backbone if task != "classification" else ckpt.state_dict).items()
                  if v.is_floating_point() and not k.endswith(("running_mean", "running_var"))
                  and ".Relpos." not in k)
     dtypes = sorted({str(v.dtype).replace("torch.", "") for v in ckpt.state_dict.values()})

@@ -61,7 +61,7 @@ def detect_backbone_variant(state: dict[str, torch.Tensor]) -> tuple[str, bool]:
         UserInputError: no variant fits; names the closest and its differences.
     """
     extra = any(k.startswith("extra_norms.") for k in state)
-    best, best_common, best_diff = None, -1, ""
+    best, best_common, best_diff, best_total = None, -1, "", 1
     for variant, cfg in VARIANTS.items():
         if cfg.token_label:
             continue  # same trunk as the plain variant
@@ -71,7 +71,10 @@ def detect_backbone_variant(state: dict[str, torch.Tensor]) -> tuple[str, bool]:
             return variant, extra
         common = sum(1 for k, s in expected.items() if k in state and tuple(state[k].shape) == s)
         if common > best_common:
-            best, best_common, best_diff = variant, common, diff
+            best, best_common, best_diff, best_total = variant, common, diff, len(expected)
+    if best_common < 0.5 * best_total:
+        raise UserInputError("the backbone is not an RMT: its keys match no variant "
+                             f"({best_common}/{best_total} keys of the closest, {best})")
     raise UserInputError(f"the backbone's weights match no RMT variant exactly; closest is {best}: {best_diff}")
 
 
@@ -83,6 +86,8 @@ def load_backbone(path: str | Path, arch: str | None = None,
     Raises:
         UserInputError: unreadable file, unknown ``arch``, keys or shapes that do not fit.
     """
+    if not out_indices or list(out_indices) != sorted(set(out_indices)) or not set(out_indices) <= {0, 1, 2, 3}:
+        raise UserInputError(f"out_indices {tuple(out_indices)}: stages are 0-3 (strides 4, 8, 16, 32), increasing")
     ckpt = read_checkpoint(path)
     state, task, ignored = split_dense(ckpt.state_dict)
     if task == "classification":
