@@ -82,12 +82,10 @@ class Model:
         if pre is None:
             raise UserInputError(f"{path.name} has no rmt-deploy metadata (input size, mean/std); pass "
                                  "preprocess=Preprocess((H, W), mean=..., std=...) to load()")
-        if runtime is not None:
+        if runtime is not None and not target.accepts_runtime(runtime):
             here = target.runtimes()
-            if runtime not in here and not (target.name == "openvino" and runtime.split(":")[0] in ("AUTO", "HETERO",
-                                                                                                    "MULTI")):
-                raise UserInputError(f"runtime {runtime!r} is not available for {target.title} here; choose from "
-                                     f"{', '.join(here) or 'none (' + target.no_runtime_reason() + ')'}")
+            raise UserInputError(f"runtime {runtime!r} is not available for {target.title} here; choose from "
+                                 f"{', '.join(here) or 'none (' + target.no_runtime_reason() + ')'}")
         runner = target.load(path, threads, runtime)
         try:
             runner.activate()

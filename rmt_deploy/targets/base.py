@@ -125,6 +125,10 @@ class Target:
         """Runtimes (providers, devices, compute units) that can run artifacts here, fastest first."""
         return []
 
+    def accepts_runtime(self, runtime: str) -> bool:
+        """Whether ``load(..., runtime=runtime)`` names something that exists here."""
+        return runtime in self.runtimes()
+
     def no_runtime_reason(self) -> str:
         """Why ``runtimes()`` is empty on this machine."""
         return f"no {self.title or self.name} runtime on this machine"

@@ -31,6 +31,7 @@ __all__ = ["TARGET", "OpenVINOTarget", "convert", "save", "read_model", "describ
 
 RT_INFO_KEY = "rmt_deploy"
 HINTS = {"latency": "LATENCY", "throughput": "THROUGHPUT"}
+_VIRTUAL_DEVICES = ("AUTO", "HETERO", "MULTI")  # pick or combine real devices at compile time
 # Runtime layer types that only move or hold data: left out of the precision counts.
 _NOT_COMPUTE = {"Const", "Input", "Output", "Parameter", "Result", "Reshape", "Reorder", "Transpose", "Concatenation",
                 "Split", "Squeeze", "Unsqueeze"}
@@ -178,7 +179,7 @@ def check_device(device: str | None) -> None:
     if device is None:
         return
     devices = _ov().Core().available_devices
-    if device not in devices and device.split(":")[0] not in ("AUTO", "HETERO", "MULTI"):
+    if device not in devices and device.split(":")[0] not in _VIRTUAL_DEVICES:
         raise UserInputError(f"--device {device}: OpenVINO sees {', '.join(devices) or 'no device'} on this "
                              "machine (AUTO picks one)")
 
@@ -207,6 +208,9 @@ class OpenVINOTarget(Target):
     def runtimes(self, device: str | None = None) -> list[str]:
         """OpenVINO devices on this machine (CPU, GPU, NPU …), or the one asked for."""
         return [device] if device else list(_ov().Core().available_devices)
+
+    def accepts_runtime(self, runtime: str) -> bool:
+        return runtime in self.runtimes() or runtime.split(":")[0] in _VIRTUAL_DEVICES
 
     def no_runtime_reason(self) -> str:
         return "OpenVINO reports no device on this machine"
