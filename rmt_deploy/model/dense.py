@@ -14,7 +14,7 @@ import torch
 
 from ..errors import UserInputError
 from .backbone import RMTBackbone, create_backbone
-from .checkpoint import Checkpoint, mismatch_summary, read_checkpoint, sha256_file, split_dense
+from .checkpoint import Checkpoint, adopt_weights, mismatch_summary, read_checkpoint, sha256_file, split_dense
 from .variants import VARIANTS, UnknownVariantError, resolve_variant
 
 __all__ = ["LoadedBackbone", "load_backbone", "detect_backbone_variant", "parse_out_indices"]
@@ -104,9 +104,5 @@ def load_backbone(path: str | Path, arch: str | None = None,
             raise UserInputError(f"the backbone in {ckpt.path.name} does not fit {variant}: {diff}")
     else:
         variant, extra = detect_backbone_variant(state)
-    with torch.device("meta"):
-        model = create_backbone(variant, out_indices, extra_norms=extra)
-    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
-    model.load_state_dict(state, strict=True, assign=True)
-    model.eval()
+    model = adopt_weights(lambda: create_backbone(variant, out_indices, extra_norms=extra), state)
     return LoadedBackbone(model, variant, task, ignored, ckpt, sha256_file(ckpt.path))
