@@ -42,7 +42,8 @@ def _tracks_given(fn):
 @_tracks_given
 def export(weights: str | Path | None = None, *, targets: Sequence[str] | str = ("onnx",), out: str | Path = "rmt-deploy-out",
            int8: bool = False, fp16: bool = False, fp32: bool = False, arch: str | None = None,
-           img_size: str | int | tuple[int, int] | None = None, dynamic_batch: bool = False, preset: str | Path | None = None,
+           img_size: str | int | tuple[int, int] | None = None, task: str = "classify",
+           out_indices: str | Sequence[int] | None = None, dynamic_batch: bool = False, preset: str | Path | None = None,
            eval: str | Path | None = None, label_map: str | Path | None = None, calib: str | Path | None = None,
            calib_size: int = 256, max_drop: float | None = None, statistic: str = "minmax", parity_samples: int = 16,
            atol: float = 1e-4, bench_iters: int = 30, threads: int | None = None, strict: bool = False,
@@ -51,7 +52,8 @@ def export(weights: str | Path | None = None, *, targets: Sequence[str] | str = 
     """Export a checkpoint like ``rmt-deploy export`` and return its report.
 
     Keyword arguments are the CLI's flags (``--calib-size`` → ``calib_size``, ``--eval`` → ``eval``);
-    ``weights=None`` uses the bundled demo checkpoint. With ``preset``, the preset's values apply
+    ``weights=None`` uses the bundled demo checkpoint. ``task="backbone"`` exports the feature maps
+    of a detection/segmentation (or classification) checkpoint's backbone. With ``preset``, the preset's values apply
     to every argument not passed (``int8=False`` turns a preset's INT8 off, like ``--no-int8``).
     The report is also written to ``out``.
 
@@ -67,7 +69,7 @@ def export(weights: str | Path | None = None, *, targets: Sequence[str] | str = 
     from .jobs.plan import options_from_flags
 
     flags = dict(weights=weights, targets=targets, out=out, int8=int8, fp16=fp16, fp32=fp32, arch=arch,
-                 img_size=img_size, dynamic_batch=dynamic_batch, eval_dir=eval, label_map=label_map, calib=calib,
+                 img_size=img_size, task=task, out_indices=out_indices, dynamic_batch=dynamic_batch, eval_dir=eval, label_map=label_map, calib=calib,
                  calib_size=calib_size, max_drop=max_drop, statistic=statistic, parity_samples=parity_samples,
                  atol=atol, bench_iters=bench_iters, threads=threads, strict=strict, image_input=image_input,
                  min_target=min_target, w8a8=w8a8, license=license, require_engine=require_engine)
@@ -116,12 +118,13 @@ def bench(artifacts: Iterable[str | Path] | str | Path = (), *, from_dir: str | 
 
 
 def check(report: str | Path, *, baseline: str | Path | None = None, max_drop: float = 0.5,
-          max_latency_regression: float = 0.15, config: str | Path | None = None) -> CheckSummary:
+          max_latency_regression: float = 0.15, min_cosine: float | None = None,
+          config: str | Path | None = None) -> CheckSummary:
     """Gate on a report like ``rmt-deploy check``: ``.passed`` and one result per check."""
     from .bench.check import Limits, check_report, load_limits, read_report
 
     current = read_report(Path(report))
     base = read_report(Path(baseline), "baseline") if baseline else None
     results = check_report(current, base, load_limits(Path(config) if config else None,
-                                                      Limits(max_drop, max_latency_regression)))
+                                                      Limits(max_drop, max_latency_regression, min_cosine)))
     return CheckSummary(results)

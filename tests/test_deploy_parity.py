@@ -82,20 +82,23 @@ def test_attention_rotation_matches_reference_block():
         h, w = size[0] // stride, size[1] // stride
         x = torch.randn(2, h, w, stage_ref.blocks[0].retention.q_proj.in_features)
         attn: DeployMaSA = stage_dep.blocks[0].attn
-        masks = tuple(getattr(stage_dep, m) for m in stage_dep.masks)
         with torch.inference_mode():
             ref = stage_ref.blocks[0].retention(x, stage_ref.Relpos)
-            got = attn(x, stage_dep.sin, stage_dep.cos, masks)
+            got = attn(x, *stage_dep.tables())
         np.testing.assert_allclose(got.numpy(), ref.numpy(), atol=1e-5)
 
 
 def test_table_and_attention_budgets_grow_with_size():
     from rmt_deploy.model.variants import VARIANTS
-    from rmt_deploy.rewrite import attention_bytes, table_bytes
+    from rmt_deploy.rewrite import attention_bytes, runtime_table_bytes, table_bytes
 
     cfg = VARIANTS["rmt-t"]
-    # Stage 3 of rmt-t is whole attention: 8 heads x (14*14)^2 floats at 224².
-    assert table_bytes(cfg, (224, 224)) > 8 * 196 ** 2 * 4
+    # Stage 3 of rmt-t is whole attention: 8 heads x (14*14)^2 floats at 224² once a runtime builds
+    # it; the file holds per-axis tables (8 x (14² + 14²)) and one head's rotary tables instead.
+    assert runtime_table_bytes(cfg, (224, 224)) == 4 * (8 * 196 ** 2 + 16 * 49 ** 2)
+    assert table_bytes(cfg, (224, 224)) < 4 * 8 * 196 ** 2
+    # Linear in the token count: twice the side, four times the bytes.
+    assert table_bytes(cfg, (448, 448)) <= 4 * table_bytes(cfg, (224, 224))
     # 224²: stage 1's row pass (4 heads, 56 rows of 56x56) is the largest matrix;
     # 896²: stage 3's whole attention (8 heads, (56*56)^2) takes over.
     assert attention_bytes(cfg, (224, 224)) == 4 * 4 * 56 ** 3

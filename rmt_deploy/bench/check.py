@@ -5,7 +5,9 @@ Each artifact of a report (keyed ``target/precision``) is checked for
 - accuracy drop: against the same artifact in ``--baseline`` when given, else against the
   FP32 reference of the same report (``accuracy.drop``), limit ``max_drop`` points;
 - latency regression: p50 against the baseline's, limit ``max_latency_regression``
-  (0.15 = 15% slower), only when a baseline with latency exists.
+  (0.15 = 15% slower), only when a baseline with latency exists;
+- feature parity (backbones, or any artifact when set): worst per-image cosine vs PyTorch FP32 of
+  each output, limit ``min_cosine`` (off by default).
 Limits come from flags, optionally overridden per target by a JSON config:
 ``{"default": {"max_drop": 0.5}, "onnx/int8": {"max_drop": 1.0}, "trt": {"max_latency_regression": 0.3}}``.
 """
@@ -25,6 +27,7 @@ __all__ = ["Limits", "CheckResult", "read_report", "load_limits", "check_report"
 class Limits:
     max_drop: float | None = 0.5  # top-1 points
     max_latency_regression: float | None = 0.15  # fraction of the baseline p50
+    min_cosine: float | None = None  # worst per-image cosine vs PyTorch FP32, per output
 
 
 @dataclass
@@ -57,6 +60,8 @@ def load_limits(config: Path | None, defaults: Limits) -> dict[str, Limits]:
     for name, value in asdict(defaults).items():
         if value is not None and value < 0:
             raise UserInputError(f"--{name.replace('_', '-')} must be a non-negative number")
+    if defaults.min_cosine is not None and defaults.min_cosine > 1:
+        raise UserInputError(f"--min-cosine {defaults.min_cosine:g} must be at most 1 (e.g. 0.99)")
     table = {"default": defaults}
     if config is None:
         return table
@@ -97,6 +102,7 @@ def check_report(report: dict, baseline: dict | None, table: dict[str, Limits]) 
             continue
         results.append(CheckResult(key, "status", "pass", None, None, "ok"))
         results.append(_accuracy(key, a, base.get(key), limits))
+        results += _cosine(key, a, limits)
         results.append(_latency(key, a, base.get(key), limits, baseline is not None))
     if not results:
         raise UserInputError("the report has no artifacts to check")
@@ -118,6 +124,23 @@ def _accuracy(key: str, entry: dict, base: dict | None, limits: Limits) -> Check
     ok = drop <= limits.max_drop + 1e-9
     return CheckResult(key, "accuracy", "pass" if ok else "fail", round(drop, 3), limits.max_drop,
                        f"top-1 {acc['top1']:.2f}, drop {drop:.2f} points vs {against}")
+
+
+def _cosine(key: str, entry: dict, limits: Limits) -> list[CheckResult]:
+    """One result per output of a backbone (``parity.outputs``), else one for the logits."""
+    if limits.min_cosine is None:
+        return []
+    parity = entry.get("parity") or {}
+    per_output = parity.get("outputs") or ({"logits": parity} if parity.get("cosine") is not None else {})
+    if not per_output:
+        return [CheckResult(key, "cosine", "skip", None, limits.min_cosine, "no parity figures in the report")]
+    results = []
+    for name, figures in per_output.items():
+        cosine = figures["cosine"]
+        ok = cosine >= limits.min_cosine - 1e-12
+        results.append(CheckResult(key, f"cosine {name}", "pass" if ok else "fail", round(cosine, 6),
+                                   limits.min_cosine, f"{name}: worst image cosine {cosine:.5f} vs PyTorch FP32"))
+    return results
 
 
 def _latency(key: str, entry: dict, base: dict | None, limits: Limits, has_baseline: bool) -> CheckResult:

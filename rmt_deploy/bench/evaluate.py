@@ -12,7 +12,8 @@ from ..errors import UserInputError
 from ..rewrite import attention_bytes
 from .accuracy import topk_accuracy
 
-__all__ = ["EvalSet", "batch_size_for", "reference_logits", "runner_logits", "accuracy_entry"]
+__all__ = ["EvalSet", "batch_size_for", "reference_logits", "runner_logits", "reference_features", "runner_outputs",
+           "accuracy_entry"]
 
 BATCH_MEMORY = 1 << 30  # attention matrices of one batch
 
@@ -35,6 +36,24 @@ def runner_logits(runner, x: np.ndarray, dynamic_batch: bool, cfg) -> np.ndarray
     step = batch_size_for(cfg, tuple(x.shape[2:])) if dynamic_batch else 1
     return np.concatenate([next(iter(runner.infer({name: x[i:i + step]}).values()))
                            for i in range(0, len(x), step)])
+
+
+def reference_features(model: torch.nn.Module, x: np.ndarray, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """A backbone's feature maps on ``x``, by output name, batched like ``reference_logits``."""
+    batch = batch_size_for(model.cfg, tuple(x.shape[2:]))
+    parts: list[tuple] = []
+    with torch.inference_mode():
+        for i in range(0, len(x), batch):
+            parts.append(tuple(t.numpy() for t in model(torch.from_numpy(x[i:i + batch]))))
+    return {name: np.concatenate([p[j] for p in parts]) for j, name in enumerate(names)}
+
+
+def runner_outputs(runner, x: np.ndarray, dynamic_batch: bool, cfg) -> dict[str, np.ndarray]:
+    """Every output of ``runner`` on ``x``, by name (one image at a time unless ``dynamic_batch``)."""
+    name = runner.input_names()[0]
+    step = batch_size_for(cfg, tuple(x.shape[2:])) if dynamic_batch else 1
+    parts = [runner.infer({name: x[i:i + step]}) for i in range(0, len(x), step)]
+    return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
 
 
 @dataclass

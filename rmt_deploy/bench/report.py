@@ -89,7 +89,12 @@ def render_markdown(report: dict, has_plot: bool = False) -> str:
     size = "x".join(map(str, model.get("input_size") or [])) or "?"
     lines = ["# rmt-deploy report", ""]
     params = f"{model['params_m']:.2f} M params, " if model.get("params_m") else ""
-    lines.append(f"- model: **{model.get('variant') or '?'}** ({params}{model.get('num_classes', '?')} classes), "
+    if model.get("task") == "backbone":
+        maps = ", ".join(f"{o['name']} (stride {o['stride']}, {o['channels']} ch)" for o in model.get("outputs") or [])
+        what = f"backbone: {maps}" + ("" if model.get("extra_norms", True) else "; raw stage outputs (no extra_norms)")
+    else:
+        what = f"{model.get('num_classes', '?')} classes"
+    lines.append(f"- model: **{model.get('variant') or '?'}** ({params}{what}), "
                  f"input {size}, batch {'dynamic' if model.get('dynamic_batch') else 'fixed 1'}")
     if model.get("checkpoint"):
         lines.append(f"- checkpoint: `{model['checkpoint']}` (sha256 `{(model.get('sha256') or '')[:16]}…`)")
@@ -109,9 +114,10 @@ def render_markdown(report: dict, has_plot: bool = False) -> str:
             f"| {a['target']} | {a['precision']} | {status_text(a)} | {size_mb} | {_sci(parity.get('max_abs'))} | "
             f"{_fmt(parity.get('cosine'), 6)} | {_fmt(acc.get('top1'))} | {_fmt(acc.get('drop'), 2)} | "
             f"{_fmt(None if agreement is None else agreement * 100, 2, '%')} | {_fmt(lat.get('p50'))} | {_fmt(lat.get('p90'))} |")
+    lines += _feature_lines(report)
     lines += _matrix_lines(report)
     lines += ["", "## How to read this", "",
-              "- **max abs diff / cosine**: artifact logits vs the PyTorch FP32 reference on the same "
+              "- **max abs diff / cosine**: artifact logits (backbones: the worst feature map) vs the PyTorch FP32 reference on the same "
               "real images; FP32 exports must stay within the tolerance "
               f"(atol {ver.get('atol', 1e-4):g}) or the export fails.",
               "- **top-1 / drop / agreement**: accuracy on the evaluation set (when its classes match the "
@@ -128,6 +134,21 @@ def render_markdown(report: dict, has_plot: bool = False) -> str:
               f"- CPU features: {', '.join(isa['isa']) or 'unknown'}; int8 accumulation: {isa['int8_accumulation']}",
               f"- {pkgs}", ""]
     return "\n".join(lines)
+
+
+def _feature_lines(report: dict) -> list[str]:
+    """Backbones: each feature map's worst-image cosine and max abs difference, per artifact."""
+    rows = [a for a in report["artifacts"] if ((a.get("parity") or {}).get("outputs"))]
+    if not rows:
+        return []
+    names = list(rows[0]["parity"]["outputs"])
+    lines = ["", "## Feature maps (worst image cosine / max abs diff vs PyTorch FP32)", "",
+             "| target | precision | " + " | ".join(names) + " |", "|---|---|" + "---:|" * len(names)]
+    for a in rows:
+        outs = a["parity"]["outputs"]
+        cells = [f"{_fmt(outs[n]['cosine'], 5)} / {_sci(outs[n]['max_abs'])}" if n in outs else "—" for n in names]
+        lines.append(f"| {a['target']} | {a['precision']} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _matrix_lines(report: dict) -> list[str]:

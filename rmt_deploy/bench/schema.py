@@ -52,7 +52,8 @@ class _Block:
 
 @dataclass
 class Parity(_Block):
-    """Artifact logits vs PyTorch FP32 on the parity images (``bench.parity.compare_logits``)."""
+    """Artifact logits (``bench.parity.compare_logits``) or feature maps (``compare_features``) vs
+    PyTorch FP32 on the parity images."""
 
     max_abs: float | None = None
     mean_abs: float | None = None
@@ -60,6 +61,7 @@ class Parity(_Block):
     top1_agreement: float | None = None
     samples: int | None = None
     logit_scale: float | None = None
+    outputs: dict | None = None  # backbones: each feature map's own figures (the fields above: the worst)
     extra: dict = field(default_factory=dict)
     keys: tuple[str, ...] | None = field(default=None, repr=False)  # as read; None: every field
 

@@ -99,6 +99,9 @@ def check(
     max_drop: Annotated[float, typer.Option("--max-drop", help="Allowed top-1 drop, in points.")] = 0.5,
     max_latency_regression: Annotated[float, typer.Option(
         "--max-latency-regression", help="Allowed p50 increase vs the baseline (0.15 = 15%).")] = 0.15,
+    min_cosine: Annotated[Optional[float], typer.Option(
+        "--min-cosine", help="Lowest worst-image cosine vs PyTorch FP32, per output (backbone feature maps; "
+                             "logits otherwise), e.g. 0.99.", show_default=False)] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="JSON limits per target "
                                                    "(override the flags).", show_default=False)] = None,
     junit: Annotated[Optional[Path], typer.Option("--junit", help="Write JUnit XML here.",
@@ -106,7 +109,7 @@ def check(
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Gate CI: accuracy drop and latency regression per artifact; exit 1 if any check fails."""
+    """Gate CI: accuracy drop, feature cosine and latency regression per artifact; exit 1 if any check fails."""
     with errors_to_exit():
         from ..bench.check import (
             Limits,
@@ -118,7 +121,7 @@ def check(
 
         report = read_report(report_path)
         base = read_report(baseline, "baseline") if baseline else None
-        results = check_report(report, base, load_limits(config, Limits(max_drop, max_latency_regression)))
+        results = check_report(report, base, load_limits(config, Limits(max_drop, max_latency_regression, min_cosine)))
         if junit:
             write_junit(results, junit)
         failed = [r for r in results if r.outcome == "fail"]

@@ -21,6 +21,7 @@ EXAMPLES = """
   rmt-deploy export -w ckpt.pth --int8 --calib /data/calib --eval /data/val --max-drop 0.5
   rmt-deploy export --target openvino --int8           [dim]# OpenVINO IR, NNCF INT8[/dim]
   rmt-deploy export --preset jetson-orin-int8          [dim]# a shipped recipe (rmt-deploy presets)[/dim]
+  rmt-deploy export --task backbone -w maskrcnn_rmt_t_1x.pth --img-size 800x1344 --target onnx,trt --int8
 """
 
 VERIFY, INT8 = "Verification", "INT8 calibration"
@@ -38,6 +39,12 @@ def export(
     weights: WeightsOpt = None,
     arch: ArchOpt = None,
     img_size: ImgSizeOpt = None,
+    task: Annotated[str, typer.Option("--task", help="classify: logits. backbone: the feature maps a detector or "
+                                                     "segmenter takes (strides 4/8/16/32), from a det/seg or "
+                                                     "classification checkpoint.")] = "classify",
+    out_indices: Annotated[Optional[str], typer.Option(
+        "--out-indices", help="With --task backbone: stages to output, e.g. 1,2,3 (default 0,1,2,3).",
+        show_default=False)] = None,
     dynamic_batch: Annotated[bool, typer.Option("--dynamic-batch/--no-dynamic-batch", help="Batch axis dynamic in the ONNX.")] = False,
     target: TargetOpt = ["onnx"],  # noqa: B006 — typer reads the default
     out_dir: OutOpt = Path("rmt-deploy-out"),
@@ -102,7 +109,8 @@ def export(
         from ..jobs.plan import options_from_flags
 
         flags = dict(
-            weights=weights, arch=arch, img_size=img_size, dynamic_batch=dynamic_batch, targets=target, out=out_dir,
+            weights=weights, arch=arch, img_size=img_size, task=task, out_indices=out_indices,
+            dynamic_batch=dynamic_batch, targets=target, out=out_dir,
             eval_dir=eval_dir, label_map=label_map, parity_samples=parity_samples, atol=atol, bench_iters=bench_iters,
             threads=threads, strict=strict, int8=int8, fp16=fp16, fp32=fp32, calib=calib, calib_size=calib_size,
             max_drop=max_drop, statistic=statistic, image_input=image_input, min_target=min_target, w8a8=w8a8,
@@ -120,13 +128,14 @@ def export(
 def _summary(console: Console, report: dict) -> None:
     table = Table(title=f"{report['model']['variant']} @ {'x'.join(map(str, report['model']['input_size']))}",
                   title_justify="left")
-    for col in ("target", "precision", "status", "size", "max diff", "top-1", "agree", "p50 ms"):
+    for col in ("target", "precision", "status", "size", "max diff", "cosine", "top-1", "agree", "p50 ms"):
         table.add_column(col, justify="left" if col in ("target", "precision", "status") else "right")
     for a in report["artifacts"]:
         acc, lat, par = a.get("accuracy") or {}, a.get("latency_ms") or {}, a.get("parity") or {}
         table.add_row(a["target"], a["precision"], a["status"],
                       f"{a['size_bytes'] / 1e6:.1f} MB" if a.get("size_bytes") else "—",
                       f"{par['max_abs']:.1e}" if par else "—",
+                      f"{par['cosine']:.5f}" if par else "—",
                       f"{acc['top1']:.2f}" if acc else "—",
                       f"{acc['agreement'] * 100:.1f}%" if acc else "—",
                       f"{lat['p50']:.2f}" if lat else "—")

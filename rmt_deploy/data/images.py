@@ -11,18 +11,25 @@ import numpy as np
 
 from ..errors import UserInputError
 
-__all__ = ["IMAGE_SUFFIXES", "ImageSet", "Preprocess", "open_image_set", "load_batch", "iter_batches"]
+__all__ = ["IMAGE_SUFFIXES", "RESIZE_MODES", "ImageSet", "Preprocess", "open_image_set", "load_batch", "iter_batches"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+RESIZE_MODES = ("crop", "letterbox")
+
+
 @dataclass(frozen=True)
 class Preprocess:
-    """Resize to cover ``size / crop_pct`` keeping aspect, centre-crop ``size``, normalise.
+    """Image → normalised (3, H, W) model input, by one of two recipes (``resize``):
 
-    The same recipe as timm's eval transform (bicubic, crop_pct), without torchvision.
+    - ``crop`` (classifiers): resize to cover ``size / crop_pct`` keeping aspect, centre-crop
+      ``size`` — timm's eval transform (bicubic, crop_pct), without torchvision.
+    - ``letterbox`` (detection / segmentation backbones): resize keeping aspect to fit inside
+      ``size``, normalise, pad bottom and right with zeros — what mmdet's keep-ratio Resize
+      followed by Pad does (its padding is 0 after normalisation); ``crop_pct`` is unused.
     """
 
     size: tuple[int, int]  # (H, W)
@@ -30,6 +37,11 @@ class Preprocess:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     interpolation: str = "bicubic"
+    resize: str = "crop"
+
+    def __post_init__(self) -> None:
+        if self.resize not in RESIZE_MODES:
+            raise ValueError(f"resize must be one of {', '.join(RESIZE_MODES)}, not {self.resize!r}")
 
     def __call__(self, image) -> np.ndarray:
         """PIL image (any mode) → float32 array (3, H, W)."""
@@ -39,12 +51,27 @@ class Preprocess:
                     "nearest": Image.NEAREST}[self.interpolation]
         image = _to_rgb(image)
         h, w = self.size
+        if self.resize == "letterbox":
+            return self._letterbox(image, resample)
         scale = max(h / image.height, w / image.width) / self.crop_pct
         rh, rw = max(h, math.ceil(image.height * scale - 1e-6)), max(w, math.ceil(image.width * scale - 1e-6))
         if (rh, rw) != (image.height, image.width):
             image = image.resize((rw, rh), resample)
         top, left = (rh - h) // 2, (rw - w) // 2
         image = image.crop((left, top, left + w, top + h))
+        return self._normalised(image)
+
+    def _letterbox(self, image, resample) -> np.ndarray:
+        h, w = self.size
+        scale = min(h / image.height, w / image.width)
+        rh, rw = min(h, max(1, round(image.height * scale))), min(w, max(1, round(image.width * scale)))
+        if (rh, rw) != (image.height, image.width):
+            image = image.resize((rw, rh), resample)
+        canvas = np.zeros((3, h, w), np.float32)
+        canvas[:, :rh, :rw] = self._normalised(image)
+        return canvas
+
+    def _normalised(self, image) -> np.ndarray:
         x = np.asarray(image, dtype=np.float32) / 255.0
         x = (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
         return np.ascontiguousarray(x.transpose(2, 0, 1))

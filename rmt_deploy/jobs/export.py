@@ -123,11 +123,14 @@ def _reject(entry: Artifact, path: Path, stage: str, reason: str) -> None:
 def _report(job: Plan, prepared: Prepared, entries: list[dict]) -> dict:
     opts, loaded, eval_set = job.opts, prepared.loaded, prepared.eval_set
     skipped = prepared.skipped + list(eval_set.skipped if eval_set else [])
+    backbone = opts.task == "backbone"
     return {
         **stamp(),
         "model": {
+            "task": opts.task,
             "variant": loaded.variant,
-            "num_classes": loaded.num_classes,
+            "num_classes": None if backbone else loaded.num_classes,
+            **(_backbone_entry(loaded, prepared.deploy) if backbone else {}),
             "params_m": round(sum(p.numel() for p in loaded.model.parameters()) / 1e6, 3),
             "input_size": list(prepared.size),
             "dynamic_batch": opts.dynamic_batch,
@@ -147,4 +150,13 @@ def _report(job: Plan, prepared: Prepared, entries: list[dict]) -> dict:
         },
         "artifacts": entries,
         "environment": environment(),
+    }
+
+
+def _backbone_entry(loaded, deploy) -> dict:
+    return {
+        "outputs": deploy.outputs(),
+        "extra_norms": not loaded.features_only,
+        "checkpoint_kind": loaded.task,
+        "ignored_parts": loaded.ignored,
     }

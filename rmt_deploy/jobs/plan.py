@@ -16,10 +16,11 @@ from ..optional import require
 from ..quant.policy import STATISTICS
 from ..targets import TARGETS, Target, TargetOptions, resolve_target
 
-__all__ = ["ExportOptions", "Plan", "Cell", "plan", "options_from_flags", "MIN_CALIB_IMAGES", "PRECISIONS"]
+__all__ = ["ExportOptions", "Plan", "Cell", "plan", "options_from_flags", "MIN_CALIB_IMAGES", "PRECISIONS", "TASKS"]
 
 MIN_CALIB_IMAGES = 8  # fewer gives activation ranges from a handful of images
 PRECISIONS = ("fp32", "int8", "fp16")  # the order cells run in (FP32 first: the baseline)
+TASKS = ("classify", "backbone")
 
 
 @dataclass
@@ -52,6 +53,9 @@ class ExportOptions:
     calib_size: int = 256
     max_drop: float | None = None  # top-1 points; with a labelled eval set: accuracy-aware INT8
     statistic: str = "minmax"
+    # "classify": logits; "backbone": one feature map per stage in out_indices (detection/segmentation).
+    task: str = "classify"
+    out_indices: tuple[int, ...] | None = None  # backbone only; None: (0, 1, 2, 3)
     # Target name → that target's options (CoreMLSettings, TensorRTOptions); missing: defaults.
     target_options: dict[str, TargetOptions] = field(default_factory=dict)
 
@@ -99,6 +103,13 @@ def options_from_flags(flags: dict, preset: str | Path | None = None, given: fro
     size = flags.get("img_size")
     if size is not None:  # 224, "256x320", (256, 320): validated like the flag
         flags["img_size"] = parse_img_size("x".join(map(str, size)) if isinstance(size, (tuple, list)) else str(size))
+    indices = flags.get("out_indices")
+    if isinstance(indices, str):  # "1,2,3", as the flag takes it
+        from ..model.dense import parse_out_indices
+
+        flags["out_indices"] = parse_out_indices(indices)
+    elif indices is not None:
+        flags["out_indices"] = tuple(indices)
     for key in ("weights", "out", "eval_dir", "label_map", "calib"):
         if flags.get(key) is not None:
             flags[key] = Path(flags[key])
@@ -154,5 +165,19 @@ def _check_numbers(opts: ExportOptions) -> None:
     if opts.calib_size < MIN_CALIB_IMAGES:
         raise UserInputError(f"--calib-size {opts.calib_size} is too small; use at least {MIN_CALIB_IMAGES} "
                              "(256 recommended)")
+    if opts.task not in TASKS:
+        raise UserInputError(f"--task {opts.task!r} is unknown; choose from {', '.join(TASKS)}")
+    if opts.task == "backbone":
+        if opts.max_drop is not None:
+            raise UserInputError("--max-drop is a top-1 budget for classifiers; a backbone has no labels to score "
+                                 "(its INT8 is judged by feature cosine)")
+        if opts.label_map is not None:
+            raise UserInputError("--label-map names classes; a backbone has none (drop it or use --task classify)")
+        if opts.out_indices is not None:
+            from ..model.dense import parse_out_indices
+
+            parse_out_indices(",".join(map(str, opts.out_indices)))
+    elif opts.out_indices is not None:
+        raise UserInputError("--out-indices selects backbone feature maps; add --task backbone")
     if opts.statistic not in STATISTICS:
         raise UserInputError(f"--statistic {opts.statistic!r} is unknown; choose from {', '.join(STATISTICS)}")

@@ -45,8 +45,10 @@ def preprocess_from_metadata(metadata: dict, input_shape: list) -> Preprocess | 
         size = tuple(int(v) for v in metadata["input_size"].split("x"))
     else:
         size = tuple(input_shape[-2:])
+    letterbox = metadata.get("resize") == "letterbox"
     return Preprocess(size, crop_pct=float(metadata.get("crop_pct", 0.875)),
-                      mean=tuple(json.loads(metadata["mean"])), std=tuple(json.loads(metadata["std"])))
+                      mean=tuple(json.loads(metadata["mean"])), std=tuple(json.loads(metadata["std"])),
+                      interpolation="bilinear" if letterbox else "bicubic", resize="letterbox" if letterbox else "crop")
 
 
 class Model:

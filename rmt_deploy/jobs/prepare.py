@@ -9,29 +9,32 @@ from pathlib import Path
 
 import numpy as np
 
-from ..bench.evaluate import EvalSet, batch_size_for, reference_logits
+from ..bench.evaluate import EvalSet, batch_size_for, reference_features, reference_logits
 from ..bundled import bundled_images
 from ..data.images import ImageSet, Preprocess, load_batch, open_image_set
 from ..errors import UserInputError
 from ..model.checkpoint import LoadedModel, load_model, metadata_json
-from ..rewrite import table_bytes, to_deploy
+from ..model.dense import LoadedBackbone, load_backbone
+from ..rewrite import attention_bytes, runtime_table_bytes, to_deploy
 from ..sizes import parse_img_size
 from ..version import __version__
 from .plan import MIN_CALIB_IMAGES, Plan
 
-__all__ = ["Prepared", "prepare", "TABLE_LIMIT"]
+__all__ = ["Prepared", "prepare", "MEMORY_LIMIT", "run_memory_bytes"]
 
-TABLE_LIMIT = 1 << 30  # constant tables per model; ONNX files without external data stop at 2 GiB
+# Run-time memory of one image's decay tables and attention matrices: the tables are built in the
+# graph (the file stays small), so the bound is what a runtime must hold, not the file size.
+MEMORY_LIMIT = 16 << 30
 
 
 @dataclass
 class Prepared:
-    loaded: LoadedModel
+    loaded: LoadedModel | LoadedBackbone
     size: tuple[int, int]
     pre: Preprocess
     images: ImageSet  # the verification images
     x_parity: np.ndarray
-    ref_parity: np.ndarray  # PyTorch FP32 logits on x_parity
+    ref_parity: np.ndarray | dict[str, np.ndarray]  # PyTorch FP32 logits (backbone: feature maps by name)
     skipped: list[Path]
     eval_set: EvalSet | None  # labelled and matching the model's classes: accuracy too
     calib: np.ndarray | None
@@ -42,18 +45,23 @@ class Prepared:
 
 def prepare(plan: Plan, progress) -> Prepared:
     opts = plan.opts
-    with progress.step(f"Loading {plan.weights.name}"):
-        loaded = load_model(plan.weights, opts.arch)
-    size = _input_size(loaded, opts.img_size)
+    backbone = opts.task == "backbone"
+    with progress.step(f"Loading {plan.weights.name}" + (" (backbone)" if backbone else "")):
+        loaded = (load_backbone(plan.weights, opts.arch, opts.out_indices or (0, 1, 2, 3)) if backbone
+                  else load_model(plan.weights, opts.arch))
+    size = _input_size(loaded, opts.img_size, default=(512, 512) if backbone else (224, 224))
     _check_size(loaded, size)
-    pre = _preprocess(loaded, opts, size)
+    pre = _preprocess(loaded, opts, size, backbone)
     with progress.step("Reading verification images"):
-        images, scored = _eval_images(opts.eval_dir, opts.label_map, loaded.num_classes)
+        images, scored = _eval_images(opts.eval_dir, opts.label_map, None if backbone else loaded.num_classes)
         x_parity, skipped, _ = load_batch(images.subset(opts.parity_samples), pre)
     for path in skipped:
         progress.log(f"skipped unreadable image {path}")
+    with progress.step(f"Rewriting {loaded.variant} to deploy form at {size[0]}x{size[1]}"):
+        deploy = to_deploy(loaded.model, size)
     with progress.step(f"PyTorch reference on {len(x_parity)} images"):
-        ref_parity = reference_logits(loaded.model, x_parity)
+        ref_parity = (reference_features(loaded.model, x_parity, deploy.output_names) if backbone
+                      else reference_logits(loaded.model, x_parity))
     eval_set = None
     if scored:
         eval_set = EvalSet(images, pre, batch_size_for(loaded.model.cfg, size))
@@ -69,54 +77,69 @@ def prepare(plan: Plan, progress) -> Prepared:
         for target in plan.targets:
             if not target.dynamic_batch:
                 progress.log(f"{target.name}: batch fixed at 1 (--dynamic-batch applies to ONNX only)")
-    with progress.step(f"Rewriting {loaded.variant} to deploy form at {size[0]}x{size[1]}"):
-        deploy = to_deploy(loaded.model, size)
     # Class names: an explicit --label-map wins, then names stored in the checkpoint, then
     # the evaluation set's folder names.
-    stored = metadata_json(loaded.checkpoint, "rmt_deploy.classes")
+    stored = None if backbone else metadata_json(loaded.checkpoint, "rmt_deploy.classes")
     folders = list(images.classes) if scored else None
     classes = folders if (opts.label_map and scored) else (stored or folders)
+    metadata = _metadata(loaded, size, pre, opts.dynamic_batch, classes)
+    if backbone:
+        metadata.update(_backbone_metadata(loaded, deploy))
     return Prepared(loaded, size, pre, images, x_parity, ref_parity, skipped, eval_set, calib, deploy, classes,
-                    _metadata(loaded, size, pre, opts.dynamic_batch, classes))
+                    metadata)
 
 
-def _check_size(loaded: LoadedModel, size: tuple[int, int]) -> None:
-    need = table_bytes(loaded.model.cfg, size)
-    if need > TABLE_LIMIT:
+def run_memory_bytes(cfg, size: tuple[int, int]) -> int:
+    """What one image needs at run time beyond the weights: the decay tables a runtime builds from
+    the per-axis ones, and the largest attention matrix with its softmax and a temporary."""
+    return runtime_table_bytes(cfg, size) + 3 * attention_bytes(cfg, size)
+
+
+def _check_size(loaded, size: tuple[int, int]) -> None:
+    cfg = loaded.model.cfg
+    need = run_memory_bytes(cfg, size)
+    if need > MEMORY_LIMIT:
         side = 32
-        while table_bytes(loaded.model.cfg, (side + 32, side + 32)) <= TABLE_LIMIT:
+        while run_memory_bytes(cfg, (side + 32, side + 32)) <= MEMORY_LIMIT:
             side += 32
-        raise UserInputError(f"--img-size {size[0]}x{size[1]} needs {need / 2**30:.1f} GiB of decay tables "
-                             f"in the {loaded.variant} graph (limit 1 GiB); use at most about {side}x{side}")
+        raise UserInputError(f"--img-size {size[0]}x{size[1]} needs about {need / 2**30:.1f} GiB at run time for "
+                             f"{loaded.variant}'s attention and decay tables (limit {MEMORY_LIMIT >> 30} GiB); use "
+                             f"at most about {side}x{side}")
 
 
-def _preprocess(loaded: LoadedModel, opts, size: tuple[int, int]) -> Preprocess:
+def _preprocess(loaded, opts, size: tuple[int, int], backbone: bool) -> Preprocess:
+    """Classifiers: resize + centre crop (checkpoint or flag crop_pct); backbones: mmdet's keep-ratio
+    resize into the canvas, padded bottom/right."""
     meta = loaded.checkpoint
     crop = opts.crop_pct if opts.crop_pct is not None else float(meta.metadata.get("rmt_deploy.crop_pct", 0.875))
     mean = opts.mean or tuple(metadata_json(meta, "rmt_deploy.mean") or (0.485, 0.456, 0.406))
     std = opts.std or tuple(metadata_json(meta, "rmt_deploy.std") or (0.229, 0.224, 0.225))
+    if backbone:
+        return Preprocess(size, crop_pct=1.0, mean=tuple(mean), std=tuple(std), interpolation="bilinear",
+                          resize="letterbox")
     return Preprocess(size, crop_pct=crop, mean=tuple(mean), std=tuple(std))
 
 
-def _input_size(loaded: LoadedModel, asked: tuple[int, int] | None) -> tuple[int, int]:
+def _input_size(loaded, asked: tuple[int, int] | None, default: tuple[int, int]) -> tuple[int, int]:
     if asked:
         return asked
     stored = loaded.checkpoint.metadata.get("rmt_deploy.input_size")
     if stored:
         return parse_img_size(stored)
     hint = loaded.checkpoint.hints.get("input_size")
-    return parse_img_size(str(hint)) if hint else (224, 224)
+    return parse_img_size(str(hint)) if hint else default
 
 
-def _eval_images(eval_dir: Path | None, label_map: Path | None, num_classes: int) -> tuple[ImageSet, bool]:
-    """The verification images and whether their labels can score this model."""
+def _eval_images(eval_dir: Path | None, label_map: Path | None, num_classes: int | None) -> tuple[ImageSet, bool]:
+    """The verification images and whether their labels can score this model (never a backbone's:
+    ``num_classes`` None)."""
     explicit = eval_dir is not None
     root = eval_dir if explicit else bundled_images("val")
     if not explicit and not root.exists():
         raise UserInputError(f"bundled images not found at {root} (install from a source checkout "
                              "with pip install -e .), or pass --eval DIR")
     images = open_image_set(root, label_map)
-    if images.classes is None:
+    if images.classes is None or num_classes is None:
         return images, False
     if len(images.classes) != num_classes:
         if explicit:
@@ -147,20 +170,34 @@ def _calibration_samples(calib: Path | None, calib_size: int, pre: Preprocess, p
     return samples
 
 
-def _metadata(loaded: LoadedModel, size: tuple[int, int], pre: Preprocess, dynamic: bool,
-              classes) -> dict[str, str]:
+def _metadata(loaded, size: tuple[int, int], pre: Preprocess, dynamic: bool, classes) -> dict[str, str]:
     return {
         "rmt_deploy.version": __version__,
+        "task": "classify",
         "arch": loaded.variant,
         "precision": "fp32",
         "input_size": f"{size[0]}x{size[1]}",
         "input_layout": "NCHW float32 RGB, normalised",
         "mean": json.dumps(list(pre.mean)),
         "std": json.dumps(list(pre.std)),
+        "resize": pre.resize,
         "crop_pct": str(pre.crop_pct),
-        "num_classes": str(loaded.num_classes),
+        "num_classes": str(getattr(loaded, "num_classes", "")),
         "class_names": json.dumps(list(classes)) if classes else "",
         "dynamic_batch": str(dynamic).lower(),
         "source_checkpoint": loaded.checkpoint.path.name,
         "source_sha256": loaded.sha256,
+    }
+
+
+def _backbone_metadata(loaded: LoadedBackbone, deploy) -> dict[str, str]:
+    """What a backbone artifact says about its outputs, so a detector's neck can be wired to it."""
+    return {
+        "task": "backbone",
+        "num_classes": "",
+        "outputs": json.dumps(deploy.outputs()),
+        "out_indices": ",".join(map(str, deploy.out_indices)),
+        "extra_norms": str(not loaded.features_only).lower(),  # false: raw stage outputs (classification ckpt)
+        "checkpoint_kind": loaded.task,
+        "pad": "bottom/right with 0 after normalisation",
     }

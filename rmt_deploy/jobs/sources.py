@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..bench.evaluate import runner_logits
-from ..bench.parity import compare_logits
+from ..bench.evaluate import runner_logits, runner_outputs
+from ..bench.parity import compare_features, compare_logits
 from ..errors import VerificationError
 from ..quant import checks, openvino_int8
 from ..quant.policy import EXACT_ON, PAIR_SAFE_WEIGHT, WEIGHT_RANGES, QuantPolicy
@@ -133,7 +133,11 @@ class ExportSources:
 
     # -- checks -------------------------------------------------------------------------------
     def parity(self, runner, dynamic: bool) -> dict:
-        return compare_logits(self.prepared.ref_parity, self.logits(runner, self.prepared.x_parity, dynamic))
+        """Logits vs PyTorch; for a backbone each feature map, worst first (``compare_features``)."""
+        ref, x = self.prepared.ref_parity, self.prepared.x_parity
+        if isinstance(ref, dict):
+            return compare_features(ref, runner_outputs(runner, x, dynamic, self.deploy.cfg))
+        return compare_logits(ref, self.logits(runner, x, dynamic))
 
     def logits(self, runner, x: np.ndarray, dynamic: bool) -> np.ndarray:
         return runner_logits(runner, x, dynamic, self.deploy.cfg)

@@ -269,8 +269,7 @@ def load_model(path: str | Path, arch: str | None = None) -> LoadedModel:
     if task != "classification":
         beside = f" beside {', '.join(parts)}" if parts else ""
         raise UserInputError(f"{ckpt.path.name} holds its weights under 'backbone.'{beside} (a {task} checkpoint); "
-                             "only RMT classifiers in the official layout (patch_embed, layers, proj, norm, head) "
-                             "export as classifiers")
+                             "it has no classification head: export its backbone with --task backbone")
     arch = arch or ckpt.metadata.get("rmt_deploy.arch")
     if arch:
         try:

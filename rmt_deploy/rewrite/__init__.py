@@ -5,27 +5,38 @@ import copy
 
 import torch
 
+from ..model.backbone import RMTBackbone
 from ..model.rmt import RMT
+from .backbone import DeployBackbone, feature_name
 from .deploy import DeployRMT
 
-__all__ = ["to_deploy", "DeployRMT", "table_bytes", "attention_bytes"]
+__all__ = ["to_deploy", "DeployRMT", "DeployBackbone", "feature_name", "table_bytes", "attention_bytes",
+           "runtime_table_bytes"]
 
 
 def table_bytes(cfg, input_size: tuple[int, int]) -> int:
     """Bytes of the constant decay and rotary tables the deploy form embeds at this size.
 
-    Whole-attention stages hold a (heads, h*w, h*w) decay table, so this grows with the
-    fourth power of the side length and bounds the usable resolution.
+    Rotary tables grow with the token count, decay tables with the side: whole-attention stages
+    hold per-axis decay tables and build the (heads, h*w, h*w) one in the graph.
     """
     h, w = input_size[0] // 4, input_size[1] // 4
     total = 0
     for i in range(cfg.num_stages):
-        tokens = h * w
-        total += 2 * tokens * cfg.embed_dims[i]  # sin, cos
-        if cfg.chunk_stages[i]:
-            total += cfg.num_heads[i] * (h * h + w * w)
-        else:
-            total += cfg.num_heads[i] * tokens * tokens
+        total += 2 * h * w * cfg.embed_dims[i] // cfg.num_heads[i]  # sin, cos of one head
+        total += cfg.num_heads[i] * (h * h + w * w)  # per-axis decay
+        h, w = (h + 1) // 2, (w + 1) // 2
+    return 4 * total
+
+
+def runtime_table_bytes(cfg, input_size: tuple[int, int]) -> int:
+    """Bytes of the (heads, h*w, h*w) decay tables of whole-attention stages once a runtime has
+    built them (ONNX Runtime and OpenVINO fold the in-graph Add at load time): memory, not file."""
+    h, w = input_size[0] // 4, input_size[1] // 4
+    total = 0
+    for i in range(cfg.num_stages):
+        if not cfg.chunk_stages[i]:
+            total += cfg.num_heads[i] * (h * w) ** 2
         h, w = (h + 1) // 2, (w + 1) // 2
     return 4 * total
 
@@ -41,8 +52,10 @@ def attention_bytes(cfg, input_size: tuple[int, int]) -> int:
     return 4 * peak
 
 
-def to_deploy(model: RMT, input_size: tuple[int, int], ffn_layout: str = "conv") -> DeployRMT:
-    """Build the export form of ``model`` for one input size (H, W), multiples of the stride.
+def to_deploy(model: RMT | RMTBackbone, input_size: tuple[int, int],
+              ffn_layout: str = "conv") -> DeployRMT | DeployBackbone:
+    """Build the export form of ``model`` (classifier or backbone) for one input size (H, W),
+    multiples of the stride.
 
     ``ffn_layout``: "conv" runs the FFN as 1x1 convs (fastest in FP32); "linear" keeps it
     as linear layers on tokens (what ONNX Runtime fuses into int8 QGemm).
@@ -55,5 +68,6 @@ def to_deploy(model: RMT, input_size: tuple[int, int], ffn_layout: str = "conv")
         raise ValueError(f"input size {input_size[0]}x{input_size[1]} must be a multiple of {stride}")
     ref = copy.deepcopy(model).eval()
     with torch.no_grad():
-        deploy = DeployRMT(ref, input_size, ffn_layout)
+        form = DeployBackbone if isinstance(ref, RMTBackbone) else DeployRMT
+        deploy = form(ref, input_size, ffn_layout)
     return deploy.eval()

@@ -3,7 +3,9 @@
 What changes against the reference, and why:
 
 - Rotary sin/cos tables and decay masks are constant buffers for one resolution, held
-  once per stage, so the graph has no arange/meshgrid/casts/shape arithmetic.
+  once per stage, so the graph has no arange/meshgrid/casts/shape arithmetic. Whole-attention
+  stages hold two per-axis decay tables and add them once per stage (a broadcast Add and a
+  Reshape), so the file grows linearly with the side, not with its fourth power.
 - q and k channels are reordered inside each head (same order for both, so q·k is
   unchanged) so that every rotary pair (a, b) sits in two contiguous halves; the rotation
   ``(a, b) → (-b, a)`` is then a swap of halves (Split + Concat, no strided slices, no
@@ -26,7 +28,7 @@ from torch import nn
 
 from ..model.rmt import RMT, MaSA, PatchMerging, RetBlock, Stage
 
-__all__ = ["DeployRMT"]
+__all__ = ["DeployRMT", "DeployStage", "deploy_stem", "deploy_stages"]
 
 
 # ---------------------------------------------------------------- folding helpers
@@ -114,17 +116,17 @@ def _evens_then_odds(num_heads: int, head_dim: int) -> torch.Tensor:
     return torch.cat([h * head_dim + inner for h in range(num_heads)])
 
 
-def rotary_tables(sin: torch.Tensor, cos: torch.Tensor, num_heads: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(h, w, head_dim) tables → (h, w, C) tables in ``_evens_then_odds`` channel order.
+def rotary_tables(sin: torch.Tensor, cos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(h, w, head_dim) tables in ``_evens_then_odds`` channel order, for one head.
 
     The sign of the rotation (a, b) → (-b, a) is folded into the first half of every
-    head's sin, so the rotation itself becomes a swap of halves.
+    head's sin, so the rotation itself becomes a swap of halves. Every head uses the same
+    table: the stage repeats it across heads in the graph (``DeployStage.tables``).
     """
     head_dim = sin.shape[-1]
     perm = _evens_then_odds(1, head_dim)
     sign = torch.cat([-torch.ones(head_dim // 2), torch.ones(head_dim // 2)])
-    sin_h, cos_h = sin[..., perm] * sign, cos[..., perm]
-    return sin_h.repeat(1, 1, num_heads).contiguous(), cos_h.repeat(1, 1, num_heads).contiguous()
+    return (sin[..., perm] * sign).contiguous(), cos[..., perm].contiguous()
 
 
 class DeployMaSA(nn.Module):
@@ -232,7 +234,10 @@ class DeployStage(nn.Module):
         self.blocks = nn.ModuleList(DeployBlock(b, ffn_layout) for b in ref.blocks)
         relpos = ref.Relpos
         with torch.no_grad():
-            sin, cos = rotary_tables(*relpos.rotary(h, w), ref.blocks[0].retention.num_heads)
+            # One head's (h, w, head_dim) tables, repeated across heads in the graph: stored for
+            # every channel they took 64 MB of RMT-T's file at 800x1344.
+            self.heads = ref.blocks[0].retention.num_heads
+            sin, cos = rotary_tables(*relpos.rotary(h, w))
             self.register_buffer("sin", sin)
             self.register_buffer("cos", cos)
             if ref.blocks[0].retention.decomposed:
@@ -240,15 +245,55 @@ class DeployStage(nn.Module):
                 self.register_buffer("mask_w", relpos.decay_1d(w).contiguous())
                 self.masks = ("mask_h", "mask_w")
             else:
-                self.register_buffer("mask", relpos.decay_2d(h, w).contiguous())
-                self.masks = ("mask",)
+                # The (heads, h*w, h*w) decay is built in the graph from two tables linear in the
+                # side: held as a constant it would be 8 x 4200^2 floats (564 MB) for RMT-T's stage
+                # 3 at 800x1344. decay(i, j; i', j') = gamma * (|i - i'| + |j - j'|).
+                self.register_buffer("decay_rows", relpos.decay_1d(h)[:, :, None, :, None].contiguous())
+                self.register_buffer("decay_cols", relpos.decay_1d(w)[:, None, :, None, :].contiguous())
+                self.masks = ()
+        self.tokens = h * w
         self.downsample = None if ref.downsample is None else _merge(ref.downsample)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        masks = tuple(getattr(self, name) for name in self.masks)
+    def tables(self) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]:
+        """(sin, cos, decay masks) as the blocks take them, built once per stage from the stored
+        per-head and per-axis tables (constants a runtime folds when it loads the model)."""
+        sin, cos = self.sin.repeat(1, 1, self.heads), self.cos.repeat(1, 1, self.heads)
+        if self.masks:
+            return sin, cos, tuple(getattr(self, name) for name in self.masks)
+        mask = (self.decay_rows + self.decay_cols).reshape(self.heads, self.tokens, self.tokens)
+        return sin, cos, (mask,)
+
+    def forward_blocks(self, x: torch.Tensor) -> torch.Tensor:
+        """The blocks alone: the stage output before its merge (what a backbone returns)."""
+        sin, cos, masks = self.tables()
         for block in self.blocks:
-            x = block(x, self.sin, self.cos, masks)
+            x = block(x, sin, cos, masks)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.forward_blocks(x)
         return x if self.downsample is None else self.downsample(x)
+
+
+def deploy_stem(ref: nn.Module) -> nn.Sequential:
+    """The stem's (conv, BN[, GELU]) groups with each BatchNorm folded into its conv."""
+    stem, seq = [], list(ref.proj)
+    for i in range(0, len(seq), 3):
+        conv, bn = seq[i], seq[i + 1]
+        stem.append(_conv(conv, *fold_bn(conv.weight.detach(), conv.bias.detach(), bn)))
+        if i + 2 < len(seq):
+            stem.append(GELU())
+    return nn.Sequential(*stem)
+
+
+def deploy_stages(layers: nn.ModuleList, input_size: tuple[int, int], ffn_layout: str) -> nn.ModuleList:
+    """Deploy stages with their tables for ``input_size`` (stride 4, then halving per stage)."""
+    h, w = input_size[0] // 4, input_size[1] // 4
+    stages = []
+    for stage in layers:
+        stages.append(DeployStage(stage, h, w, ffn_layout))
+        h, w = (h + 1) // 2, (w + 1) // 2
+    return nn.ModuleList(stages)
 
 
 def _merge(ref: PatchMerging) -> nn.Module:
@@ -263,25 +308,14 @@ class DeployRMT(nn.Module):
         super().__init__()
         cfg = ref.cfg
         self.cfg, self.input_size = cfg, input_size
-        h, w = input_size[0] // 4, input_size[1] // 4
-        stem = []
-        seq = list(ref.patch_embed.proj)
-        for i in range(0, len(seq), 3):  # (conv, bn[, gelu]) groups
-            conv, bn = seq[i], seq[i + 1]
-            stem.append(_conv(conv, *fold_bn(conv.weight.detach(), conv.bias.detach(), bn)))
-            if i + 2 < len(seq):
-                stem.append(GELU())
-        self.stem = nn.Sequential(*stem)
-        stages = []
-        for stage in ref.layers:
-            stages.append(DeployStage(stage, h, w, ffn_layout))
-            h, w = (h + 1) // 2, (w + 1) // 2
-        self.stages = nn.ModuleList(stages)
+        self.stem = deploy_stem(ref.patch_embed)
+        self.stages = deploy_stages(ref.layers, input_size, ffn_layout)
         # BatchNorm over the projection channels, folded into the projection linear.
         pw, pb = fold_bn(ref.proj.weight.detach(), ref.proj.bias.detach(), ref.norm)
         self.proj = _linear(pw, pb)
         self.head = ref.head
         self.aux_head = ref.aux_head
+        self.output_names = ("logits",)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x).permute(0, 2, 3, 1)

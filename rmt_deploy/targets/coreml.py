@@ -119,6 +119,8 @@ def export(model, path: Path, input_size: tuple[int, int], *, precision: str,
     """
     import torch
 
+    from .onnx import output_names
+
     ct = require_coremltools()
     settings.check((precision,))
     mean, std = json.loads(metadata["mean"]), json.loads(metadata["std"])
@@ -133,7 +135,8 @@ def export(model, path: Path, input_size: tuple[int, int], *, precision: str,
     with torch.no_grad():
         traced = torch.jit.trace(net, torch.zeros(shape), check_trace=False)
     with _silenced():
-        mlmodel = ct.convert(traced, inputs=inputs, outputs=[ct.TensorType(name=OUTPUT_NAME, dtype=np.float32)],
+        mlmodel = ct.convert(traced, inputs=inputs,
+                             outputs=[ct.TensorType(name=name, dtype=np.float32) for name in output_names(model)],
                              convert_to="mlprogram",
                              compute_precision=ct.precision.FLOAT32 if precision == "fp32" else ct.precision.FLOAT16,
                              minimum_deployment_target=getattr(ct.target, settings.min_target))
@@ -173,8 +176,9 @@ def _quantize_activations(ct, mlmodel, calibration: np.ndarray | None, settings:
 
 def _describe_model(mlmodel, metadata: dict[str, str], settings: CoreMLSettings, size) -> None:
     """What Xcode shows: description, author, licence, version, input/output help, our metadata."""
-    arch = metadata.get("arch", "RMT")
-    mlmodel.short_description = (f"{arch} image classifier ({size[0]}x{size[1]}, {metadata['num_classes']} classes), "
+    arch, backbone = metadata.get("arch", "RMT"), metadata.get("task") == "backbone"
+    what = "backbone (feature maps)" if backbone else f"image classifier ({metadata['num_classes']} classes)"
+    mlmodel.short_description = (f"{arch} {what}, {size[0]}x{size[1]}, "
                                  f"exported by rmt-deploy {metadata.get('rmt_deploy.version', '')}")
     mlmodel.author = "rmt-deploy"
     mlmodel.license = settings.license or metadata.get("license", "") or "unspecified"
@@ -185,7 +189,12 @@ def _describe_model(mlmodel, metadata: dict[str, str], settings: CoreMLSettings,
     else:
         mlmodel.input_description[TENSOR_INPUT] = (f"float32 NCHW 1x3x{size[0]}x{size[1]}, RGB normalised with "
                                                    f"mean {metadata['mean']} and std {metadata['std']}")
-    mlmodel.output_description[OUTPUT_NAME] = "class logits (apply softmax for probabilities); labels in 'class_names'"
+    if backbone:
+        for out in json.loads(metadata["outputs"]):
+            mlmodel.output_description[out["name"]] = (f"stage {out['stage']} features, stride {out['stride']}: "
+                                                       f"1x{out['channels']}x{out['shape'][0]}x{out['shape'][1]}")
+    else:
+        mlmodel.output_description[OUTPUT_NAME] = "class logits (apply softmax for probabilities); labels in 'class_names'"
     extra = {**metadata, "input_kind": "image" if settings.image_input else "tensor",
              "min_target": settings.min_target}
     mlmodel.user_defined_metadata.update({k: str(v) for k, v in extra.items() if v is not None})
@@ -271,7 +280,7 @@ class MilNumpyRunner(_PackageRunner):
         start = time.perf_counter()
         outputs = [evaluate(self.function, {self.info["input_name"]: x[i:i + 1]}) for i in range(len(x))]
         self.last_inference_s = time.perf_counter() - start
-        return {OUTPUT_NAME: np.concatenate([next(iter(o.values())) for o in outputs])}
+        return {name: np.concatenate([o[name] for o in outputs]) for name in outputs[0]}
 
 
 class CoreMLRunner(_PackageRunner):
@@ -301,9 +310,11 @@ class CoreMLRunner(_PackageRunner):
         start = time.perf_counter()
         for i in range(len(x)):  # packages have batch 1
             value = _to_image(x[i]) if self.info["image_input"] else x[i:i + 1]
-            rows.append(self.model.predict({self.info["input_name"]: value})[OUTPUT_NAME])
+            rows.append(self.model.predict({self.info["input_name"]: value}))
         self.last_inference_s = time.perf_counter() - start
-        return {OUTPUT_NAME: np.concatenate([np.asarray(r, np.float32).reshape(1, -1) for r in rows])}
+        # Logits come back as a vector per image; feature maps keep their (1, C, H, W) shape.
+        return {name: np.concatenate([np.asarray(r[name], np.float32).reshape(1, -1) if name == OUTPUT_NAME
+                                      else np.asarray(r[name], np.float32) for r in rows]) for name in rows[0]}
 
 
 def _to_image(chw: np.ndarray):

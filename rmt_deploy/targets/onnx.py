@@ -14,11 +14,15 @@ from ..quiet import quiet
 from .base import Exported, ExportRequest, Sources, Target
 from .runner import Runner
 
-__all__ = ["TARGET", "OnnxTarget", "export", "export_fp16", "export_for_calibration", "save", "describe",
+__all__ = ["TARGET", "OnnxTarget", "export", "output_names", "FOLD_LIMIT", "export_fp16", "export_for_calibration", "save", "describe",
            "inspect_graph", "render_graph", "OnnxRuntimeRunner", "INPUT_NAME", "OUTPUT_NAME", "OPSET", "FORBIDDEN_OPS"]
 
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 OPSET = 18
+# Constants onnxslim may compute at export time are kept in the file only up to this size: the
+# whole-attention decay built from per-axis tables (rewrite.deploy) stays an Add → Reshape when
+# folding it would store a large table (564 MB for RMT-T at 800x1344); small ones fold as before.
+FOLD_LIMIT = 4 << 20
 # Ops that would mean shape arithmetic or table generation survived in the graph (DESIGN §3).
 FORBIDDEN_OPS = {"Range", "Shape", "ConstantOfShape", "Cast", "Expand", "NonZero", "Loop", "If",
                  "Gather", "ScatterND", "Unsqueeze", "Squeeze"}
@@ -47,16 +51,21 @@ def export(model, path: Path, input_size: tuple[int, int], *, dynamic_batch: boo
     raw = path.with_suffix(".raw.onnx")
     with _quiet_exporter():
         torch.onnx.export(model, (example,), str(raw), dynamo=True, opset_version=OPSET,
-                          input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                          input_names=[INPUT_NAME], output_names=list(output_names(model)),
                           dynamic_shapes=dynamic_shapes, external_data=False, verbose=False)
     proto = onnx.load(str(raw))
     raw.unlink()
     with _quiet_exporter():
-        proto = onnxslim.slim(proto)
+        proto = onnxslim.slim(proto, size_threshold=FOLD_LIMIT)
     if dynamic_batch:
         for value in list(proto.graph.input) + list(proto.graph.output):
             value.type.tensor_type.shape.dim[0].dim_param = "batch"
     return save(proto, path, metadata)
+
+
+def output_names(model) -> tuple[str, ...]:
+    """The graph outputs a deploy-form module declares (``logits``; ``feat0`` … for backbones)."""
+    return tuple(getattr(model, "output_names", (OUTPUT_NAME,)))
 
 
 def export_fp16(model, path: Path, input_size: tuple[int, int], *, dynamic_batch: bool,

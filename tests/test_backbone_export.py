@@ -1,0 +1,177 @@
+"""Backbone export (``--task backbone``): deploy form, every target, per-output verification,
+letterbox preprocessing, the size that detection needs, bad input."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from rmt_deploy.data.images import Preprocess
+from rmt_deploy.model.backbone import create_backbone
+from rmt_deploy.rewrite import table_bytes, to_deploy
+
+from .conftest import randomize_, real_images
+from .test_backbone import _mm_checkpoint
+from .test_cli import run
+
+ATOL = 1e-4
+
+
+def _random_backbone(variant: str, out_indices=(0, 1, 2, 3), extra_norms: bool = True, seed: int = 0):
+    torch.manual_seed(seed)
+    return randomize_(create_backbone(variant, out_indices, extra_norms=extra_norms), seed)
+
+
+@pytest.mark.parametrize("variant", ["rmt-t", "rmt-s", "rmt-b", "rmt-l"])
+def test_deploy_backbone_equals_reference(variant):
+    model = _random_backbone(variant)
+    size = (64, 96)  # non-square
+    x = torch.cat([torch.randn(1, 3, *size), torch.from_numpy(real_images(size, 2))])
+    deploy = to_deploy(model, size)
+    with torch.inference_mode():
+        ref, got = model(x), deploy(x)
+    assert deploy.output_names == ("feat0", "feat1", "feat2", "feat3")
+    for r, g, out in zip(ref, got, deploy.outputs()):
+        assert tuple(g.shape) == (3, out["channels"], *out["shape"])
+        assert r.abs().max() > 0.5 and (r - g).abs().max() <= ATOL
+
+
+@pytest.mark.parametrize("indices, extra", [((1, 2, 3), True), ((2,), False), ((0, 3), True)])
+def test_out_indices_subsets_and_raw_stages(indices, extra):
+    model = _random_backbone("rmt-t", indices, extra_norms=extra, seed=3)
+    deploy = to_deploy(model, (64, 64))
+    assert len(deploy.stages) == indices[-1] + 1  # later stages feed nothing
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        ref, got = model(x), deploy(x)
+    assert deploy.output_names == tuple(f"feat{i}" for i in indices)
+    assert max((r - g).abs().max().item() for r, g in zip(ref, got)) <= ATOL
+
+
+def test_decay_tables_stay_linear_in_the_file():
+    """The whole-attention decay is built in the graph; the module holds only per-axis tables."""
+    model = _random_backbone("rmt-t")
+    deploy = to_deploy(model, (800, 1344))
+    buffers = sum(b.numel() * 4 for b in deploy.buffers())
+    assert buffers == table_bytes(model.cfg, (800, 1344)) < 20e6  # the 2-D table alone would be 564 MB
+
+
+def test_letterbox_keeps_the_aspect_and_pads_bottom_right():
+    from PIL import Image
+
+    image = Image.fromarray(np.full((100, 200, 3), 255, np.uint8))  # 2:1, white
+    pre = Preprocess((64, 96), resize="letterbox", interpolation="bilinear")
+    x = pre(image)
+    white = (1.0 - np.asarray(pre.mean)) / np.asarray(pre.std)
+    assert x.shape == (3, 64, 96)
+    assert np.allclose(x[:, :48, :], white[:, None, None], atol=1e-5)  # 96 wide → 48 high
+    assert np.all(x[:, 48:, :] == 0.0)  # zeros after normalisation, as mmdet pads
+    with pytest.raises(ValueError, match="resize"):
+        Preprocess((64, 64), resize="stretch")
+
+
+@pytest.fixture(scope="module")
+def demo_backbone_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("backbone") / "out"
+    result = run("export", "--task", "backbone", "--target", "onnx,openvino,coreml,trt", "--int8", "--fp16",
+                 "--out", str(out), "--bench-iters", "2", "--parity-samples", "8", "--calib-size", "32")
+    assert result.returncode == 0, result.stderr
+    return out, json.loads((out / "report.json").read_text())
+
+
+def test_every_target_exports_the_demo_backbone(demo_backbone_run):
+    out, report = demo_backbone_run
+    model = report["model"]
+    assert model["task"] == "backbone" and model["num_classes"] is None and not model["extra_norms"]
+    assert [o["name"] for o in model["outputs"]] == ["feat0", "feat1", "feat2", "feat3"]
+    assert [o["stride"] for o in model["outputs"]] == [4, 8, 16, 32]
+    assert model["preprocess"]["resize"] == "letterbox"
+    done = {(a["target"], a["precision"]): a for a in report["artifacts"]}
+    assert set(done) == {("onnx", "fp32"), ("onnx", "int8"), ("onnx", "fp16"), ("openvino", "int8"),
+                         ("openvino", "fp16"), ("coreml", "int8"), ("coreml", "fp16"), ("trt", "int8"), ("trt", "fp16")}
+    for (target, precision), a in done.items():
+        if target == "trt":  # no GPU here: the ready ONNX, its readiness and the TensorRT-RTX parse+build
+            assert a["status"] == "skipped" and a["readiness"]["status"] == "ready"
+            assert set(a["onnx_parity"]["outputs"]) == {"feat0", "feat1", "feat2", "feat3"}
+            continue
+        assert a["status"] == "ok", a.get("reason")
+        outputs = a["parity"]["outputs"]
+        assert set(outputs) == {"feat0", "feat1", "feat2", "feat3"}
+        assert a["parity"]["cosine"] == min(o["cosine"] for o in outputs.values())
+        assert all(np.isfinite(o["max_abs"]) for o in outputs.values())
+    assert done[("onnx", "fp32")]["parity"]["max_abs"] <= ATOL
+    assert done[("onnx", "int8")]["parity"]["cosine"] > 0.99
+    proto = onnx.load(str(out / "model.onnx"))
+    assert [o.name for o in proto.graph.output] == ["feat0", "feat1", "feat2", "feat3"]
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert meta["task"] == "backbone" and meta["resize"] == "letterbox"
+    assert [o["channels"] for o in json.loads(meta["outputs"])] == [o["channels"] for o in model["outputs"]]
+    assert "Feature maps" in (out / "report.md").read_text()
+
+
+def test_check_gates_on_each_feature_map(demo_backbone_run):
+    out, _ = demo_backbone_run
+    passed = run("check", str(out / "report.json"), "--min-cosine", "0.9", "--json")
+    assert passed.returncode == 0, passed.stdout
+    checks = [r["check"] for r in json.loads(passed.stdout)["results"] if r["artifact"] == "onnx/int8"]
+    assert {"cosine feat0", "cosine feat1", "cosine feat2", "cosine feat3"} <= set(checks)
+    failed = run("check", str(out / "report.json"), "--min-cosine", "0.9999999")
+    assert failed.returncode == 1
+
+
+def test_detection_checkpoint_exports_with_extra_norms(tmp_path):
+    path = tmp_path / "maskrcnn_rmt_t_1x.pth"
+    _mm_checkpoint(path, ("rpn_head", "roi_head"))
+    out = tmp_path / "out"
+    result = run("export", "--task", "backbone", "-w", str(path), "--img-size", "64x96", "--out-indices", "1,2,3",
+                 "--out", str(out), "--bench-iters", "0", "--parity-samples", "4")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["model"]["extra_norms"] and report["model"]["checkpoint_kind"] == "detection"
+    assert set(report["model"]["ignored_parts"]) == {"neck", "rpn_head", "roi_head"}
+    (fp32,) = report["artifacts"]
+    assert fp32["status"] == "ok" and fp32["parity"]["max_abs"] <= ATOL
+    assert list(fp32["parity"]["outputs"]) == ["feat1", "feat2", "feat3"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--task", "backbone", "--out-indices", "4"], "--out-indices"),
+    (["--out-indices", "1,2"], "add --task backbone"),
+    (["--task", "detect"], "--task 'detect' is unknown"),
+    (["--task", "backbone", "--max-drop", "0.5"], "no labels"),
+])
+def test_bad_backbone_flags(tmp_path, args, message):
+    result = run("export", *args, "--out", str(tmp_path / "out"))
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
+def test_detection_checkpoint_as_classifier_points_to_the_backbone_task(tmp_path):
+    path = tmp_path / "maskrcnn_rmt_t_1x.pth"
+    _mm_checkpoint(path, ("rpn_head", "roi_head"))
+    result = run("export", "-w", str(path), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2 and "--task backbone" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_rmt_t_at_detection_size_exports_a_small_onnx(tmp_path):
+    """800x1344: stage 3's 4,200-token decay would be a 564 MB constant; the file stays under 100 MB and
+    ONNX Runtime (which builds the table at load) matches PyTorch."""
+    import onnxruntime as ort
+
+    from rmt_deploy.targets.onnx import export
+
+    model = _random_backbone("rmt-t")
+    size = (800, 1344)
+    path = export(to_deploy(model, size), tmp_path / "backbone.onnx", size, dynamic_batch=False, metadata={})
+    assert path.stat().st_size < 100e6
+    x = real_images(size, 1)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"input": x})
+    with torch.inference_mode():
+        ref = model(torch.from_numpy(x))
+    assert max(float(np.abs(g - r.numpy()).max()) for g, r in zip(got, ref)) <= ATOL
