@@ -45,7 +45,8 @@ def export(weights: str | Path | None = None, *, targets: Sequence[str] | str = 
            img_size: str | int | tuple[int, int] | None = None, task: str = "classify",
            out_indices: str | Sequence[int] | None = None, dynamic_batch: bool = False, preset: str | Path | None = None,
            eval: str | Path | None = None, label_map: str | Path | None = None, calib: str | Path | None = None,
-           calib_size: int = 256, max_drop: float | None = None, statistic: str = "minmax", parity_samples: int = 16,
+           calib_size: int = 256, max_drop: float | None = None, min_cosine: float | None = None,
+           statistic: str = "minmax", parity_samples: int = 16,
            atol: float = 1e-4, bench_iters: int = 30, threads: int | None = None, strict: bool = False,
            image_input: bool = False, min_target: str = "iOS16", w8a8: bool = False, license: str = "",
            require_engine: bool = False, progress: bool = False, _given: frozenset[str] = frozenset()) -> Report:
@@ -70,7 +71,7 @@ def export(weights: str | Path | None = None, *, targets: Sequence[str] | str = 
 
     flags = dict(weights=weights, targets=targets, out=out, int8=int8, fp16=fp16, fp32=fp32, arch=arch,
                  img_size=img_size, task=task, out_indices=out_indices, dynamic_batch=dynamic_batch, eval_dir=eval, label_map=label_map, calib=calib,
-                 calib_size=calib_size, max_drop=max_drop, statistic=statistic, parity_samples=parity_samples,
+                 calib_size=calib_size, max_drop=max_drop, min_cosine=min_cosine, statistic=statistic, parity_samples=parity_samples,
                  atol=atol, bench_iters=bench_iters, threads=threads, strict=strict, image_input=image_input,
                  min_target=min_target, w8a8=w8a8, license=license, require_engine=require_engine)
     given = {_FIELD.get(name, name) for name in _given}  # what the caller wrote wins over a preset

@@ -112,6 +112,23 @@ def test_every_target_exports_the_demo_backbone(demo_backbone_run):
     assert "Feature maps" in (out / "report.md").read_text()
 
 
+def test_python_api_runs_a_backbone_artifact_and_predict_says_what_to_use(demo_backbone_run):
+    import rmt_deploy as rd
+    from rmt_deploy.errors import UserInputError
+
+    out, _ = demo_backbone_run
+    with rd.load(out / "model_int8.onnx") as model:
+        assert model.output_names() == ["feat0", "feat1", "feat2", "feat3"]
+        maps = model.runner.infer({"input": model.tensor(real_images((64, 64), 1)[0])[None]})
+        assert [maps[n].shape[1] for n in model.output_names()] == [32, 64, 96, 128]
+        with pytest.raises(UserInputError, match="is a backbone"):
+            model.predict(real_images((64, 64), 1))
+    from rmt_deploy.bundled import bundled_images
+
+    result = run("predict", str(out / "model.onnx"), str(bundled_images("val")))
+    assert result.returncode == 2 and "is a backbone" in result.stderr
+
+
 def test_check_gates_on_each_feature_map(demo_backbone_run):
     out, _ = demo_backbone_run
     passed = run("check", str(out / "report.json"), "--min-cosine", "0.9", "--json")
@@ -120,6 +137,19 @@ def test_check_gates_on_each_feature_map(demo_backbone_run):
     assert {"cosine feat0", "cosine feat1", "cosine feat2", "cosine feat3"} <= set(checks)
     failed = run("check", str(out / "report.json"), "--min-cosine", "0.9999999")
     assert failed.returncode == 1
+
+
+def test_int8_feature_budget_reverts_layers_until_every_map_fits(tmp_path):
+    """--min-cosine: accuracy-aware INT8 without labels, judged by the worst feature map."""
+    out = tmp_path / "out"
+    result = run("export", "--task", "backbone", "--int8", "--min-cosine", "0.99999", "--out", str(out),
+                 "--bench-iters", "0", "--parity-samples", "8", "--calib-size", "32")
+    assert result.returncode == 0, result.stderr
+    int8 = next(a for a in json.loads((out / "report.json").read_text())["artifacts"] if a["precision"] == "int8")
+    aware = int8["accuracy_aware"]
+    assert aware["initial_cosine"] < 0.99999 and aware["ranking"] and aware["reverted_layers"]
+    assert aware["fits"] and aware["final_cosine"] == int8["parity"]["cosine"] >= 0.99999
+    assert "worst cosine" in (out / "report.md").read_text()
 
 
 def test_detection_checkpoint_exports_with_extra_norms(tmp_path):
@@ -141,7 +171,9 @@ def test_detection_checkpoint_exports_with_extra_norms(tmp_path):
     (["--task", "backbone", "--out-indices", "4"], "--out-indices"),
     (["--out-indices", "1,2"], "add --task backbone"),
     (["--task", "detect"], "--task 'detect' is unknown"),
-    (["--task", "backbone", "--max-drop", "0.5"], "no labels"),
+    (["--task", "backbone", "--max-drop", "0.5"], "use --min-cosine"),
+    (["--task", "backbone", "--min-cosine", "1.5"], "--min-cosine 1.5 must be in (0, 1]"),
+    (["--max-drop", "0.5", "--min-cosine", "0.99"], "give one"),
 ])
 def test_bad_backbone_flags(tmp_path, args, message):
     result = run("export", *args, "--out", str(tmp_path / "out"))
@@ -175,3 +207,31 @@ def test_rmt_t_at_detection_size_exports_a_small_onnx(tmp_path):
     with torch.inference_mode():
         ref = model(torch.from_numpy(x))
     assert max(float(np.abs(g - r.numpy()).max()) for g, r in zip(got, ref)) <= ATOL
+    # OpenVINO's converter folds the tables back (754 MB of .bin); the IR writer rebuilds them.
+    from rmt_deploy.targets.openvino import convert, save
+
+    xml = save(convert(path), tmp_path / "backbone.xml", {"precision": "fp32"})
+    assert xml.with_suffix(".bin").stat().st_size < 100e6
+
+
+def test_openvino_ir_rebuilds_folded_tables_exactly(tmp_path):
+    """Every folded decay and rotary table of a small backbone is found and rebuilt, bit for bit."""
+    import openvino as ov
+
+    from rmt_deploy.targets.onnx import export
+    from rmt_deploy.targets.openvino import convert, read_model, unfold_decay_tables
+
+    model = _random_backbone("rmt-t", seed=2)
+    size = (64, 96)
+    path = export(to_deploy(model, size), tmp_path / "b.onnx", size, dynamic_batch=False, metadata={})
+    folded = convert(path)
+    rebuilt = folded.clone()
+    # rmt-t: stages 3-4 have whole attention (2 decay tables); rotary tables of 4 stages, per use.
+    assert unfold_decay_tables(rebuilt, min_bytes=1) >= 2 + 4
+    ov.save_model(rebuilt, str(tmp_path / "b.xml"), compress_to_fp16=False)
+    x = real_images(size, 1)
+    core = ov.Core()
+    want = core.compile_model(folded, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})(x)
+    got = core.compile_model(read_model(tmp_path / "b.xml"), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})(x)
+    for i in range(4):
+        np.testing.assert_array_equal(got[i], want[i])

@@ -48,8 +48,9 @@ def test_shipped_preset_runs_on_the_demo(name, tmp_path):
             pytest.importorskip(NEEDS[target])
     out = tmp_path / "out"
     # Fast overrides only; the preset still picks targets, precisions, budgets and target options.
+    # The demo's own size too: a detection preset's 800x1344 would cost minutes here.
     result = run("export", "--preset", name, "--out", str(out), "--bench-iters", "0", "--calib-size", "16",
-                 "--parity-samples", "4")
+                 "--parity-samples", "4", "--img-size", "64")
     assert result.returncode == 0, result.stderr
     report = json.loads((out / "report.json").read_text())
     written = {(a["target"], a["precision"]) for a in report["artifacts"]}
@@ -59,6 +60,8 @@ def test_shipped_preset_runs_on_the_demo(name, tmp_path):
     assert all(a["status"] in ("ok", "skipped") for a in report["artifacts"]), report["artifacts"]
     if preset.target_options.get("coreml", {}).get("image_input"):
         assert all(a["coreml"]["input"] == "image" for a in report["artifacts"] if a["target"] == "coreml")
+    if preset.options.get("task") == "backbone":
+        assert report["model"]["task"] == "backbone" and report["model"]["outputs"]
     if preset.options.get("max_drop") is not None:
         assert all("accuracy_aware" in a for a in report["artifacts"] if a["precision"] == "int8")
 

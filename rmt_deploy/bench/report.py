@@ -56,9 +56,15 @@ def _quantization_lines(a: dict) -> list[str]:
                       f"exact on {quant['exact_on']}"]
     if aware:
         reverted = aware.get("reverted_layers") or []
-        lines += [f"- accuracy-aware: budget {aware['max_drop']:g} points, initial drop {aware['initial_drop']:.2f}"
+        if "min_cosine" in aware:
+            budget, first, last = (f"worst cosine ≥ {aware['min_cosine']:g}", f"initial cosine {aware['initial_cosine']:.5f}",
+                                   f"final cosine {aware.get('final_cosine', 0):.5f}")
+        else:
+            budget, first, last = (f"{aware['max_drop']:g} points", f"initial drop {aware['initial_drop']:.2f}",
+                                   f"final drop {aware.get('final_drop', 0):.2f}")
+        lines += [f"- accuracy-aware: budget {budget}, {first}"
                   + (f", {len(reverted)} layer(s) reverted to float ({', '.join(reverted[:8])}"
-                     f"{' …' if len(reverted) > 8 else ''}), final drop {aware['final_drop']:.2f}" if reverted else "")
+                     f"{' …' if len(reverted) > 8 else ''}), {last}" if reverted else "")
                   + ("" if aware["fits"] else " — **does not fit the budget**")]
     return lines + ([""] if lines else [])
 

@@ -79,6 +79,10 @@ def export(
         "--max-drop", help="INT8 top-1 budget in points vs FP32; over it, the most sensitive layers go back "
                            "to float until it fits (needs a labelled --eval).", show_default=False,
         rich_help_panel=INT8)] = None,
+    min_cosine: Annotated[Optional[float], typer.Option(
+        "--min-cosine", help="INT8 budget without labels: the worst per-image cosine vs FP32 of every output "
+                             "(each feature map of a backbone, or the logits); below it, the most sensitive layers "
+                             "go back to float until it holds.", show_default=False, rich_help_panel=INT8)] = None,
     statistic: Annotated[str, typer.Option("--statistic", help="Activation range estimator: minmax, "
                                                                "mean-minmax, quantile, histogram.",
                                            rich_help_panel=INT8)] = "minmax",
@@ -113,7 +117,7 @@ def export(
             dynamic_batch=dynamic_batch, targets=target, out=out_dir,
             eval_dir=eval_dir, label_map=label_map, parity_samples=parity_samples, atol=atol, bench_iters=bench_iters,
             threads=threads, strict=strict, int8=int8, fp16=fp16, fp32=fp32, calib=calib, calib_size=calib_size,
-            max_drop=max_drop, statistic=statistic, image_input=image_input, min_target=min_target, w8a8=w8a8,
+            max_drop=max_drop, min_cosine=min_cosine, statistic=statistic, image_input=image_input, min_target=min_target, w8a8=w8a8,
             license=license_text, require_engine=require_engine)
         # Flags the user typed (by the source's name: typer's enum class is not public API).
         given = {_FIELD_OF.get(name, name) for name in ctx.params

@@ -1,61 +1,130 @@
-"""INT8 within a top-1 budget (``--max-drop``): revert the most sensitive layers to float until
-the drop fits, on targets whose int8 layers can be reverted one at a time; gate the others."""
+"""Accuracy-aware INT8: revert the most sensitive layers to float until a budget holds, on targets
+whose int8 layers can be reverted one at a time; gate the others.
+
+Two budgets, one search (``quant.accuracy_aware``):
+- ``--max-drop`` (classifiers, labelled ``--eval``): top-1 points vs FP32 on the evaluation set;
+- ``--min-cosine`` (any model, no labels; what backbones use): the worst per-image cosine of every
+  output (each feature map, or the logits) vs PyTorch FP32 on the verification images.
+"""
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from ..artifacts import artifact_bytes, remove_artifact
-from ..bench.evaluate import accuracy_entry
+from ..bench.evaluate import accuracy_entry, runner_outputs
+from ..bench.parity import compare_features, compare_logits
 from ..bench.schema import Artifact
 from ..targets import Target
 from .sources import ExportSources
 
-__all__ = ["fit_or_gate"]
+__all__ = ["fit_or_gate", "top1_budget", "cosine_budget", "Budget"]
+
+
+@dataclass
+class Budget:
+    """A limit on one measure of an INT8 artifact; the search minimises its loss (lower is better)."""
+
+    option: str  # the flag ("--max-drop"), for messages; its report key is the flag's name
+    measure: str  # what is measured ("drop", "cosine"): the report's initial_/final_ keys
+    limit: float  # the flag's value as the user gave it
+    initial: float  # the measure of the artifact as exported
+    measure_of: Callable[[object], float]  # a candidate's runner → its measure
+    describe: Callable[[float], str]  # a measure, for messages
+    higher_is_better: bool = False  # cosine: the loss is 1 - cosine
+
+    def loss(self, measure: float) -> float:
+        return 1.0 - measure if self.higher_is_better else measure
+
+    def from_loss(self, loss: float) -> float:
+        return 1.0 - loss if self.higher_is_better else loss
+
+    @property
+    def fits_initially(self) -> bool:
+        return self.loss(self.initial) <= self.loss(self.limit) + 1e-12
+
+
+def top1_budget(entry: Artifact, sources: ExportSources, max_drop: float, dynamic: bool) -> Budget:
+    eval_set, progress = sources.prepared.eval_set, sources.progress
+
+    def measure_of(runner) -> float:
+        with progress.bar("Evaluating candidate", len(eval_set.images)) as advance:
+            logits = eval_set.logits(lambda x: sources.logits(runner, x, dynamic), advance)
+        return accuracy_entry(logits, eval_set)["drop"]
+
+    return Budget("--max-drop", "drop", max_drop, entry.accuracy.drop, measure_of, lambda d: f"top-1 drop {d:.2f}")
+
+
+def cosine_budget(entry: Artifact, sources: ExportSources, min_cosine: float, dynamic: bool) -> Budget:
+    ref = sources.prepared.ref_parity
+
+    def measure_of(runner) -> float:
+        if isinstance(ref, dict):
+            return compare_features(ref, runner_outputs(runner, sources.prepared.x_parity, dynamic,
+                                                        sources.deploy.cfg))["cosine"]
+        return compare_logits(ref, sources.logits(runner, sources.prepared.x_parity, dynamic))["cosine"]
+
+    return Budget("--min-cosine", "cosine", min_cosine, entry.parity.cosine, measure_of,
+                  lambda c: f"worst cosine {c:.5f}", higher_is_better=True)
 
 
 def fit_or_gate(target: Target, entry: Artifact, path: Path, metadata: dict, sources: ExportSources,
-                max_drop: float, threads: int | None, dynamic: bool, reverify) -> None:
-    drop = entry.accuracy.drop
-    summary = {"max_drop": max_drop, "initial_drop": drop, "reverted_layers": [], "fits": drop <= max_drop}
+                budget: Budget, threads: int | None, dynamic: bool, reverify) -> None:
+    summary = {budget.option.lstrip("-").replace("-", "_"): budget.limit, f"initial_{budget.measure}": budget.initial,
+               "reverted_layers": [], "fits": budget.fits_initially}
     entry.details["accuracy_aware"] = summary
     if summary["fits"]:
         return
     revertible = target.revertible(path, sources)
     if revertible is None:  # no per-layer fallback: over the budget fails, the model is kept
-        entry.fail("accuracy", f"top-1 drop {drop:.2f} exceeds --max-drop {max_drop:g} (this target has no "
-                               f"per-layer fallback; use --fp16); kept {path.name}")
+        entry.fail("accuracy", f"{budget.describe(budget.initial)} misses {budget.option} {budget.limit:g} (this "
+                               f"target has no per-layer fallback; use --fp16); kept {path.name}")
         return
     from ..quant.accuracy_aware import fit_budget, rank_layers
 
     model, original, reverter = revertible
-    progress, prepared, eval_set = sources.progress, sources.prepared, sources.prepared.eval_set
+    progress, prepared = sources.progress, sources.prepared
     scratch = sources.scratch / f"candidate{target.suffix}"
     scratch.parent.mkdir(exist_ok=True)
 
-    def logits_of(candidate, x):
+    def run(candidate, fn):
         target.save_model(candidate, scratch, metadata)
         with target.load(scratch, threads) as runner:
-            return sources.logits(runner, x, dynamic)
+            return fn(runner)
 
+    reference = _flat(prepared.ref_parity)
     layers = len(reverter.layers(model))
     with progress.bar(f"Ranking {layers} int8 layers by sensitivity", layers) as advance:
-        ranking = rank_layers(model, original, lambda c: logits_of(c, prepared.x_parity), prepared.ref_parity,
-                              advance, reverter)
-
-    def drop_of(candidate) -> float:
-        target.save_model(candidate, scratch, metadata)
-        with target.load(scratch, threads) as runner:
-            with progress.bar("Evaluating candidate", len(eval_set.images)) as advance:
-                logits = eval_set.logits(lambda x: sources.logits(runner, x, dynamic), advance)
-        return accuracy_entry(logits, eval_set)["drop"]
-
-    result = fit_budget(model, original, drop_of, ranking, max_drop, drop, progress.log, reverter)
+        ranking = rank_layers(model, original, lambda c: run(c, lambda r: _flat(_outputs(r, sources, dynamic))),
+                              reference, advance, reverter)
+    result = fit_budget(model, original, lambda c: budget.loss(run(c, budget.measure_of)), ranking,
+                        budget.loss(budget.limit), budget.loss(budget.initial), progress.log, reverter,
+                        describe=lambda loss: budget.describe(budget.from_loss(loss)))
     remove_artifact(scratch)
     target.save_model(result.model, path, metadata)
-    summary.update(reverted_layers=result.reverted, fits=result.fits, final_drop=result.drop,
-                   steps=result.steps, ranking=result.ranking[:10])
+    summary.update(reverted_layers=result.reverted, fits=result.fits,
+                   **{f"final_{budget.measure}": budget.from_loss(result.drop)},
+                   steps=[{"reverted": s["reverted"], budget.measure: budget.from_loss(s["drop"])}
+                          for s in result.steps], ranking=result.ranking[:10])
     entry.size_bytes = artifact_bytes(path)
     reverify()  # the report describes the model that was kept
     if not result.fits and entry.ok:
-        entry.fail("accuracy", f"top-1 drop {result.drop:.2f} exceeds --max-drop {max_drop:g} even with "
-                               f"{len(result.reverted)} layers in float; kept the best model ({path.name})")
+        entry.fail("accuracy", f"{budget.describe(budget.from_loss(result.drop))} misses {budget.option} "
+                               f"{budget.limit:g} even with {len(result.reverted)} layers in float; kept the best "
+                               f"model ({path.name})")
+
+
+def _outputs(runner, sources: ExportSources, dynamic: bool):
+    if isinstance(sources.prepared.ref_parity, dict):
+        return runner_outputs(runner, sources.prepared.x_parity, dynamic, sources.deploy.cfg)
+    return sources.logits(runner, sources.prepared.x_parity, dynamic)
+
+
+def _flat(values) -> np.ndarray:
+    """Logits, or every feature map flattened side by side: what the layer ranking compares."""
+    if isinstance(values, dict):
+        return np.concatenate([v.reshape(len(v), -1) for v in values.values()], axis=1).astype(np.float64)
+    return np.asarray(values, np.float64)

@@ -14,15 +14,16 @@ from pathlib import Path
 from ..artifacts import artifact_bytes, remove_artifact
 from ..bench.accuracy import topk_accuracy
 from ..bench.environment import environment
+from ..bench.memory import peak_rss_bytes
 from ..bench.report import write_report
 from ..bench.schema import Artifact, failure_reason, stamp
 from ..errors import UserInputError, VerificationError
 from ..outdir import REPORT_JSON, writing
 from ..progress import NullProgress
 from ..targets import ExportRequest
-from .budget import fit_or_gate
+from .budget import cosine_budget, fit_or_gate, top1_budget
 from .plan import Cell, ExportOptions, Plan, plan
-from .prepare import Prepared, prepare
+from .prepare import Prepared, prepare, run_memory_bytes
 from .sources import ExportSources
 from .verify import verify
 
@@ -99,12 +100,34 @@ def _export_and_verify(cell: Cell, entry: Artifact, folder: Path, sources: Expor
         _reject(entry, path, "preflight", "; ".join(entry.graph["problems"]))
         return
     verify(target, entry, path, sources, opts, cell.dynamic_batch)
+    budget = _budget(cell, entry, sources, opts)
+    guard = None
     if not entry.ok:
-        _reject(entry, path, entry.stage, entry.reason)
+        # Under a budget, an INT8 model is judged after the search: reverting its most sensitive
+        # layers can lift it over the gross-error guard (a bad calibration set; float layers run in
+        # bf16 on AMX CPUs). Unchanged, the guard's verdict stands.
+        if budget is None or entry.stage != "validation":
+            _reject(entry, path, entry.stage, entry.reason)
+            return
+        guard = (entry.stage, entry.reason)
+        entry.status, entry.stage, entry.reason = "ok", None, None
+    if budget is None:
         return
-    if precision == "int8" and opts.max_drop is not None and entry.accuracy is not None and target.gates_accuracy:
-        fit_or_gate(target, entry, path, request.metadata, sources, opts.max_drop, opts.threads, cell.dynamic_batch,
-                    lambda: _reverify(cell, entry, path, sources, opts))
+    fit_or_gate(target, entry, path, request.metadata, sources, budget, opts.threads, cell.dynamic_batch,
+                lambda: _reverify(cell, entry, path, sources, opts))
+    if guard and not entry.details["accuracy_aware"]["reverted_layers"]:
+        _reject(entry, path, *guard)
+
+
+def _budget(cell: Cell, entry: Artifact, sources: ExportSources, opts: ExportOptions):
+    """The INT8 budget that applies to this artifact (``--max-drop`` with labels, ``--min-cosine``), or None."""
+    if cell.precision != "int8" or not cell.target.gates_accuracy:
+        return None
+    if opts.max_drop is not None and entry.accuracy is not None:
+        return top1_budget(entry, sources, opts.max_drop, cell.dynamic_batch)
+    if opts.min_cosine is not None and entry.parity is not None:
+        return cosine_budget(entry, sources, opts.min_cosine, cell.dynamic_batch)
+    return None
 
 
 def _reverify(cell: Cell, entry: Artifact, path: Path, sources: ExportSources, opts: ExportOptions) -> None:
@@ -139,7 +162,10 @@ def _report(job: Plan, prepared: Prepared, entries: list[dict]) -> dict:
             "sha256": loaded.sha256,
             "preprocess": prepared.pre.to_dict(),
             "class_names": prepared.classes,
+            # One image's decay tables and attention matrices at run time (the size limit's estimate).
+            "run_memory_mb": round(run_memory_bytes(loaded.model.cfg, prepared.size) / 1e6, 1),
         },
+        "peak_rss_mb": _peak_rss_mb(),  # this export run: model, exports, calibration, verification
         "verification": {
             "images": str(prepared.images.root),
             "parity_samples": int(len(prepared.x_parity)),
@@ -160,3 +186,8 @@ def _backbone_entry(loaded, deploy) -> dict:
         "checkpoint_kind": loaded.task,
         "ignored_parts": loaded.ignored,
     }
+
+
+def _peak_rss_mb() -> float | None:
+    peak = peak_rss_bytes()
+    return None if peak is None else round(peak / 1e6, 1)

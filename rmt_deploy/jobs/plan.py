@@ -52,6 +52,7 @@ class ExportOptions:
     calib: Path | None = None  # None: bundled calib/train
     calib_size: int = 256
     max_drop: float | None = None  # top-1 points; with a labelled eval set: accuracy-aware INT8
+    min_cosine: float | None = None  # worst per-image cosine of every output: accuracy-aware INT8 without labels
     statistic: str = "minmax"
     # "classify": logits; "backbone": one feature map per stage in out_indices (detection/segmentation).
     task: str = "classify"
@@ -165,12 +166,17 @@ def _check_numbers(opts: ExportOptions) -> None:
     if opts.calib_size < MIN_CALIB_IMAGES:
         raise UserInputError(f"--calib-size {opts.calib_size} is too small; use at least {MIN_CALIB_IMAGES} "
                              "(256 recommended)")
+    if opts.min_cosine is not None:
+        if not 0 < opts.min_cosine <= 1:
+            raise UserInputError(f"--min-cosine {opts.min_cosine:g} must be in (0, 1], e.g. 0.99")
+        if opts.max_drop is not None:
+            raise UserInputError("--max-drop and --min-cosine are two INT8 budgets; give one")
     if opts.task not in TASKS:
         raise UserInputError(f"--task {opts.task!r} is unknown; choose from {', '.join(TASKS)}")
     if opts.task == "backbone":
         if opts.max_drop is not None:
-            raise UserInputError("--max-drop is a top-1 budget for classifiers; a backbone has no labels to score "
-                                 "(its INT8 is judged by feature cosine)")
+            raise UserInputError("--max-drop is a top-1 budget for classifiers; a backbone has no labels to score: "
+                                 "use --min-cosine (e.g. 0.99) for its feature maps")
         if opts.label_map is not None:
             raise UserInputError("--label-map names classes; a backbone has none (drop it or use --task classify)")
         if opts.out_indices is not None:

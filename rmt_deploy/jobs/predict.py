@@ -133,6 +133,11 @@ class Model:
         raise ValueError(f"an array of shape {array.shape} and dtype {array.dtype} is no image: pass HxW or HxWx3 "
                          "uint8 pixels, or a normalised 3xHxW float array")
 
+    def output_names(self) -> list[str]:
+        """The artifact's outputs as its metadata records them (``logits``, or ``feat0`` … for backbones)."""
+        outputs = self.metadata.get("outputs")
+        return [o["name"] for o in json.loads(outputs)] if outputs else ["logits"]
+
     # -- running -----------------------------------------------------------------------------
     def logits(self, x: np.ndarray) -> np.ndarray:
         """(N, 3, H, W) normalised → (N, classes), in batches the artifact accepts."""
@@ -150,6 +155,9 @@ class Model:
         """
         if topk < 1:
             raise UserInputError("topk must be at least 1")
+        if self.metadata.get("task") == "backbone":
+            raise UserInputError(f"{self.path.name} is a backbone (feature maps {', '.join(self.output_names())}); "
+                                 "predict is for classifiers: use model.runner.infer({'input': x}) for its maps")
         items = _as_list(images)
         results: list[Prediction | None] = [None] * len(items)
         for start in range(0, len(items), max(1, batch)):

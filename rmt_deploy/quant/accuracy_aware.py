@@ -63,10 +63,12 @@ def rank_layers(model, original, logits_of: Callable[[object], np.ndarray], refe
 
 def fit_budget(model, original, drop_of: Callable[[object], float], ranking: list[dict], max_drop: float,
                initial_drop: float, log: Callable[[str], None] = lambda m: None,
-               reverter: Reverter = ONNX_QDQ) -> BudgetResult:
+               reverter: Reverter = ONNX_QDQ, describe: Callable[[float], str] = lambda d: f"top-1 drop {d:.2f}"
+               ) -> BudgetResult:
     """Revert layers in ``ranking`` order until ``drop_of(model) <= max_drop``.
 
-    ``drop_of`` scores a candidate on the evaluation set (top-1 points vs FP32).
+    ``drop_of`` scores a candidate (top-1 points vs FP32 on the evaluation set, or any loss
+    where lower is better, e.g. 1 - worst feature cosine); ``describe`` words a loss for the log.
     """
     best = BudgetResult(model, initial_drop, initial_drop <= max_drop)
     if best.fits:
@@ -79,7 +81,7 @@ def fit_budget(model, original, drop_of: Callable[[object], float], ranking: lis
         reverted = reverter.revert(candidate, order[:k], original)
         drop = drop_of(candidate)
         best.steps.append({"reverted": k, "drop": drop})
-        log(f"accuracy-aware: {k} layer(s) in float → top-1 drop {drop:.2f} (budget {max_drop:g})")
+        log(f"accuracy-aware: {k} layer(s) in float → {describe(drop)} (budget: {describe(max_drop)})")
         if drop < best.drop or drop <= max_drop:
             best.model, best.drop, best.reverted = candidate, drop, reverted
         if drop <= max_drop:
