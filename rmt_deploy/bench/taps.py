@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import UserInputError
 
-__all__ = ["TapError", "CompareResult", "tap_error", "first_divergence", "worst_taps", "DIVERGENCE_RULE",
+__all__ = ["TapError", "CompareResult", "tap_error", "first_divergence", "largest_jump", "worst_taps", "DIVERGENCE_RULE",
            "JUMP_FACTOR", "JUMP_FLOOR", "check_taps", "read_taps", "taps_checks", "COMPARE_JSON"]
 
 COMPARE_JSON = "compare.json"  # what `rmt-deploy compare` writes beside the artifact
@@ -84,6 +84,19 @@ def first_divergence(taps: list[TapError]) -> str | None:
     return None
 
 
+def largest_jump(taps: list[TapError]) -> str | None:
+    """The tap whose error grows most over the largest error before it (ratio, errors floored at
+    ``JUMP_FLOOR``): where an error that starts early gets much worse."""
+    best, best_ratio, before = None, 1.0, JUMP_FLOOR
+    for tap in taps:
+        value = max(tap.diverged_value(), JUMP_FLOOR)
+        ratio = value / before
+        if ratio > best_ratio:
+            best, best_ratio = tap.name, ratio
+        before = max(before, value)
+    return best
+
+
 def worst_taps(taps: list[TapError], k: int) -> list[str]:
     """The ``k`` taps with the highest worst-image error, worst first."""
     return [t.name for t in sorted(taps, key=lambda t: -t.diverged_value())[:k]]
@@ -102,6 +115,7 @@ class CompareResult:
     taps: list[TapError]
     first_divergence: str | None
     worst: list[str]
+    largest_jump: str | None = None
     rule: str = DIVERGENCE_RULE
     missing: list[str] = field(default_factory=list)  # taps the artifact has no tensor for
     isolate: list[dict] | None = None  # --isolate ranking: [{"tap", "rel_l2", "layers"}], worst first

@@ -75,7 +75,7 @@ def _tables(console: Console, results) -> None:
         console.print(table)
         console.print(f"first divergence: [bold]{r.first_divergence or 'none'}[/bold]  (rule: {r.rule})",
                       highlight=False)
-        console.print(f"worst taps: {', '.join(r.worst)}", highlight=False)
+        console.print(f"largest jump: {r.largest_jump or 'none'}; worst taps: {', '.join(r.worst)}", highlight=False)
         if r.missing:
             console.print(f"[yellow]not in the artifact[/yellow]: {', '.join(r.missing)}", highlight=False)
         if isolated:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import write_text_atomic
-from ..bench.taps import COMPARE_JSON, CompareResult, first_divergence, tap_error, worst_taps
+from ..bench.taps import COMPARE_JSON, CompareResult, first_divergence, largest_jump, tap_error, worst_taps
 from ..bundled import bundled_images, bundled_weights
 from ..data.images import Preprocess, load_batch, open_image_set
 from ..errors import BackendUnavailable, UserInputError
@@ -169,7 +169,7 @@ def compare_one(path: Path, opts: CompareOptions, progress) -> tuple[CompareResu
         errors.append(tap_error(tap, reference[tap], value))
     result = CompareResult(str(path), target.name, metadata.get("precision", "fp32"), _runtime(target), opts.level,
                            int(len(x)), errors, first_divergence(errors), worst_taps(errors, opts.worst),
-                           missing=missing)
+                           largest_jump(errors), missing=missing)
     return result, {"x": x, "logits": logits, "taps": taps, "tap_map": tap_map, "target": target}
 
 
