@@ -83,9 +83,9 @@ def _weights_for(path: Path, metadata: dict, given: Path | None) -> Path:
     if not sha:
         raise UserInputError(f"{path.name} has no rmt-deploy metadata (source checkpoint); pass --weights CKPT "
                              "with the weights it was exported from")
-    for candidate in (bundled_weights(), path.parent / name, Path.cwd() / name):
-        if name and candidate.is_file() and (candidate == bundled_weights() or candidate.name == name) \
-                and sha256_file(candidate) == sha:
+    candidates = [bundled_weights()] + ([path.parent / name, Path.cwd() / name] if name else [])
+    for candidate in candidates:
+        if candidate.is_file() and sha256_file(candidate) == sha:
             return candidate
     raise UserInputError(f"{path.name} was exported from {name or 'a checkpoint'} (sha256 {sha[:12]}…), which is "
                          f"not beside it; pass --weights {name or 'CKPT'}")
@@ -170,7 +170,8 @@ def compare_one(path: Path, opts: CompareOptions, progress) -> tuple[CompareResu
     result = CompareResult(str(path), target.name, metadata.get("precision", "fp32"), _runtime(target), opts.level,
                            int(len(x)), errors, first_divergence(errors), worst_taps(errors, opts.worst),
                            largest_jump(errors), missing=missing)
-    return result, {"x": x, "logits": logits, "taps": taps, "tap_map": tap_map, "target": target}
+    return result, {"x": x, "logits": logits, "taps": taps, "tap_map": tap_map, "target": target,
+                    "model": loaded.model, "size": tuple(pre.size), "dynamic_batch": bool(info["dynamic_batch"])}
 
 
 def _runtime(target: Target) -> str:

@@ -45,8 +45,14 @@ def isolate(path: Path, result: CompareResult, ctx: dict, opts, progress) -> lis
     from ..bench.evaluate import runner_logits
     from ..quant.accuracy_aware import ONNX_QDQ
 
+    from ..targets.onnx import export_for_calibration
+
     model = onnx.load(str(path))
     layers = ONNX_QDQ.layers(model)
+    with progress.step("Re-exporting the FP32 graph INT8 was calibrated from (float weights and biases)"):
+        # Calibration also corrects biases for quantization error: a layer back in float takes its
+        # weights and bias from this graph, as in the accuracy-aware search (node names match).
+        original = export_for_calibration(ctx["model"], ctx["size"], dynamic_batch=ctx["dynamic_batch"])
     groups = {t: g for t, g in group_layers(model.graph, layers, ctx["taps"], ctx["tap_map"]).items() if g}
     x, reference = ctx["x"], ctx["logits"]
     ranking = []
@@ -55,7 +61,7 @@ def isolate(path: Path, result: CompareResult, ctx: dict, opts, progress) -> lis
         for tap, own in groups.items():
             candidate = ONNX_QDQ.clone(model)
             keep = set(own)
-            ONNX_QDQ.revert(candidate, [name for name in layers if name not in keep], None)
+            ONNX_QDQ.revert(candidate, [name for name in layers if name not in keep], original)
             file = Path(tmp) / "isolated.onnx"
             onnx.save(candidate, str(file))
             with target.load(file, opts.threads) as runner:

@@ -255,14 +255,14 @@ class OpenVINOTarget(Target):
 
     def export(self, sources: Sources, request: ExportRequest) -> Exported:
         fields = {}
-        request.metadata.update(_tap_map(sources.deploy_onnx(request.dynamic_batch)))
+        onnx_path = sources.deploy_onnx(request.dynamic_batch)  # INT8 is calibrated from it too (same names)
+        request.metadata.update(_tap_map(onnx_path))
         if request.precision == "int8":
             int8 = sources.int8_openvino()
             request.metadata.update(int8.metadata)
             fields["quantization"] = int8.quantization
             model = int8.model
         else:
-            onnx_path = sources.deploy_onnx(request.dynamic_batch)
             with sources.progress.step(f"Converting to OpenVINO IR ({request.precision.upper()} weights)"):
                 model = convert(onnx_path)
         save(model, request.path, request.metadata)
