@@ -142,7 +142,7 @@ def test_coreml_numpy_evaluator_path_runs_on_the_demo(demo, tmp_path):
 
 
 def test_isolate_ranks_a_badly_calibrated_block_first(demo, tmp_path):
-    from rmt_deploy.jobs.isolate import group_layers
+    from rmt_deploy.jobs.isolate import group_layers, onnx_ops
     from rmt_deploy.quant.encode import GraphIndex, quantized_layers
     from rmt_deploy.rewrite.taps import decode_taps
 
@@ -151,7 +151,7 @@ def test_isolate_ranks_a_badly_calibrated_block_first(demo, tmp_path):
     def coarse_scale(model) -> None:
         """Calibrate one block's first layer badly: its input quantizer's step 40x too coarse."""
         meta = {p.key: p.value for p in model.metadata_props}
-        groups = group_layers(model.graph, quantized_layers(model), tap_names_for_demo(), decode_taps(meta))
+        groups = group_layers(onnx_ops(model.graph), quantized_layers(model), tap_names_for_demo(), decode_taps(meta))
         node = next(n for n in model.graph.node if n.name == groups[target][0])
         idx = GraphIndex(model.graph)
         dq = idx.parent(node, 0)

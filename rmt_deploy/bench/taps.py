@@ -119,6 +119,7 @@ class CompareResult:
     rule: str = DIVERGENCE_RULE
     missing: list[str] = field(default_factory=list)  # taps the artifact has no tensor for
     isolate: list[dict] | None = None  # --isolate ranking: [{"tap", "rel_l2", "layers"}], worst first
+    isolate_float: float | None = None  # --isolate: logits error with every layer in float (the runtime's floor)
     plot: str | None = None
 
     def tap(self, name: str) -> TapError:

@@ -80,5 +80,5 @@ def _tables(console: Console, results) -> None:
             console.print(f"[yellow]not in the artifact[/yellow]: {', '.join(r.missing)}", highlight=False)
         if isolated:
             top = ", ".join(f"{e['tap']} {_fmt(e['rel_l2'], '.3g')}" for e in r.isolate[:5])
-            console.print(f"own INT8 error (logits rel L2 with only that tap's layers in INT8), worst first: {top}",
-                          highlight=False)
+            console.print(f"own INT8 error (logits rel L2 with only that tap's layers in INT8), worst first: {top}; "
+                          f"all layers in float: {_fmt(r.isolate_float, '.3g')}", highlight=False)
