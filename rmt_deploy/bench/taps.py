@@ -171,7 +171,7 @@ def check_taps(current: list[CompareResult], baseline: list[CompareResult], max_
             if tap.nonfinite > old.nonfinite:
                 worse.append(f"{tap.name}: {tap.nonfinite} non-finite values")
             elif tap.diverged_value() > max_increase * old.diverged_value() + JUMP_FLOOR:
-                worse.append(f"{tap.name}: rel_l2 {tap.rel_l2:.3g} vs {old.rel_l2:.3g}")
+                worse.append(f"{tap.name}: rel_l2 {tap.diverged_value():.3g} vs {old.diverged_value():.3g}")
         results.append({"artifact": key, "outcome": "fail" if worse else "pass",
                         "reason": "; ".join(worse[:3]) + (" …" if len(worse) > 3 else "") if worse else
                         f"{len(entry.taps)} taps within {max_increase:g}x the baseline"})

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["LEVELS", "TAPS_KEY", "tap_names", "deploy_scope", "scope_outputs", "encode_taps", "decode_taps",
+__all__ = ["LEVELS", "TAPS_KEY", "tap_names", "all_taps", "deploy_scope", "scope_outputs", "encode_taps", "decode_taps",
            "ReferenceTaps", "to_reference_layout", "GraphOp"]
 
 LEVELS = ("stage", "block", "op-group")
