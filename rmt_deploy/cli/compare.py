@@ -32,8 +32,8 @@ def compare(
     samples: Annotated[int, typer.Option("--samples", "-n", help="Images to compare on.")] = 8,
     level: Annotated[str, typer.Option("--level", help="Taps: stage, block or op-group (norms, attention, FFN).")
                      ] = "block",
-    isolate: Annotated[bool, typer.Option("--isolate", help="INT8 ONNX: also run with only one tap's layers "
-                                                            "quantized at a time (each one's own error).")] = False,
+    isolate: Annotated[bool, typer.Option("--isolate", help="INT8 ONNX/OpenVINO: also run with only one tap's "
+                                                            "layers quantized at a time (each one's own error).")] = False,
     worst: Annotated[int, typer.Option("--worst", help="How many of the worst taps to list.")] = 5,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for compare.json and compare.png. "
                                                 "Default: beside the (first) artifact.", show_default=False)] = None,

@@ -55,6 +55,9 @@ def check_options(opts: CompareOptions) -> None:
     for path in opts.artifacts:
         if not Path(path).exists():
             raise UserInputError(f"artifact not found: {path}")
+        if opts.isolate and target_for_path(Path(path)).name not in ("onnx", "openvino"):
+            raise UserInputError(f"--isolate needs INT8 ONNX or OpenVINO artifacts; {Path(path).name} is "
+                                 f"{target_for_path(Path(path)).title} (drop --isolate for its per-tap errors)")
     if opts.out is not None and opts.out.exists() and not opts.out.is_dir():
         raise UserInputError(f"--out {opts.out} is a file; pass a folder")
 
