@@ -15,9 +15,11 @@ from .telemetry import onnxruntime_telemetry_off
 
 onnxruntime_telemetry_off()
 
-from .api import CheckSummary, Model, Prediction, Report, bench, check, export, load  # noqa: E402
+from .api import (CheckSummary, CompareResult, Model, Prediction, Report, TapError, bench, check, compare,  # noqa: E402
+                  export, load)
 from .errors import BackendUnavailable, RmtDeployError, UserInputError, VerificationError  # noqa: E402
 from .version import __version__  # noqa: E402
 
-__all__ = ["export", "load", "bench", "check", "Report", "Model", "Prediction", "CheckSummary", "RmtDeployError",
+__all__ = ["export", "load", "bench", "check", "compare", "Report", "Model", "Prediction", "CheckSummary",
+           "CompareResult", "TapError", "RmtDeployError",
            "UserInputError", "VerificationError", "BackendUnavailable", "__version__"]

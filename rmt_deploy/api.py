@@ -13,9 +13,11 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from .bench.schema import CheckSummary, Report
+from .bench.taps import CompareResult, TapError
 from .jobs.predict import Model, Prediction
 
-__all__ = ["export", "load", "bench", "check", "Report", "Model", "Prediction", "CheckSummary"]
+__all__ = ["export", "load", "bench", "check", "compare", "Report", "Model", "Prediction", "CheckSummary",
+           "CompareResult", "TapError"]
 
 
 def _progress(progress: bool):
@@ -120,12 +122,43 @@ def bench(artifacts: Iterable[str | Path] | str | Path = (), *, from_dir: str | 
 
 def check(report: str | Path, *, baseline: str | Path | None = None, max_drop: float = 0.5,
           max_latency_regression: float = 0.15, min_cosine: float | None = None,
-          config: str | Path | None = None) -> CheckSummary:
-    """Gate on a report like ``rmt-deploy check``: ``.passed`` and one result per check."""
+          config: str | Path | None = None, taps_baseline: str | Path | None = None) -> CheckSummary:
+    """Gate on a report like ``rmt-deploy check``: ``.passed`` and one result per check.
+
+    ``min_cosine``: the worst per-image cosine each output (feature map, or logits) must reach.
+    ``taps_baseline``: a compare.json from a known-good run; the compare.json beside ``report``
+    must not be worse at any tap (``bench.taps.check_taps``).
+    """
     from .bench.check import Limits, check_report, load_limits, read_report
+    from .bench.taps import taps_checks
 
     current = read_report(Path(report))
     base = read_report(Path(baseline), "baseline") if baseline else None
     results = check_report(current, base, load_limits(Path(config) if config else None,
                                                       Limits(max_drop, max_latency_regression, min_cosine)))
+    if taps_baseline:
+        results += taps_checks(Path(report), Path(taps_baseline))
     return CheckSummary(results)
+
+
+def compare(artifacts: str | Path | Sequence[str | Path], *, weights: str | Path | None = None, images=None,
+            samples: int = 8, level: str = "block", isolate: bool = False, worst: int = 5,
+            out: str | Path | None = None, threads: int | None = None, write: bool = True,
+            progress: bool = False) -> CompareResult | list[CompareResult]:
+    """Per-tap errors of artifacts against PyTorch, like ``rmt-deploy compare``.
+
+    ``images``: a folder or .txt list of image files (default: the bundled set), or a preprocessed
+    float32 array (N, 3, H, W) at the artifact's input size. ``write=False`` writes no compare.json /
+    compare.png. Returns one ``CompareResult`` for one path, a list for several
+    (``result.first_divergence``, ``result.tap("stages.2.blocks.1").rel_l2``, ``result.to_dict()``).
+    """
+    from .jobs.compare import CompareOptions, run_compare
+
+    single = isinstance(artifacts, (str, Path))
+    paths = (artifacts,) if single else tuple(artifacts)
+    opts = CompareOptions(tuple(Path(a) for a in paths), weights=Path(weights) if weights else None,
+                          images=Path(images) if isinstance(images, (str, Path)) else images, samples=samples,
+                          level=str(level).strip().lower(), isolate=isolate, worst=worst,
+                          out=Path(out) if out else None, threads=threads, write=write)
+    results = run_compare(opts, _progress(progress))
+    return results[0] if single else results

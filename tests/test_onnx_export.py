@@ -1,6 +1,8 @@
 """Deploy-form ONNX: structure promised in DESIGN §3, ONNX Runtime parity, metadata, batch."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import onnx
 import pytest
@@ -55,7 +57,9 @@ def test_graph_structure(demo_onnx, demo_model):
 
 def test_metadata_props(demo_onnx):
     props = {p.key: p.value for p in onnx.load(str(demo_onnx)).metadata_props}
+    taps = json.loads(props.pop("rmt_deploy.taps"))  # the tap map `rmt-deploy compare` reads (rewrite.taps)
     assert props == {"arch": "x", "k": "v"}
+    assert taps["stem"] and taps["head"] == ["logits"] and "stages.0.blocks.0.attn" in taps
 
 
 def test_parity_on_real_and_random_images(demo_onnx, demo_model):

@@ -2,7 +2,7 @@
 ``Output`` (human tables, JSON, or quiet)."""
 from __future__ import annotations
 
-from . import bench, export, info, predict  # noqa: F401 — each module registers its commands on the app
+from . import bench, compare, export, info, predict  # noqa: F401 — each module registers its commands on the app
 from .app import app
 
 __all__ = ["app", "main"]

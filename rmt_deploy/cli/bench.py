@@ -106,6 +106,9 @@ def check(
                                                    "(override the flags).", show_default=False)] = None,
     junit: Annotated[Optional[Path], typer.Option("--junit", help="Write JUnit XML here.",
                                                   show_default=False)] = None,
+    taps_baseline: Annotated[Optional[Path], typer.Option(
+        "--taps-baseline", help="compare.json of a known-good `rmt-deploy compare`; the compare.json beside REPORT "
+                                "must not be worse at any tap.", show_default=False)] = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -122,6 +125,10 @@ def check(
         report = read_report(report_path)
         base = read_report(baseline, "baseline") if baseline else None
         results = check_report(report, base, load_limits(config, Limits(max_drop, max_latency_regression, min_cosine)))
+        if taps_baseline:
+            from ..bench.taps import taps_checks
+
+            results += taps_checks(report_path, taps_baseline)
         if junit:
             write_junit(results, junit)
         failed = [r for r in results if r.outcome == "fail"]

@@ -39,4 +39,13 @@ def calibrate_int8(fp32, samples: np.ndarray, policy: QuantPolicy) -> Int8Models
     seconds = time.perf_counter() - start
     ort_model = copy.deepcopy(qdq)
     reverted = for_onnxruntime(ort_model, fp32)
+    for model in (qdq, ort_model):  # the export's tap map (rewrite.taps): tensor names survive calibration
+        _keep_metadata(fp32, model)
     return Int8Models(qdq, ort_model, fp32, reverted, round(seconds, 2), int(len(samples)))
+
+
+def _keep_metadata(source, model) -> None:
+    have = {p.key for p in model.metadata_props}
+    for prop in source.metadata_props:
+        if prop.key not in have:
+            model.metadata_props.add(key=prop.key, value=prop.value)

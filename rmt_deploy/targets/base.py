@@ -171,6 +171,14 @@ class Target:
              hint: str = "latency") -> Runner:
         raise NotImplementedError
 
+    def load_taps(self, path: Path, tensors: list[str], threads: int | None = None) -> Runner:
+        """A runner over a copy of ``path`` whose ``infer`` also returns the named intermediate
+        tensors (from the artifact's tap map, ``rewrite.taps``), for ``rmt-deploy compare``.
+        The artifact on disk is not changed. Raises BackendUnavailable where it cannot be done."""
+        raise BackendUnavailable(self.no_taps_reason)
+
+    no_taps_reason: str = "this target cannot expose intermediate tensors"
+
     # -- accuracy-aware INT8 ------------------------------------------------------------
     def revertible(self, path: Path, sources: Sources):
         """(INT8 model as written, the FP32 model it came from, its Reverter) for targets whose

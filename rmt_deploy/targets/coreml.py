@@ -22,6 +22,7 @@ from ..atomic import atomic_path
 from ..errors import BackendUnavailable, UserInputError
 from ..quiet import quiet
 from .base import Exported, ExportRequest, Sources, Target, TargetOptions
+from .coreml_mil import tap_map
 from .runner import Runner
 
 __all__ = ["TARGET", "CoreMLTarget", "CoreMLSettings", "export", "describe", "inspect_graph", "require_coremltools", "MilNumpyRunner", "CoreMLRunner", "MIN_TARGETS",
@@ -140,6 +141,7 @@ def export(model, path: Path, input_size: tuple[int, int], *, precision: str,
                              convert_to="mlprogram",
                              compute_precision=ct.precision.FLOAT32 if precision == "fp32" else ct.precision.FLOAT16,
                              minimum_deployment_target=getattr(ct.target, settings.min_target))
+        metadata = {**metadata, **tap_map(mlmodel._mil_program, getattr(model, "cfg", None))}
         if precision == "int8":
             if settings.w8a8:
                 mlmodel = _quantize_activations(ct, mlmodel, calibration, settings)
@@ -283,6 +285,22 @@ class MilNumpyRunner(_PackageRunner):
         return {name: np.concatenate([o[name] for o in outputs]) for name in outputs[0]}
 
 
+class MilTapsRunner(MilNumpyRunner):
+    """The numpy evaluator also returning the named intermediate values (``rmt-deploy compare``)."""
+
+    def __init__(self, path: Path, tensors: list[str]) -> None:
+        super().__init__(path)
+        self.tensors = list(tensors)
+
+    def infer_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from .coreml_mil import evaluate
+
+        x = self._pixels_or_tensor(feeds)
+        rows = [evaluate(self.function, {self.info["input_name"]: x[i:i + 1]}, keep=self.tensors) for i in range(len(x))]
+        return {name: np.concatenate([np.asarray(r[name], np.float32) for r in rows])
+                for name in [OUTPUT_NAME, *self.tensors] if name in rows[0]}
+
+
 class CoreMLRunner(_PackageRunner):
     """Core ML ``predict`` on macOS, on one compute unit setting."""
 
@@ -383,6 +401,10 @@ class CoreMLTarget(Target):
         if platform.system() == "Darwin":
             return CoreMLRunner(path, runtime or "ALL")
         return MilNumpyRunner(path)
+
+    def load_taps(self, path: Path, tensors: list[str], threads: int | None = None) -> Runner:
+        """The numpy evaluator on every OS: Core ML predict cannot return intermediate values."""
+        return MilTapsRunner(path, tensors)
 
     def render(self, entry: dict) -> list[str]:
         return render_graph(entry) if entry.get("graph") else []

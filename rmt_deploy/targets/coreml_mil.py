@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["load_program", "evaluate", "UnsupportedOp"]
+__all__ = ["load_program", "evaluate", "tap_map", "UnsupportedOp"]
 
 
 class UnsupportedOp(RuntimeError):
@@ -28,8 +28,9 @@ def load_program(path):
     return load(spec, specification_version=spec.specificationVersion, file_weights_dir=model.weights_dir)
 
 
-def evaluate(function, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Outputs of ``function`` (a MIL Function, e.g. ``program.functions["main"]``) for ``feeds``."""
+def evaluate(function, feeds: dict[str, np.ndarray], keep: list[str] = ()) -> dict[str, np.ndarray]:
+    """Outputs of ``function`` (a MIL Function, e.g. ``program.functions["main"]``) for ``feeds``,
+    and the intermediate values named in ``keep``."""
     values: dict[str, np.ndarray] = {}
     for name, var in function.inputs.items():
         if name not in feeds:
@@ -39,7 +40,37 @@ def evaluate(function, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         results = _run(op, values)
         for var, value in zip(op.outputs, results):
             values[var.name] = _round_to(var.dtype, value)
-    return {var.name: values[var.name] for var in function.outputs}
+    out = {var.name: values[var.name] for var in function.outputs}
+    out.update({name: values[name] for name in keep if name in values})
+    return out
+
+
+def tap_map(program, cfg) -> dict[str, str]:
+    """The tap map (``rewrite.taps``) of a freshly converted program, from the TorchScript module
+    scopes coremltools attaches to each op (the saved package keeps op names but not scopes)."""
+    if cfg is None:
+        return {}
+    from coremltools.converters.mil.mil.scope import ScopeSource
+
+    from ..rewrite.taps import TAPS_KEY, GraphOp, all_taps, encode_taps, scope_outputs
+
+    function = program.functions["main"]
+    ops = []
+    for op in function.operations:
+        if op.op_type == "const":
+            continue
+        kinds = op.scopes.get(ScopeSource.TORCHSCRIPT_MODULE_TYPE, [])
+        names = op.scopes.get(ScopeSource.TORCHSCRIPT_MODULE_NAME, [])
+        path = []
+        for kind, name in list(zip(kinds, names))[:-1]:  # the last entry is the op itself
+            if kind == "DeployRMT":
+                continue  # a wrapper (image input) around the deploy form
+            path.append({"DeployStage": f"stages.{name}", "DeployBlock": f"blocks.{name}"}.get(kind, name))
+        inputs = tuple(v.name for v in op.get_flattened_inputs() if v.op is None or v.op.op_type != "const")
+        ops.append(GraphOp(".".join(path), op.op_type, inputs, tuple(v.name for v in op.outputs)))
+    present = {name for op in ops for name in op.outputs}
+    found = scope_outputs(ops, [v.name for v in function.outputs], all_taps(cfg))
+    return {TAPS_KEY: encode_taps(found, present)}
 
 
 def _round_to(dtype, value):

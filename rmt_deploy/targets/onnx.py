@@ -45,6 +45,8 @@ def export(model, path: Path, input_size: tuple[int, int], *, dynamic_batch: boo
     import onnxslim
     import torch
 
+    from ..rewrite.taps import TAPS_KEY, all_taps, encode_taps, scope_outputs
+
     # A dynamic batch needs an example batch > 1: torch.export specialises sizes 0 and 1.
     example = torch.zeros(2 if dynamic_batch else 1, 3, *input_size)
     dynamic_shapes = {"x": {0: torch.export.Dim("batch", min=1, max=4096)}} if dynamic_batch else None
@@ -55,8 +57,11 @@ def export(model, path: Path, input_size: tuple[int, int], *, dynamic_batch: boo
                           dynamic_shapes=dynamic_shapes, external_data=False, verbose=False)
     proto = onnx.load(str(raw))
     raw.unlink()
+    found = scope_outputs(_graph_ops(proto), [o.name for o in proto.graph.output], all_taps(model.cfg) if hasattr(model, "cfg") else ())
     with _quiet_exporter():
         proto = onnxslim.slim(proto, size_threshold=FOLD_LIMIT)
+    present = {o for n in proto.graph.node for o in n.output}
+    metadata = {**metadata, TAPS_KEY: encode_taps(found, present)}
     if dynamic_batch:
         for value in list(proto.graph.input) + list(proto.graph.output):
             value.type.tensor_type.shape.dim[0].dim_param = "batch"
@@ -74,14 +79,17 @@ def export_fp16(model, path: Path, input_size: tuple[int, int], *, dynamic_batch
     import onnx
 
     from ..quant.fp16 import to_fp16
+    from ..rewrite.taps import TAPS_KEY
 
     fp32 = path.with_suffix(".fp32.onnx")
     export(model, fp32, input_size, dynamic_batch=dynamic_batch, metadata=metadata)
     try:
-        proto = to_fp16(onnx.load(str(fp32)))
+        fp32_proto = onnx.load(str(fp32))
+        taps = {p.key: p.value for p in fp32_proto.metadata_props if p.key == TAPS_KEY}
+        proto = to_fp16(fp32_proto)
     finally:
         fp32.unlink()
-    return save(proto, path, metadata)
+    return save(proto, path, {**taps, **metadata})  # the FP32 graph's tap map: same tensor names
 
 
 def export_for_calibration(model, input_size: tuple[int, int], *, dynamic_batch: bool):
@@ -100,11 +108,18 @@ def export_for_calibration(model, input_size: tuple[int, int], *, dynamic_batch:
 
 
 def save(proto, path: Path, metadata: dict[str, str]) -> Path:
-    """Check ``proto``, replace its metadata_props with ``metadata`` and write one self-contained file."""
+    """Check ``proto``, replace its metadata_props with ``metadata`` and write one self-contained file.
+
+    The tap map the export recorded (``rewrite.taps.TAPS_KEY``) is kept unless ``metadata`` sets it:
+    the graphs built from an export (FP16, INT8) keep its tensor names.
+    """
     import onnx
 
+    from ..rewrite.taps import TAPS_KEY
+
+    kept = {p.key: p.value for p in proto.metadata_props if p.key == TAPS_KEY}
     del proto.metadata_props[:]
-    for key, value in metadata.items():
+    for key, value in {**kept, **metadata}.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, str(value)
     proto.producer_name = "rmt-deploy"
@@ -112,6 +127,20 @@ def save(proto, path: Path, metadata: dict[str, str]) -> Path:
     with atomic_path(path) as tmp:
         onnx.save(proto, str(tmp))
     return path
+
+
+def _graph_ops(proto) -> list:
+    """The nodes of a dynamo export with the module path each came from (its name_scopes metadata)."""
+    import ast
+
+    from ..rewrite.taps import GraphOp
+
+    ops = []
+    for node in proto.graph.node:
+        scopes = next((p.value for p in node.metadata_props if p.key == "pkg.torch.onnx.name_scopes"), "[]")
+        names = ast.literal_eval(scopes)
+        ops.append(GraphOp(names[-2] if len(names) >= 2 else "", node.op_type, tuple(node.input), tuple(node.output)))
+    return ops
 
 
 def _quiet_exporter():
@@ -202,7 +231,10 @@ class OnnxRuntimeRunner(Runner):
         options.log_severity_level = 3
         if not self.fuse_int8:
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-        self.session = ort.InferenceSession(str(self.path), options, providers=[self.provider])
+        self.session = ort.InferenceSession(self._model_source(), options, providers=[self.provider])
+
+    def _model_source(self):
+        return str(self.path)
 
     def deactivate_impl(self) -> None:
         self.session = None
@@ -216,6 +248,30 @@ class OnnxRuntimeRunner(Runner):
         outputs = self.session.run(names, feeds)
         self.last_inference_s = time.perf_counter() - start
         return dict(zip(names, outputs))
+
+
+class OnnxTapsRunner(OnnxRuntimeRunner):
+    """ONNX Runtime on an in-memory copy of the artifact with ``tensors`` added as graph outputs.
+
+    A tensor that is a graph output cannot be fused away, so ONNX Runtime may fuse a little less
+    than on the shipped file; the values at the taps are the ones the artifact computes.
+    """
+
+    def __init__(self, path: Path, tensors: list[str], threads: int | None = None) -> None:
+        super().__init__(path, threads)
+        self.tensors, self.name = list(tensors), "onnxruntime CPUExecutionProvider (tapped copy)"
+
+    def _model_source(self):
+        import onnx
+
+        proto = onnx.load(str(self.path))
+        have = {o.name for o in proto.graph.output}
+        produced = {o for n in proto.graph.node for o in n.output}
+        missing = [t for t in self.tensors if t not in produced]
+        if missing:
+            raise ValueError(f"{self.path.name} has no tensor {missing[0]!r}")
+        proto.graph.output.extend(onnx.ValueInfoProto(name=t) for t in self.tensors if t not in have)
+        return proto.SerializeToString()
 
 
 def render_graph(entry: dict) -> list[str]:
@@ -269,6 +325,9 @@ class OnnxTarget(Target):
     def load(self, path: Path, threads: int | None = None, runtime: str | None = None,
              hint: str = "latency") -> OnnxRuntimeRunner:
         return OnnxRuntimeRunner(path, threads, runtime or "CPUExecutionProvider")
+
+    def load_taps(self, path: Path, tensors: list[str], threads: int | None = None) -> OnnxTapsRunner:
+        return OnnxTapsRunner(path, tensors, threads)
 
     def revertible(self, path: Path, sources: Sources):
         import onnx

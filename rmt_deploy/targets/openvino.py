@@ -240,6 +240,44 @@ class OpenVINORunner(Runner):
         return {"images_per_s": round(done * batch / elapsed, 2), "requests": jobs, "seconds": round(elapsed, 2)}
 
 
+class OpenVINOTapsRunner(OpenVINORunner):
+    """CPU, on the model read from the IR with ``tensors`` added as outputs (``Model.add_outputs``);
+    the files are not changed. Its outputs are keyed by the tensor names asked for."""
+
+    def __init__(self, path: Path, tensors: list[str], threads: int | None = None) -> None:
+        super().__init__(path, threads)
+        self.tensors, self.name = list(tensors), "openvino CPU (tapped copy)"
+
+    def activate_impl(self) -> None:
+        ov = _ov()
+        model = read_model(self.path)
+        precision = _metadata(model).get("precision", "fp32")
+        model.add_outputs(self.tensors)
+        self.compiled = ov.Core().compile_model(model, "CPU", self.config(precision))
+        self.request = self.compiled.create_infer_request()
+
+    def infer_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        start = time.perf_counter()
+        self.request.infer(feeds)
+        self.last_inference_s = time.perf_counter() - start
+        wanted, values = set(self.tensors), {}
+        for out in self.compiled.outputs:
+            value = self.request.get_tensor(out).data.copy()
+            for name in (out.get_names() & wanted) or {out.get_any_name()}:
+                values[name] = value
+        return values
+
+
+def _tap_map(onnx_path: Path) -> dict[str, str]:
+    """The tap map the ONNX export recorded: OpenVINO keeps the ONNX tensor names."""
+    import onnx
+
+    from ..rewrite.taps import TAPS_KEY
+
+    proto = onnx.load(str(onnx_path), load_external_data=False)
+    return {p.key: p.value for p in proto.metadata_props if p.key == TAPS_KEY}
+
+
 def check_device(device: str | None) -> None:
     """A device name OpenVINO knows here (virtual devices such as AUTO always pass)."""
     if device is None:
@@ -283,13 +321,14 @@ class OpenVINOTarget(Target):
 
     def export(self, sources: Sources, request: ExportRequest) -> Exported:
         fields = {}
+        onnx_path = sources.deploy_onnx(request.dynamic_batch)  # INT8 is calibrated from it too (same names)
+        request.metadata.update(_tap_map(onnx_path))
         if request.precision == "int8":
             int8 = sources.int8_openvino()
             request.metadata.update(int8.metadata)
             fields["quantization"] = int8.quantization
             model = int8.model
         else:
-            onnx_path = sources.deploy_onnx(request.dynamic_batch)
             with sources.progress.step(f"Converting to OpenVINO IR ({request.precision.upper()} weights)"):
                 model = convert(onnx_path)
         save(model, request.path, request.metadata)
@@ -304,6 +343,9 @@ class OpenVINOTarget(Target):
     def load(self, path: Path, threads: int | None = None, runtime: str | None = None,
              hint: str = "latency") -> OpenVINORunner:
         return OpenVINORunner(path, threads, runtime or "CPU", hint)
+
+    def load_taps(self, path: Path, tensors: list[str], threads: int | None = None) -> OpenVINORunner:
+        return OpenVINOTapsRunner(path, tensors, threads)
 
     def revertible(self, path: Path, sources: Sources):
         from ..quant.openvino_int8 import OPENVINO_FQ

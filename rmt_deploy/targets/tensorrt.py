@@ -334,6 +334,8 @@ class TensorRTTarget(Target):
     calibrated_int8, extra, needs = True, "trt", "nvidia-gpu"
     options_type = TensorRTOptions
     gates_accuracy = False  # the engine's accuracy is the device's: gate it there with `rmt-deploy check`
+    no_taps_reason = ("engines cannot be tapped here: marking outputs needs a GPU build and changes TensorRT's "
+                      "fusions; compare the .trt.onnx beside the engine instead")
 
     def require(self, options: TensorRTOptions | None, precisions: tuple[str, ...]) -> None:
         if options and options.require_engine:
