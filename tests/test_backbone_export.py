@@ -127,6 +127,8 @@ def test_python_api_runs_a_backbone_artifact_and_predict_says_what_to_use(demo_b
 
     result = run("predict", str(out / "model.onnx"), str(bundled_images("val")))
     assert result.returncode == 2 and "is a backbone" in result.stderr
+    result = run("compare", str(out / "model_int8.onnx"))
+    assert result.returncode == 2 and "is a backbone" in result.stderr, result.stderr
 
 
 def test_check_gates_on_each_feature_map(demo_backbone_run):

@@ -143,6 +143,9 @@ def compare_one(path: Path, opts: CompareOptions, progress) -> tuple[CompareResu
     target, info = _describe(path)
     metadata = info.get("metadata") or {}
     weights = _weights_for(path, metadata, opts.weights)
+    if metadata.get("task") == "backbone":
+        raise UserInputError(f"{path.name} is a backbone (feature maps); compare handles classifiers in this "
+                             "version: its report's per-output parity shows which map drifts")
     tap_map = decode_taps(metadata)
     if tap_map is None:
         raise UserInputError(f"{path.name} has no tap map (rmt_deploy.taps metadata); re-export it with this "
