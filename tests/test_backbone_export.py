@@ -237,3 +237,22 @@ def test_openvino_ir_rebuilds_folded_tables_exactly(tmp_path):
     got = core.compile_model(read_model(tmp_path / "b.xml"), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})(x)
     for i in range(4):
         np.testing.assert_array_equal(got[i], want[i])
+
+
+@pytest.mark.slow
+def test_tensorrt_ready_backbone_parses_and_builds_at_512(tmp_path):
+    """The TensorRT-bound FP16 ONNX of the demo backbone at 512x512: readiness, the TensorRT-RTX
+    parse+build proxy (no GPU needed) and ONNX Runtime parity on every feature map."""
+    pytest.importorskip("tensorrt_rtx")
+    out = tmp_path / "out"
+    result = run("export", "--task", "backbone", "--img-size", "512", "--target", "trt", "--fp16", "--out", str(out),
+                 "--bench-iters", "0", "--parity-samples", "2")
+    assert result.returncode == 0, result.stderr
+    (fp16,) = json.loads((out / "report.json").read_text())["artifacts"]
+    assert fp16["readiness"]["status"] == "ready", fp16["readiness"]
+    build = fp16["readiness"]["rtx_build"]
+    assert build["parsed"] and build["built"], build
+    assert set(fp16["onnx_parity"]["outputs"]) == {"feat0", "feat1", "feat2", "feat3"}
+    assert fp16["onnx_parity"]["cosine"] > 0.999
+    assert [o.name for o in onnx.load(str(out / "model_fp16.trt.onnx")).graph.output] == ["feat0", "feat1", "feat2",
+                                                                                          "feat3"]
