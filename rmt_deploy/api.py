@@ -72,9 +72,9 @@ def export(weights: str | Path | None = None, *, targets: Sequence[str] | str = 
     from .jobs.plan import options_from_flags
 
     flags = dict(weights=weights, targets=targets, out=out, int8=int8, fp16=fp16, fp32=fp32, arch=arch,
-                 img_size=img_size, task=task, out_indices=out_indices, dynamic_batch=dynamic_batch, eval_dir=eval, label_map=label_map, calib=calib,
-                 calib_size=calib_size, max_drop=max_drop, min_cosine=min_cosine, statistic=statistic, parity_samples=parity_samples,
-                 atol=atol, bench_iters=bench_iters, threads=threads, strict=strict, image_input=image_input,
+                 img_size=img_size, task=task, out_indices=out_indices, dynamic_batch=dynamic_batch, eval_dir=eval,
+                 label_map=label_map, calib=calib, calib_size=calib_size, max_drop=max_drop, min_cosine=min_cosine,
+                 statistic=statistic, parity_samples=parity_samples, atol=atol, bench_iters=bench_iters, threads=threads, strict=strict, image_input=image_input,
                  min_target=min_target, w8a8=w8a8, license=license, require_engine=require_engine)
     given = {_FIELD.get(name, name) for name in _given}  # what the caller wrote wins over a preset
     opts = options_from_flags(flags, preset, given)

@@ -31,7 +31,8 @@ PRESET_KEYS: dict[str, tuple[str, tuple[type, ...]]] = {
     "calib": ("calib", (str,)), "calib-size": ("calib_size", (int,)), "statistic": ("statistic", (str,)),
     "max-drop": ("max_drop", (int, float)), "eval": ("eval_dir", (str,)), "parity-samples": ("parity_samples", (int,)),
     "atol": ("atol", (int, float)), "bench-iters": ("bench_iters", (int,)), "threads": ("threads", (int,)),
-    "strict": ("strict", (bool,)), "task": ("task", (str,)), "min-cosine": ("min_cosine", (int, float)), "out-indices": ("out_indices", (str, list)),
+    "strict": ("strict", (bool,)), "task": ("task", (str,)), "min-cosine": ("min_cosine", (int, float)),
+    "out-indices": ("out_indices", (str, list)),
 }
 _PATHS = {"calib", "eval_dir"}
 

@@ -14,8 +14,9 @@ from ..quiet import quiet
 from .base import Exported, ExportRequest, Sources, Target
 from .runner import Runner
 
-__all__ = ["TARGET", "OnnxTarget", "export", "output_names", "FOLD_LIMIT", "export_fp16", "export_for_calibration", "save", "describe",
-           "inspect_graph", "render_graph", "OnnxRuntimeRunner", "INPUT_NAME", "OUTPUT_NAME", "OPSET", "FORBIDDEN_OPS"]
+__all__ = ["TARGET", "OnnxTarget", "export", "output_names", "FOLD_LIMIT", "export_fp16", "export_for_calibration",
+           "save", "describe", "inspect_graph", "render_graph", "OnnxRuntimeRunner", "INPUT_NAME", "OUTPUT_NAME", "OPSET",
+           "FORBIDDEN_OPS"]
 
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 OPSET = 18
@@ -57,7 +58,8 @@ def export(model, path: Path, input_size: tuple[int, int], *, dynamic_batch: boo
                           dynamic_shapes=dynamic_shapes, external_data=False, verbose=False)
     proto = onnx.load(str(raw))
     raw.unlink()
-    found = scope_outputs(_graph_ops(proto), [o.name for o in proto.graph.output], all_taps(model.cfg) if hasattr(model, "cfg") else ())
+    taps = all_taps(model.cfg) if hasattr(model, "cfg") else ()
+    found = scope_outputs(_graph_ops(proto), [o.name for o in proto.graph.output], taps)
     with _quiet_exporter():
         proto = onnxslim.slim(proto, size_threshold=FOLD_LIMIT)
     present = {o for n in proto.graph.node for o in n.output}
