@@ -221,7 +221,7 @@ def test_openvino_ir_rebuilds_folded_tables_exactly(tmp_path):
     import openvino as ov
 
     from rmt_deploy.targets.onnx import export
-    from rmt_deploy.targets.openvino import convert, read_model, unfold_decay_tables
+    from rmt_deploy.targets.openvino import convert, read_model, unfold_position_tables
 
     model = _random_backbone("rmt-t", seed=2)
     size = (64, 96)
@@ -229,7 +229,7 @@ def test_openvino_ir_rebuilds_folded_tables_exactly(tmp_path):
     folded = convert(path)
     rebuilt = folded.clone()
     # rmt-t: stages 3-4 have whole attention (2 decay tables); rotary tables of 4 stages, per use.
-    assert unfold_decay_tables(rebuilt, min_bytes=1) >= 2 + 4
+    assert unfold_position_tables(rebuilt, min_bytes=1) >= 2 + 4
     ov.save_model(rebuilt, str(tmp_path / "b.xml"), compress_to_fp16=False)
     x = real_images(size, 1)
     core = ov.Core()

@@ -26,8 +26,8 @@ from ..optional import require
 from .base import Exported, ExportRequest, Sources, Target
 from .runner import Runner
 
-__all__ = ["TARGET", "OpenVINOTarget", "convert", "unfold_decay_tables", "save", "read_model", "describe", "inspect_graph", "OpenVINORunner",
-           "HINTS", "RT_INFO_KEY"]
+__all__ = ["TARGET", "OpenVINOTarget", "convert", "unfold_position_tables", "save", "read_model", "describe",
+           "inspect_graph", "OpenVINORunner", "HINTS", "RT_INFO_KEY"]
 
 RT_INFO_KEY = "rmt_deploy"
 HINTS = {"latency": "LATENCY", "throughput": "THROUGHPUT"}
@@ -46,7 +46,7 @@ def convert(onnx_path: Path):
     return _ov().convert_model(str(onnx_path))
 
 
-def unfold_decay_tables(model, min_bytes: int) -> int:
+def unfold_position_tables(model, min_bytes: int) -> int:
     """Rebuild the large position tables OpenVINO's converter folds, in place; returns how many.
 
     The deploy form builds them in the graph from small tables (``rewrite.deploy``): the
@@ -119,7 +119,7 @@ def save(model, path: Path, metadata: dict[str, str]) -> Path:
 
     ov = _ov()
     model = model.clone()  # rt_info and compression must not touch the caller's model
-    unfold_decay_tables(model, FOLD_LIMIT)  # the file holds per-axis tables, as the ONNX does
+    unfold_position_tables(model, FOLD_LIMIT)  # the file holds the small tables, as the ONNX does
     if model.has_rt_info(RT_INFO_KEY):
         del model.get_rt_info()[RT_INFO_KEY]
     for key, value in metadata.items():
