@@ -44,12 +44,14 @@ def main() -> None:
              "reference fp32": work / "reference.onnx"}
     print(f"{args.arch} backbone at {size[0]}x{size[1]} into {work} …", flush=True)
     start = time.perf_counter()
-    onnx_target.export(to_deploy(model, size), paths["deploy fp32"], size, dynamic_batch=False, metadata={})
+    onnx_target.export(to_deploy(model, size, encoding="onnxruntime"), paths["deploy fp32"], size, dynamic_batch=False,
+                       metadata={})
     print(f"  deploy export {time.perf_counter() - start:.1f} s, peak RSS so far {peak_rss_bytes() / 2**30:.2f} GiB")
     pre = Preprocess(size, crop_pct=1.0, interpolation="bilinear", resize="letterbox")
     samples, _, _ = load_batch(open_image_set(bundled_images("train")).subset(args.calib), pre)
     start = time.perf_counter()
-    int8 = calibrate_int8(export_for_calibration(model, size, dynamic_batch=False), samples, QuantPolicy())
+    int8 = calibrate_int8(export_for_calibration(model, size, dynamic_batch=False, encoding="onnxruntime"), samples,
+                          QuantPolicy())
     onnx_target.save(int8.onnxruntime, paths["deploy int8"], {})
     print(f"  INT8 calibration on {len(samples)} images {time.perf_counter() - start:.1f} s")
     start = time.perf_counter()

@@ -15,6 +15,7 @@ Then it times full vs portable interleaved in one process (ratios; the grid shou
 """
 from __future__ import annotations
 
+import copy
 import sys
 from pathlib import Path
 
@@ -62,11 +63,11 @@ def _measure(name: str, model, size, calib: np.ndarray, x: np.ndarray, work: Pat
     with torch.no_grad():
         ref = model(torch.from_numpy(x)).numpy()
     fp32 = onnx_target.export(to_deploy(model, size), work / "fp32.onnx", size, dynamic_batch=False, metadata={})
+    graph = onnx_target.export_for_calibration(model, size, dynamic_batch=False, encoding="onnxruntime")
     paths = {}
     for weight_range in RANGES:
         policy = QuantPolicy(calib_size=len(calib), weight_range=weight_range)
-        graph = onnx_target.export_for_calibration(model, size, dynamic_batch=False)
-        ort_model = calibrate_int8(graph, calib, policy).onnxruntime
+        ort_model = calibrate_int8(copy.deepcopy(graph), calib, policy).onnxruntime
         paths["ort", weight_range] = work / f"ort_{weight_range}.onnx"
         onnx.save(ort_model, str(paths["ort", weight_range]))
         paths["ov", weight_range] = ov_target.save(quantize_openvino(ov_target.convert(fp32), calib, policy),

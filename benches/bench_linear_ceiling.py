@@ -137,10 +137,12 @@ def _whole_runners(bench: Bench) -> dict:
     deploy_onnx = export_deploy_fp32(bench, work / "fp32.onnx")
     samples = calibration_samples(args.calib, size)
     ort_int8 = work / "int8_ort.onnx"
-    onnx.save(calibrate_int8(onnx_target.export_for_calibration(model, size, dynamic_batch=False), samples,
+    onnx.save(calibrate_int8(onnx_target.export_for_calibration(model, size, dynamic_batch=False,
+                                                                encoding="onnxruntime"), samples,
                              QuantPolicy()).onnxruntime, str(ort_int8))
-    ov_fp16 = ov_target.save(ov_target.convert(deploy_onnx), work / "model_fp16.xml", {"precision": "fp16"})
-    ov_int8 = ov_target.save(quantize_openvino(ov_target.convert(deploy_onnx), samples, QuantPolicy()),
+    generic = export_deploy_fp32(bench, work / "fp32_generic.onnx", encoding="generic")  # what OpenVINO reads
+    ov_fp16 = ov_target.save(ov_target.convert(generic), work / "model_fp16.xml", {"precision": "fp16"})
+    ov_int8 = ov_target.save(quantize_openvino(ov_target.convert(generic), samples, QuantPolicy()),
                              work / "model_int8.xml", {"precision": "int8"})
     return {"ort fp32": onnx_target.OnnxRuntimeRunner(deploy_onnx, args.threads),
             "ort int8": onnx_target.OnnxRuntimeRunner(ort_int8, args.threads),

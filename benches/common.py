@@ -53,12 +53,14 @@ def bench_setup(doc: str, prefix: str, rounds: int = 40, calib: bool = False, ex
                  Path(tempfile.mkdtemp(prefix=f"rmt-bench-{prefix}-")))
 
 
-def export_deploy_fp32(bench: Bench, path: Path) -> Path:
-    """The FP32 deploy-form ONNX at batch 1, as `rmt-deploy export` writes it."""
+def export_deploy_fp32(bench: Bench, path: Path, encoding: str = "onnxruntime") -> Path:
+    """The FP32 deploy-form ONNX at batch 1; the default encoding is what `rmt-deploy export --target onnx`
+    ships, "generic" what TensorRT and OpenVINO get (``rewrite.ENCODINGS``)."""
     from rmt_deploy.rewrite import to_deploy
     from rmt_deploy.targets import onnx as onnx_target
 
-    return onnx_target.export(to_deploy(bench.model, bench.size), path, bench.size, dynamic_batch=False, metadata={})
+    return onnx_target.export(to_deploy(bench.model, bench.size, encoding=encoding), path, bench.size,
+                              dynamic_batch=False, metadata={})
 
 
 def calibration_samples(count: int, size: tuple[int, int]) -> np.ndarray:

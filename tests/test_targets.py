@@ -41,6 +41,11 @@ class SmallSources:
         self.built.append("deploy_onnx")
         return export(self.deploy, self.folder / "deploy.onnx", SIZE, dynamic_batch=dynamic, metadata={})
 
+    def onnxruntime_onnx(self, dynamic: bool) -> Path:
+        self.built.append("onnxruntime_onnx")
+        return export(to_deploy(self.model, SIZE, encoding="onnxruntime"), self.folder / "deploy_ort.onnx", SIZE,
+                      dynamic_batch=dynamic, metadata={})
+
     def fp16_onnx(self, dynamic: bool) -> Path:
         self.built.append("fp16_onnx")
         return export_fp16(self.deploy, self.folder / "deploy_fp16.onnx", SIZE, dynamic_batch=dynamic, metadata={})

@@ -47,7 +47,7 @@ def group_layers(ops: list[tuple[str, list[str]]], layers: list[str], taps: list
 
 def _backend(path: Path, ctx: dict, tmp: Path):
     """(INT8 model, its FP32 source, reverter, ordered ops, save(model, folder) -> path) per target."""
-    from ..targets.onnx import export, export_for_calibration
+    from ..targets.onnx import encoding_of, export, export_for_calibration
 
     model, size, dynamic = ctx["model"], ctx["size"], ctx["dynamic_batch"]
     if ctx["target"].name == "onnx":
@@ -56,7 +56,7 @@ def _backend(path: Path, ctx: dict, tmp: Path):
         from ..quant.accuracy_aware import ONNX_QDQ
 
         int8 = onnx.load(str(path))
-        original = export_for_calibration(model, size, dynamic_batch=dynamic)
+        original = export_for_calibration(model, size, dynamic_batch=dynamic, encoding=encoding_of(int8))
         return int8, original, ONNX_QDQ, onnx_ops(int8.graph), lambda m: _onnx_save(onnx, m, tmp)
     from ..quant.openvino_int8 import OPENVINO_FQ
     from ..rewrite import to_deploy

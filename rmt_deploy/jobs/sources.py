@@ -6,7 +6,6 @@ once for OpenVINO; every target copies what it needs and adds its own metadata.
 """
 from __future__ import annotations
 
-import copy
 import time
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from ..bench.parity import compare_features, compare_logits
 from ..errors import VerificationError
 from ..quant import checks, openvino_int8
 from ..quant.policy import EXACT_ON, PAIR_SAFE_WEIGHT, WEIGHT_RANGES, QuantPolicy
+from ..rewrite import to_deploy
 from ..targets import Int8Graph
 from ..targets.onnx import export, export_for_calibration, export_fp16
 from .plan import ExportOptions
@@ -55,6 +55,15 @@ class ExportSources:
                               metadata={})
         return self._once(("fp32", dynamic), build)
 
+    def onnxruntime_onnx(self, dynamic: bool) -> Path:
+        def build() -> Path:
+            mode = "dynamic" if dynamic else "fixed"
+            with self.progress.step(f"Exporting the ONNX Runtime encoding (fused attention, {mode} batch)"):
+                deploy = to_deploy(self.prepared.loaded.model, self.size, encoding="onnxruntime")
+                return export(deploy, self._scratch(f"deploy_onnxruntime_{mode}.onnx"), self.size,
+                              dynamic_batch=dynamic, metadata={})
+        return self._once(("fp32 onnxruntime", dynamic), build)
+
     def fp16_onnx(self, dynamic: bool) -> Path:
         def build() -> Path:
             mode = "dynamic" if dynamic else "fixed"
@@ -67,30 +76,28 @@ class ExportSources:
     def policy(self, weight_range: str = CPU_WEIGHT_RANGE) -> QuantPolicy:
         return QuantPolicy(self.opts.statistic, calib_size=self.opts.calib_size, weight_range=weight_range)
 
-    def _calibrated(self, weight_range: str):
-        """One NNCF calibration per weight grid, from one FP32 token-layout graph."""
+    def _calibrated(self, weight_range: str, encoding: str):
+        """One NNCF calibration per weight grid, each from the FP32 token-layout graph in the encoding
+        its runtime reads (``rewrite.ENCODINGS``)."""
         from ..quant.int8 import calibrate_int8
-
-        def graph():
-            return export_for_calibration(self.prepared.loaded.model, self.size, dynamic_batch=self.opts.dynamic_batch)
 
         def build():
             bits = WEIGHT_RANGES[weight_range]
+            graph = export_for_calibration(self.prepared.loaded.model, self.size,
+                                           dynamic_batch=self.opts.dynamic_batch, encoding=encoding)
             with self.progress.step(f"Calibrating INT8 ({bits}-bit weights) with NNCF on {len(self.calib)} images"):
-                # Each calibration gets its own copy: NNCF and the encoders edit graphs in place.
-                return calibrate_int8(copy.deepcopy(self._once("calibration graph", graph)), self.calib,
-                                      self.policy(weight_range))
+                return calibrate_int8(graph, self.calib, self.policy(weight_range))
         return self._once(("int8", weight_range), build)
 
     def int8_onnxruntime(self) -> Int8Graph:
-        int8 = self._calibrated(CPU_WEIGHT_RANGE)
+        int8 = self._calibrated(CPU_WEIGHT_RANGE, "onnxruntime")
         return Int8Graph(int8.onnxruntime, int8.float_model,
                          self._quantization("onnxruntime", int8.calib_seconds, checks.weight_grid(int8.onnxruntime),
                                             len(int8.float_for_speed)),
                          self._metadata("int8 onnxruntime encoding", CPU_WEIGHT_RANGE))
 
     def int8_qdq(self) -> Int8Graph:
-        int8 = self._calibrated("full")  # GPUs accumulate in int32; TensorRT wants the full grid
+        int8 = self._calibrated("full", "generic")  # GPUs accumulate in int32; TensorRT wants the full grid
         return Int8Graph(int8.qdq, int8.float_model,
                          self._quantization("tensorrt", int8.calib_seconds, checks.weight_grid(int8.qdq),
                                             weight_range="full"),

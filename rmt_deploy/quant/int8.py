@@ -31,8 +31,8 @@ def calibrate_int8(fp32, samples: np.ndarray, policy: QuantPolicy) -> Int8Models
     """Calibrate ``fp32`` (onnx.ModelProto of the deploy form with its FFN as linear layers on
     tokens) on ``samples`` (N, 3, H, W), preprocessed.
 
-    Token-layout linears, not 1x1 convs as in FP32: ONNX Runtime fuses int8 Gemm with a float
-    output, but an int8 Conv only when its output is quantized.
+    Token-layout linears, not 1x1 convs as in FP32: ONNX Runtime fuses int8 Gemm/MatMul with a
+    float output, but an int8 Conv only when its output is quantized.
     """
     start = time.perf_counter()
     qdq = quantize_qdq(fp32, samples, fp32.graph.input[0].name, policy)

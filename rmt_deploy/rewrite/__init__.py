@@ -8,9 +8,9 @@ import torch
 from ..model.backbone import RMTBackbone
 from ..model.rmt import RMT
 from .backbone import DeployBackbone, feature_name
-from .deploy import DeployRMT
+from .deploy import ENCODINGS, DeployRMT
 
-__all__ = ["to_deploy", "DeployRMT", "DeployBackbone", "feature_name", "table_bytes", "attention_bytes",
+__all__ = ["to_deploy", "ENCODINGS", "DeployRMT", "DeployBackbone", "feature_name", "table_bytes", "attention_bytes",
            "runtime_table_bytes"]
 
 
@@ -53,21 +53,25 @@ def attention_bytes(cfg, input_size: tuple[int, int]) -> int:
 
 
 def to_deploy(model: RMT | RMTBackbone, input_size: tuple[int, int],
-              ffn_layout: str = "conv") -> DeployRMT | DeployBackbone:
+              ffn_layout: str = "conv", encoding: str = "generic") -> DeployRMT | DeployBackbone:
     """Build the export form of ``model`` (classifier or backbone) for one input size (H, W),
     multiples of the stride.
 
     ``ffn_layout``: "conv" runs the FFN as 1x1 convs (fastest in FP32); "linear" keeps it
     as linear layers on tokens (what ONNX Runtime fuses into int8 QGemm).
+    ``encoding`` (``ENCODINGS``): "generic" writes attention and rotary with plain ONNX ops every
+    runtime reads; "onnxruntime" uses ONNX Runtime's fused ops (``rewrite.fused``).
     The reference model is not modified. The result accepts any batch size.
     """
     if ffn_layout not in ("conv", "linear"):
         raise ValueError(f"ffn_layout must be 'conv' or 'linear', not {ffn_layout!r}")
+    if encoding not in ENCODINGS:
+        raise ValueError(f"encoding must be one of {', '.join(ENCODINGS)}, not {encoding!r}")
     stride = model.cfg.stride
     if input_size[0] % stride or input_size[1] % stride:
         raise ValueError(f"input size {input_size[0]}x{input_size[1]} must be a multiple of {stride}")
     ref = copy.deepcopy(model).eval()
     with torch.no_grad():
         form = DeployBackbone if isinstance(ref, RMTBackbone) else DeployRMT
-        deploy = form(ref, input_size, ffn_layout)
+        deploy = form(ref, input_size, ffn_layout, encoding)
     return deploy.eval()

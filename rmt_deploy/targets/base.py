@@ -59,6 +59,7 @@ class Sources(Protocol):
     progress: Any  # step(description) / bar(description, total) / log(message)
 
     def deploy_onnx(self, dynamic: bool) -> Path: ...  # FP32 deploy form, ONNX, no metadata
+    def onnxruntime_onnx(self, dynamic: bool) -> Path: ...  # FP32, ONNX Runtime's fused attention/rotary
     def fp16_onnx(self, dynamic: bool) -> Path: ...  # FP16 with FP32 inputs and outputs
     def int8_onnxruntime(self) -> Int8Graph: ...  # 7-bit weights, ONNX Runtime's fused encoding
     def int8_qdq(self) -> Int8Graph: ...  # 8-bit weights, plain Q/DQ (TensorRT)

@@ -14,9 +14,9 @@ from ..quiet import quiet
 from .base import Exported, ExportRequest, Sources, Target
 from .runner import Runner
 
-__all__ = ["TARGET", "OnnxTarget", "export", "output_names", "FOLD_LIMIT", "export_fp16", "export_for_calibration",
+__all__ = ["TARGET", "OnnxTarget", "export", "output_names", "FOLD_LIMIT", "export_fp16", "export_for_calibration", "encoding_of",
            "save", "describe", "inspect_graph", "render_graph", "OnnxRuntimeRunner", "INPUT_NAME", "OUTPUT_NAME", "OPSET",
-           "FORBIDDEN_OPS"]
+           "FORBIDDEN_OPS", "FUSED_REQUIRES"]
 
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 OPSET = 18
@@ -24,6 +24,9 @@ OPSET = 18
 # whole-attention decay built from per-axis tables (rewrite.deploy) stays an Add → Reshape when
 # folding it would store a large table (564 MB for RMT-T at 800x1344); small ones fold as before.
 FOLD_LIMIT = 4 << 20
+# What the FP32 artifact (the ONNX Runtime encoding, rewrite.fused) needs: ONNX Runtime 1.22 refuses
+# opset 23; 1.23 and 1.24 run it (checked here). Recorded in the artifact and the report.
+FUSED_REQUIRES = "onnxruntime>=1.23 (opset 23 Attention, com.microsoft.RotaryEmbedding)"
 # Ops that would mean shape arithmetic or table generation survived in the graph (DESIGN §3).
 FORBIDDEN_OPS = {"Range", "Shape", "ConstantOfShape", "Cast", "Expand", "NonZero", "Loop", "If",
                  "Gather", "ScatterND", "Unsqueeze", "Squeeze"}
@@ -40,20 +43,27 @@ def export(model, path: Path, input_size: tuple[int, int], *, dynamic_batch: boo
            metadata: dict[str, str]) -> Path:
     """Export ``model`` (the deploy form) to ``path`` as one self-contained ONNX file.
 
-    The graph is simplified with onnxslim, then ``metadata`` is stored as metadata_props.
+    The graph is simplified with onnxslim, then ``metadata`` is stored as metadata_props. A model in
+    the ONNX Runtime encoding (``rewrite.fused``) is written at opset 23 and keeps its linear layers
+    as MatMul on 4-D tokens: onnxslim's 2-D Gemm would add a Reshape pair (a copy) around each,
+    measured ~6% of RMT-T's time.
     """
     import onnx
     import onnxslim
     import torch
 
+    from ..rewrite import fused
     from ..rewrite.taps import TAPS_KEY, all_taps, encode_taps, scope_outputs
+
+    onnxruntime_ops = getattr(model, "encoding", "generic") == "onnxruntime"
 
     # A dynamic batch needs an example batch > 1: torch.export specialises sizes 0 and 1.
     example = torch.zeros(2 if dynamic_batch else 1, 3, *input_size)
     dynamic_shapes = {"x": {0: torch.export.Dim("batch", min=1, max=4096)}} if dynamic_batch else None
     raw = path.with_suffix(".raw.onnx")
     with _quiet_exporter():
-        torch.onnx.export(model, (example,), str(raw), dynamo=True, opset_version=OPSET,
+        torch.onnx.export(model, (example,), str(raw), dynamo=True,
+                          opset_version=fused.OPSET if onnxruntime_ops else OPSET,
                           input_names=[INPUT_NAME], output_names=list(output_names(model)),
                           dynamic_shapes=dynamic_shapes, external_data=False, verbose=False)
     proto = onnx.load(str(raw))
@@ -61,7 +71,8 @@ def export(model, path: Path, input_size: tuple[int, int], *, dynamic_batch: boo
     taps = all_taps(model.cfg) if hasattr(model, "cfg") else ()
     found = scope_outputs(_graph_ops(proto), [o.name for o in proto.graph.output], taps)
     with _quiet_exporter():
-        proto = onnxslim.slim(proto, size_threshold=FOLD_LIMIT)
+        proto = onnxslim.slim(proto, size_threshold=FOLD_LIMIT,
+                              skip_fusion_patterns=["FusionGemm"] if onnxruntime_ops else None)
     present = {o for n in proto.graph.node for o in n.output}
     metadata = {**metadata, TAPS_KEY: encode_taps(found, present)}
     if dynamic_batch:
@@ -94,19 +105,27 @@ def export_fp16(model, path: Path, input_size: tuple[int, int], *, dynamic_batch
     return save(proto, path, {**taps, **metadata})  # the FP32 graph's tap map: same tensor names
 
 
-def export_for_calibration(model, input_size: tuple[int, int], *, dynamic_batch: bool):
+def export_for_calibration(model, input_size: tuple[int, int], *, dynamic_batch: bool, encoding: str = "generic"):
     """The reference ``model`` as the FP32 graph INT8 calibration takes (``quant.int8``): deploy
-    form with the FFN as linear layers on tokens, loaded as an onnx.ModelProto."""
+    form with the FFN as linear layers on tokens, loaded as an onnx.ModelProto. ``encoding``
+    "onnxruntime" for the ONNX Runtime INT8 artifact (its attention stays float either way),
+    "generic" for the Q/DQ graph TensorRT takes."""
     import tempfile
 
     import onnx
 
     from ..rewrite import to_deploy
 
-    deploy = to_deploy(model, input_size, ffn_layout="linear")
+    deploy = to_deploy(model, input_size, ffn_layout="linear", encoding=encoding)
     with tempfile.TemporaryDirectory(prefix="rmt-int8-") as tmp:
         path = export(deploy, Path(tmp) / "fp32_tokens.onnx", input_size, dynamic_batch=dynamic_batch, metadata={})
         return onnx.load(str(path))
+
+
+def encoding_of(proto) -> str:
+    """The deploy-form encoding an ONNX graph was exported in (``rewrite.ENCODINGS``)."""
+    fused = any(n.op_type in ("Attention", "RotaryEmbedding") for n in proto.graph.node)
+    return "onnxruntime" if fused else "generic"
 
 
 def save(proto, path: Path, metadata: dict[str, str]) -> Path:
@@ -183,6 +202,7 @@ def inspect_graph(path: Path) -> dict:
         "forbidden_ops": sorted(set(ops) & FORBIDDEN_OPS),
         "max_rank": max(ranks) if ranks else 0,
         "attention_chains": attention,
+        "fused_attention": ops.get("Attention", 0),
         "opset": next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None),
     }
 
@@ -278,8 +298,10 @@ class OnnxTapsRunner(OnnxRuntimeRunner):
 
 def render_graph(entry: dict) -> list[str]:
     graph = entry["graph"]
-    return [f"- file `{entry['path'] or 'removed'}`, {graph['nodes']} nodes, opset {graph['opset']}, "
-            f"max tensor rank {graph['max_rank']}, {graph['attention_chains']} MatMul→Add→Softmax→MatMul chains"]
+    needs = [f"- needs {entry['requires']}"] if entry.get("requires") else []
+    return needs + [f"- file `{entry['path'] or 'removed'}`, {graph['nodes']} nodes, opset {graph['opset']}, "
+            f"max tensor rank {graph['max_rank']}, {graph['attention_chains']} MatMul→Add→Softmax→MatMul chains"
+            + (f", {graph['fused_attention']} fused Attention ops" if graph.get("fused_attention") else "")]
 
 
 class OnnxTarget(Target):
@@ -312,8 +334,12 @@ class OnnxTarget(Target):
             fields["quantization"] = int8.quantization
             proto = copy.deepcopy(int8.model)
         else:
-            source = sources.fp16_onnx(dynamic) if precision == "fp16" else sources.deploy_onnx(dynamic)
+            # FP32 and INT8 ship the ONNX Runtime encoding (fused attention and rotary); FP16 keeps the
+            # generic ops, which every execution provider runs in half precision.
+            source = sources.fp16_onnx(dynamic) if precision == "fp16" else sources.onnxruntime_onnx(dynamic)
             proto = onnx.load(str(source))
+        if encoding_of(proto) == "onnxruntime":
+            request.metadata["requires"] = fields["requires"] = FUSED_REQUIRES
         with sources.progress.step(f"Writing {request.path.name} ({'dynamic' if dynamic else 'fixed'} batch)"):
             save(proto, request.path, request.metadata)
         return Exported(request.path, fields)
