@@ -18,7 +18,7 @@ from rmt_deploy.bench.parity import compare_logits
 from rmt_deploy.progress import NullProgress
 from rmt_deploy.rewrite import to_deploy
 from rmt_deploy.targets import TARGETS, Exported, ExportRequest, Target, resolve_target, target_for_path
-from rmt_deploy.targets.onnx import export, export_fp16
+from rmt_deploy.targets.onnx import FUSED_REQUIRES, export, export_fp16
 
 from .conftest import random_model, real_images
 
@@ -133,6 +133,12 @@ def test_export_inspect_load_render(target, tmp_path):
     lines = target.render(entry)
     assert isinstance(lines, list) and all(isinstance(line, str) for line in lines)
     assert lines or entry.get("graph") is None
+    if target.name == "onnx":  # ships the ONNX Runtime encoding and says what it needs
+        assert entry["graph"]["fused_attention"] > 0 and entry["graph"]["attention_chains"] == 0
+        assert info["metadata"]["requires"] == entry["requires"] == FUSED_REQUIRES
+        assert any("onnxruntime>=1.23" in line for line in lines)
+    elif target.name in ("trt", "openvino"):  # the generic encoding: what their parsers read
+        assert sources.built == ["deploy_onnx"]
     target.finalize(folder, [entry])
     assert sources.built.count("deploy_onnx") <= 1
 
