@@ -20,7 +20,7 @@ What changes against the reference, and why:
 - Two encodings of the attention and rotary (``ENCODINGS``): "generic" keeps MatMul → Add(decay)
   → Softmax → MatMul and the swap of halves, which every runtime, quantizer and TensorRT reads;
   "onnxruntime" uses ONNX Runtime's fused ops on 3-D tokens (``fused.py``), measured ~1.25x faster
-  end to end on RMT-T (README "Float speed").
+  end to end on RMT-T (README "One encoding per runtime").
 """
 from __future__ import annotations
 

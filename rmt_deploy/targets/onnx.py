@@ -14,9 +14,9 @@ from ..quiet import quiet
 from .base import Exported, ExportRequest, Sources, Target
 from .runner import Runner
 
-__all__ = ["TARGET", "OnnxTarget", "export", "output_names", "FOLD_LIMIT", "export_fp16", "export_for_calibration", "encoding_of",
-           "save", "describe", "inspect_graph", "render_graph", "OnnxRuntimeRunner", "INPUT_NAME", "OUTPUT_NAME", "OPSET",
-           "FORBIDDEN_OPS", "FUSED_REQUIRES"]
+__all__ = ["TARGET", "OnnxTarget", "export", "output_names", "FOLD_LIMIT", "export_fp16", "export_for_calibration",
+           "encoding_of", "save", "describe", "inspect_graph", "render_graph", "OnnxRuntimeRunner", "INPUT_NAME",
+           "OUTPUT_NAME", "OPSET", "FORBIDDEN_OPS", "FUSED_REQUIRES"]
 
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 OPSET = 18
@@ -24,8 +24,8 @@ OPSET = 18
 # whole-attention decay built from per-axis tables (rewrite.deploy) stays an Add → Reshape when
 # folding it would store a large table (564 MB for RMT-T at 800x1344); small ones fold as before.
 FOLD_LIMIT = 4 << 20
-# What the FP32 artifact (the ONNX Runtime encoding, rewrite.fused) needs: ONNX Runtime 1.22 refuses
-# opset 23; 1.23 and 1.24 run it (checked here). Recorded in the artifact and the report.
+# What the FP32 and INT8 artifacts (the ONNX Runtime encoding, rewrite.fused) need: ONNX Runtime 1.22
+# refuses opset 23; 1.23, 1.24 and 1.31 run it (checked here). Recorded in the artifact and the report.
 FUSED_REQUIRES = "onnxruntime>=1.23 (opset 23 Attention, com.microsoft.RotaryEmbedding)"
 # Ops that would mean shape arithmetic or table generation survived in the graph (DESIGN §3).
 FORBIDDEN_OPS = {"Range", "Shape", "ConstantOfShape", "Cast", "Expand", "NonZero", "Loop", "If",
