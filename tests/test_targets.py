@@ -37,13 +37,9 @@ class SmallSources:
             self.reference = self.model(torch.from_numpy(self.x)).numpy()
         self.built: list[str] = []
 
-    def deploy_onnx(self, dynamic: bool) -> Path:
-        self.built.append("deploy_onnx")
-        return export(self.deploy, self.folder / "deploy.onnx", SIZE, dynamic_batch=dynamic, metadata={})
-
-    def onnxruntime_onnx(self, dynamic: bool) -> Path:
-        self.built.append("onnxruntime_onnx")
-        return export(to_deploy(self.model, SIZE, encoding="onnxruntime"), self.folder / "deploy_ort.onnx", SIZE,
+    def deploy_onnx(self, dynamic: bool, encoding: str = "generic") -> Path:
+        self.built.append("deploy_onnx" if encoding == "generic" else "onnxruntime_onnx")
+        return export(to_deploy(self.model, SIZE, encoding=encoding), self.folder / f"deploy_{encoding}.onnx", SIZE,
                       dynamic_batch=dynamic, metadata={})
 
     def fp16_onnx(self, dynamic: bool) -> Path:

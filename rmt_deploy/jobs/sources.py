@@ -47,22 +47,15 @@ class ExportSources:
         return self.scratch / name
 
     # -- float graphs ---------------------------------------------------------------------
-    def deploy_onnx(self, dynamic: bool) -> Path:
+    def deploy_onnx(self, dynamic: bool, encoding: str = "generic") -> Path:
         def build() -> Path:
             mode = "dynamic" if dynamic else "fixed"
-            with self.progress.step(f"Exporting the deploy form to ONNX ({mode} batch)"):
-                return export(self.deploy, self._scratch(f"deploy_{mode}.onnx"), self.size, dynamic_batch=dynamic,
-                              metadata={})
-        return self._once(("fp32", dynamic), build)
-
-    def onnxruntime_onnx(self, dynamic: bool) -> Path:
-        def build() -> Path:
-            mode = "dynamic" if dynamic else "fixed"
-            with self.progress.step(f"Exporting the ONNX Runtime encoding (fused attention, {mode} batch)"):
-                deploy = to_deploy(self.prepared.loaded.model, self.size, encoding="onnxruntime")
-                return export(deploy, self._scratch(f"deploy_onnxruntime_{mode}.onnx"), self.size,
+            deploy = self.deploy if encoding == "generic" else to_deploy(self.prepared.loaded.model, self.size,
+                                                                          encoding=encoding)
+            with self.progress.step(f"Exporting the deploy form to ONNX ({encoding} encoding, {mode} batch)"):
+                return export(deploy, self._scratch(f"deploy_{encoding}_{mode}.onnx"), self.size,
                               dynamic_batch=dynamic, metadata={})
-        return self._once(("fp32 onnxruntime", dynamic), build)
+        return self._once(("fp32", encoding, dynamic), build)
 
     def fp16_onnx(self, dynamic: bool) -> Path:
         def build() -> Path:
@@ -87,7 +80,7 @@ class ExportSources:
                                            dynamic_batch=self.opts.dynamic_batch, encoding=encoding)
             with self.progress.step(f"Calibrating INT8 ({bits}-bit weights) with NNCF on {len(self.calib)} images"):
                 return calibrate_int8(graph, self.calib, self.policy(weight_range))
-        return self._once(("int8", weight_range), build)
+        return self._once(("int8", weight_range, encoding), build)
 
     def int8_onnxruntime(self) -> Int8Graph:
         int8 = self._calibrated(CPU_WEIGHT_RANGE, "onnxruntime")

@@ -58,8 +58,8 @@ class Sources(Protocol):
     calib: Any  # calibration samples (N, 3, H, W) or None
     progress: Any  # step(description) / bar(description, total) / log(message)
 
-    def deploy_onnx(self, dynamic: bool) -> Path: ...  # FP32 deploy form, ONNX, no metadata
-    def onnxruntime_onnx(self, dynamic: bool) -> Path: ...  # FP32, ONNX Runtime's fused attention/rotary
+    # FP32 deploy form, ONNX, no metadata; encoding "onnxruntime" = fused attention/rotary (rewrite.ENCODINGS)
+    def deploy_onnx(self, dynamic: bool, encoding: str = "generic") -> Path: ...
     def fp16_onnx(self, dynamic: bool) -> Path: ...  # FP16 with FP32 inputs and outputs
     def int8_onnxruntime(self) -> Int8Graph: ...  # 7-bit weights, ONNX Runtime's fused encoding
     def int8_qdq(self) -> Int8Graph: ...  # 8-bit weights, plain Q/DQ (TensorRT)

@@ -336,7 +336,7 @@ class OnnxTarget(Target):
         else:
             # FP32 and INT8 ship the ONNX Runtime encoding (fused attention and rotary); FP16 keeps the
             # generic ops, which every execution provider runs in half precision.
-            source = sources.fp16_onnx(dynamic) if precision == "fp16" else sources.onnxruntime_onnx(dynamic)
+            source = sources.fp16_onnx(dynamic) if precision == "fp16" else sources.deploy_onnx(dynamic, "onnxruntime")
             proto = onnx.load(str(source))
         if encoding_of(proto) == "onnxruntime":
             request.metadata["requires"] = fields["requires"] = FUSED_REQUIRES
