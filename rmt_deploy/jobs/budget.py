@@ -15,8 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..artifacts import artifact_bytes, remove_artifact
-from ..bench.evaluate import accuracy_entry, runner_outputs
-from ..bench.parity import compare_features, compare_logits
+from ..bench.evaluate import accuracy_entry
 from ..bench.schema import Artifact
 from ..targets import Target
 from .sources import ExportSources
@@ -59,13 +58,8 @@ def top1_budget(entry: Artifact, sources: ExportSources, max_drop: float, dynami
 
 
 def cosine_budget(entry: Artifact, sources: ExportSources, min_cosine: float, dynamic: bool) -> Budget:
-    ref = sources.prepared.ref_parity
-
     def measure_of(runner) -> float:
-        if isinstance(ref, dict):
-            return compare_features(ref, runner_outputs(runner, sources.prepared.x_parity, dynamic,
-                                                        sources.deploy.cfg))["cosine"]
-        return compare_logits(ref, sources.logits(runner, sources.prepared.x_parity, dynamic))["cosine"]
+        return sources.parity(runner, dynamic)["cosine"]
 
     return Budget("--min-cosine", "cosine", min_cosine, entry.parity.cosine, measure_of,
                   lambda c: f"worst cosine {c:.5f}", higher_is_better=True)
@@ -98,7 +92,7 @@ def fit_or_gate(target: Target, entry: Artifact, path: Path, metadata: dict, sou
     reference = _flat(prepared.ref_parity)
     layers = len(reverter.layers(model))
     with progress.bar(f"Ranking {layers} int8 layers by sensitivity", layers) as advance:
-        ranking = rank_layers(model, original, lambda c: run(c, lambda r: _flat(_outputs(r, sources, dynamic))),
+        ranking = rank_layers(model, original, lambda c: run(c, lambda r: _flat(sources.parity_outputs(r, dynamic))),
                               reference, advance, reverter)
     result = fit_budget(model, original, lambda c: budget.loss(run(c, budget.measure_of)), ranking,
                         budget.loss(budget.limit), budget.loss(budget.initial), progress.log, reverter,
@@ -115,12 +109,6 @@ def fit_or_gate(target: Target, entry: Artifact, path: Path, metadata: dict, sou
         entry.fail("accuracy", f"{budget.describe(budget.from_loss(result.drop))} misses {budget.option} "
                                f"{budget.limit:g} even with {len(result.reverted)} layers in float; kept the best "
                                f"model ({path.name})")
-
-
-def _outputs(runner, sources: ExportSources, dynamic: bool):
-    if isinstance(sources.prepared.ref_parity, dict):
-        return runner_outputs(runner, sources.prepared.x_parity, dynamic, sources.deploy.cfg)
-    return sources.logits(runner, sources.prepared.x_parity, dynamic)
 
 
 def _flat(values) -> np.ndarray:

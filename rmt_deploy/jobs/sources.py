@@ -134,10 +134,15 @@ class ExportSources:
     # -- checks -------------------------------------------------------------------------------
     def parity(self, runner, dynamic: bool) -> dict:
         """Logits vs PyTorch; for a backbone each feature map, worst first (``compare_features``)."""
-        ref, x = self.prepared.ref_parity, self.prepared.x_parity
-        if isinstance(ref, dict):
-            return compare_features(ref, runner_outputs(runner, x, dynamic, self.deploy.cfg))
-        return compare_logits(ref, self.logits(runner, x, dynamic))
+        ref, got = self.prepared.ref_parity, self.parity_outputs(runner, dynamic)
+        return compare_features(ref, got) if isinstance(ref, dict) else compare_logits(ref, got)
+
+    def parity_outputs(self, runner, dynamic: bool):
+        """What ``runner`` computes on the parity images: logits, or {name: feature map} for a backbone."""
+        x = self.prepared.x_parity
+        if isinstance(self.prepared.ref_parity, dict):
+            return runner_outputs(runner, x, dynamic, self.deploy.cfg)
+        return self.logits(runner, x, dynamic)
 
     def logits(self, runner, x: np.ndarray, dynamic: bool) -> np.ndarray:
         return runner_logits(runner, x, dynamic, self.deploy.cfg)
