@@ -3,9 +3,10 @@
     python benches/bench_deploy_vs_reference.py [--arch rmt-t] [--size 224] [--threads 2] [--rounds 30]
 
 Measures in one process, interleaved (A B C A B C …), the median of --rounds runs each:
-  (a) our deploy-form ONNX as `rmt-deploy export --target onnx` ships it (the ONNX Runtime
-      encoding: fused Attention and RotaryEmbedding), and (a') the generic encoding (plain
-      MatMul/Softmax, what TensorRT and OpenVINO get),
+  (a) our deploy-form ONNX in the ONNX Runtime encoding (fused Attention and RotaryEmbedding,
+      `rmt-deploy export --target onnxruntime`: model.ort.onnx), and (a') the generic encoding
+      (plain MatMul/Softmax: the standard model.onnx of `--target onnx`, also what TensorRT and
+      OpenVINO get),
   (b) the reference model exported directly with torch.onnx.export (torch's default
       exporter, dynamo), and (b') with the legacy TorchScript exporter;
   then PyTorch eager on the reference for context (separately: its OpenMP threads spin
@@ -49,7 +50,7 @@ def main() -> None:
         "reference (torchscript)": work / "ref_ts.onnx",
     }
     print(f"exporting {args.arch} at {size[0]}x{size[1]} into {work} …", flush=True)
-    export_deploy_fp32(bench, paths["deploy"])
+    export_deploy_fp32(bench, paths["deploy"], encoding="onnxruntime")
     export_deploy_fp32(bench, paths["deploy (generic ops)"], encoding="generic")
     export_reference(model, paths["reference (dynamo)"], x, dynamo=True)
     export_reference(model, paths["reference (torchscript)"], x, dynamo=False)

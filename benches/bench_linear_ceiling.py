@@ -134,7 +134,7 @@ def _chain_runners(chain_list, work: Path, threads: int) -> dict[str, dict]:
 
 def _whole_runners(bench: Bench) -> dict:
     args, size, model, work = bench.args, bench.size, bench.model, bench.work
-    deploy_onnx = export_deploy_fp32(bench, work / "fp32.onnx")
+    deploy_onnx = export_deploy_fp32(bench, work / "fp32.onnx", encoding="onnxruntime")
     samples = calibration_samples(args.calib, size)
     ort_int8 = work / "int8_ort.onnx"
     onnx.save(calibrate_int8(onnx_target.export_for_calibration(model, size, dynamic_batch=False,

@@ -26,7 +26,7 @@ from rmt_deploy.targets import openvino as ov_target
 def main() -> None:
     bench = bench_setup(__doc__, "ov", calib=True)
     args, size, work = bench.args, bench.size, bench.work
-    deploy_onnx = export_deploy_fp32(bench, work / "fp32.onnx")  # what ONNX Runtime gets: fused attention
+    deploy_onnx = export_deploy_fp32(bench, work / "fp32.onnx", encoding="onnxruntime")  # model.ort.onnx
     generic_onnx = export_deploy_fp32(bench, work / "fp32_generic.onnx", encoding="generic")  # what OpenVINO reads
     float_model = ov_target.convert(generic_onnx)
     paths = {"ov fp32 (f32)": work / "model.xml", "ov fp16 (device default)": work / "model_fp16.xml",
@@ -43,6 +43,8 @@ def main() -> None:
     wall = time.perf_counter() - start
 
     runners = {"ort fp32": onnx_target.OnnxRuntimeRunner(deploy_onnx, args.threads)}
+    # As `rmt-deploy export` does not save them: no compile_config, so each runs at the device default,
+    # except FP32 (f32, as rmt-deploy < 0.4 ran FP32 IRs). benches/bench_openvino_precision.py compares settings.
     runners.update({name: ov_target.OpenVINORunner(p, args.threads) for name, p in paths.items()})
     medians = interleaved_medians(runners, random_input(size), args.warmup, args.rounds)
 

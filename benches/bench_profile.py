@@ -75,7 +75,7 @@ def main() -> None:
     bench = bench_setup(__doc__, "profile", rounds=20, calib=True)
     args, size, model, work = bench.args, bench.size, bench.model, bench.work
     fp32, int8 = work / "fp32.onnx", work / "int8.onnx"
-    export_deploy_fp32(bench, fp32)
+    export_deploy_fp32(bench, fp32, encoding="onnxruntime")
     samples = calibration_samples(args.calib, size)
     onnx.save(calibrate_int8(export_for_calibration(model, size, dynamic_batch=False, encoding="onnxruntime"), samples,
                              QuantPolicy()).onnxruntime, str(int8))

@@ -53,9 +53,10 @@ def bench_setup(doc: str, prefix: str, rounds: int = 40, calib: bool = False, ex
                  Path(tempfile.mkdtemp(prefix=f"rmt-bench-{prefix}-")))
 
 
-def export_deploy_fp32(bench: Bench, path: Path, encoding: str = "onnxruntime") -> Path:
-    """The FP32 deploy-form ONNX at batch 1; the default encoding is what `rmt-deploy export --target onnx`
-    ships, "generic" what TensorRT and OpenVINO get (``rewrite.ENCODINGS``)."""
+def export_deploy_fp32(bench: Bench, path: Path, *, encoding: str) -> Path:
+    """The FP32 deploy-form ONNX at batch 1 in ``encoding`` (``rewrite.ENCODINGS``): "generic" is the
+    standard model.onnx (`--target onnx`; also what TensorRT and OpenVINO read), "onnxruntime" is
+    model.ort.onnx (`--target onnxruntime`)."""
     from rmt_deploy.rewrite import to_deploy
     from rmt_deploy.targets import onnx as onnx_target
 

@@ -35,12 +35,12 @@ def main() -> int:
 
     # The INT8 model on a few images, preprocessed as its metadata says.
     images = sorted(bundled_images("val").rglob("*.png"))[::25]
-    with rd.load(Path(args.out) / "model_int8.onnx") as model:
+    with rd.load(report.artifact("onnx", "int8").path) as model:  # report paths load from any directory
         for p in model.predict(images, topk=3):
             print(f"{Path(p.source).parent.name}/{Path(p.source).name}: {p.names[0]} ({p.probabilities[0]:.3f})")
 
-    timings = rd.bench([Path(args.out) / "model.onnx", Path(args.out) / "model_int8.onnx"], batch=[1],
-                       iters=20, out=Path(args.out) / "bench", reference=False)
+    timings = rd.bench([a.path for a in report.artifacts if a.ok], batch=[1], iters=20,
+                       out=Path(args.out) / "bench", reference=False)
     for a in timings.artifacts:
         print(f"bench {a.precision}: p50 {a.latency.p50:.2f} ms")
 

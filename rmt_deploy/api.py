@@ -93,21 +93,27 @@ def export(weights: str | Path | None = None, *, targets: Sequence[str] | str = 
 _FIELD = {"eval": "eval_dir"}  # this function's keyword → ExportOptions field
 
 
-def load(path: str | Path, *, runtime: str | None = None, threads: int | None = None, preprocess=None) -> Model:
+def load(path: str | Path, *, runtime: str | None = None, threads: int | None = None, preprocess=None,
+         execution: str = "verified") -> Model:
     """An exported artifact (ONNX, OpenVINO IR, TensorRT engine, Core ML package) as a model.
 
     Preprocessing (input size, resize/crop, mean/std) is read from the artifact's metadata;
     pass ``preprocess`` (a ``data.images.Preprocess``) for artifacts rmt-deploy did not write.
+    ``execution="default"`` compiles with the runtime's own defaults instead of the settings the
+    artifact was verified with (OpenVINO IRs: bf16 float layers on CPUs with AVX512-BF16/AMX).
     """
-    return Model.open(Path(path), runtime=runtime, threads=threads, preprocess=preprocess)
+    return Model.open(Path(path), runtime=runtime, threads=threads, preprocess=preprocess,
+                      execution=str(execution).strip().lower())
 
 
 def bench(artifacts: Iterable[str | Path] | str | Path = (), *, from_dir: str | Path | None = None,
           batch: Sequence[int] | int = (1,),
           threads: int | None = None, iters: int = 30, min_time: float = 1.0, warmup: int = 5,
           eval: str | Path | None = None, out: str | Path = "rmt-deploy-bench", reference: bool = True,
-          device: str | None = None, hint: str = "latency", progress: bool = False) -> Report:
-    """Benchmark artifacts like ``rmt-deploy bench`` and return the report (also written)."""
+          device: str | None = None, hint: str = "latency", execution: str = "verified",
+          progress: bool = False) -> Report:
+    """Benchmark artifacts like ``rmt-deploy bench`` and return the report (also written);
+    ``execution`` as in ``load``."""
     from .jobs.bench import BenchOptions, parse_batches, run_bench
 
     artifacts = [artifacts] if isinstance(artifacts, (str, Path)) else artifacts
@@ -115,7 +121,8 @@ def bench(artifacts: Iterable[str | Path] | str | Path = (), *, from_dir: str | 
     opts = BenchOptions(artifacts=tuple(Path(a) for a in artifacts), from_dir=Path(from_dir) if from_dir else None,
                         batches=parse_batches(",".join(str(b) for b in batch)), threads=threads, min_iters=iters,
                         min_seconds=min_time, warmup=warmup, eval_dir=Path(eval) if eval else None, out=Path(out),
-                        reference=reference, device=device, hint=str(hint).strip().lower())
+                        reference=reference, device=device, hint=str(hint).strip().lower(),
+                        execution=str(execution).strip().lower())
     run_bench(opts, _progress(progress))
     return Report.read((Path(from_dir) if from_dir else Path(out)) / "report.json")
 

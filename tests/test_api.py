@@ -113,13 +113,38 @@ def test_bench_and_check_return_the_report_types(exported, tmp_path):
     assert timed.to_dict() == json.loads(timed.report_path.read_text())  # accuracy without an FP32 reference too
     assert timed.artifacts[0].accuracy.top1 > 90 and timed.artifacts[0].accuracy.drop is None
     assert timed.artifacts[0].latency.p50 > 0 and timed.artifacts[0].latency.batch == 1
-    gate = rd.check(exported.report_path, max_drop=100)
+    gate = rd.check(exported.report_path, max_drop=0.5)  # the demo loses no top-1 point in any precision
     assert gate.passed and gate.to_dict()["passed"] and not gate.failed
+    assert {r.check for r in gate.results} >= {"status", "accuracy"}
+    # A cosine floor above what INT8 reaches fails the INT8 artifacts (never FP32), and says why.
+    strict = rd.check(exported.report_path, max_drop=0.5, min_cosine=0.99999)
+    failed = {r.artifact for r in strict.failed}
+    assert not strict.passed and not strict.to_dict()["passed"] and {"onnx/int8", "openvino/int8"} <= failed
+    assert "onnx/fp32" not in failed and all(r.check.startswith("cosine") for r in strict.failed)
+
+
+def test_report_paths_load_from_any_directory(exported, tmp_path, monkeypatch):
+    folder = exported.report_path.parent
+    monkeypatch.chdir(folder.parent)
+    report = rd.Report.read(Path(folder.name) / "report.json")  # read by a relative path
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    int8 = report.artifact("onnx", "int8")
+    assert Path(int8.path).is_absolute() and Path(int8.path).parent == folder.resolve()
+    with rd.load(int8.path) as model:
+        assert model.predict(VAL[0], topk=1)[0].names[0] == _label(model.predict(VAL[0], topk=1)[0])
+    timed = rd.bench(report.artifact("openvino", "fp16").path, iters=2, min_time=0, out="bench", reference=False)
+    assert timed.ok and (elsewhere / "bench" / "report.json").exists()
+    # report.json keeps relative names: the folder can move with its artifacts.
+    assert report.to_dict() == json.loads((folder / "report.json").read_text())
+    assert report.to_dict()["artifacts"][1]["path"] == "model_int8.onnx"
+    assert exported.artifact("onnx", "fp32").path == str(folder.resolve() / "model.onnx")
 
 
 def test_a_preset_is_overridden_by_the_keywords_written(tmp_path):
     report = rd.export(preset="cpu-onnxruntime-int8", int8=False, out=tmp_path / "out", **FAST)
-    assert [(a.target, a.precision) for a in report.artifacts] == [("onnx", "fp32")]  # like --no-int8
+    assert [(a.target, a.precision) for a in report.artifacts] == [("onnxruntime", "fp32")]  # like --no-int8
 
 
 def test_bad_input_is_one_clear_error(exported, tmp_path):

@@ -79,11 +79,14 @@ def test_fp16_and_int8_errors_are_finite_and_in_depth_order(demo):
     from rmt_deploy.model.checkpoint import load_model
 
     assert cfg_taps == tap_names(load_model(bundled_weights()).model.cfg, "op-group")
-    for result in (fp16, int8):
+    # Measured on the demo (AMD EPYC Zen 5): FP16 taps cosine >= 0.9999995, rel L2 <= 1e-3; INT8 taps
+    # cosine >= 0.9996, rel L2 <= 0.03. Each floor sits an order of magnitude of error above that.
+    for result, floor, worst in ((fp16, 0.99999, 0.01), (int8, 0.995, 0.1)):
         assert not result.missing
-        assert all(t.nonfinite == 0 and math.isfinite(t.rel_l2) and t.cosine > 0.99 for t in result.taps)
+        assert all(t.nonfinite == 0 and math.isfinite(t.rel_l2) for t in result.taps)
+        assert min(t.cosine for t in result.taps) >= floor and max(t.rel_l2 for t in result.taps) <= worst
     # INT8 loses more than FP16 at the logits; both stay close.
-    assert fp16.tap("head").rel_l2 < int8.tap("head").rel_l2 < 0.1
+    assert fp16.tap("head").rel_l2 < int8.tap("head").rel_l2 < 0.05
     assert int8.to_dict()["worst"] and int8.first_divergence is not None
 
 
@@ -117,17 +120,9 @@ def test_openvino_path_runs_on_the_demo(demo, tmp_path):
     pytest.importorskip("openvino")
     from rmt_deploy.targets import openvino
 
-    from rmt_deploy.model.checkpoint import load_model
-    from rmt_deploy.rewrite import to_deploy
-    from rmt_deploy.targets.onnx import export
-
-    # OpenVINO converts the generic encoding (model.onnx has ONNX Runtime's fused ops), with its own tap map.
-    generic = export(to_deploy(load_model(bundled_weights()).model, (64, 64)), tmp_path / "generic.onnx", (64, 64),
-                     dynamic_batch=False, metadata={})
+    # OpenVINO converts the standard model.onnx, keeping its tensor names and so its tap map.
     meta = {p.key: p.value for p in onnx.load(str(demo / "model.onnx"), load_external_data=False).metadata_props}
-    meta.pop("requires")
-    meta[TAPS_KEY] = next(p.value for p in onnx.load(str(generic)).metadata_props if p.key == TAPS_KEY)
-    xml = openvino.save(openvino.convert(generic), tmp_path / "model.xml", {**meta, "precision": "fp32"})
+    xml = openvino.save(openvino.convert(demo / "model.onnx"), tmp_path / "model.xml", {**meta, "precision": "fp32"})
     result = rd.compare(xml, samples=2, level="block", write=False, threads=1)
     assert not result.missing and result.runtime == "openvino CPU"
     assert all(t.nonfinite == 0 and t.rel_l2 < 1e-3 for t in result.taps)

@@ -18,7 +18,7 @@ from rmt_deploy.bench.parity import compare_logits
 from rmt_deploy.progress import NullProgress
 from rmt_deploy.rewrite import to_deploy
 from rmt_deploy.targets import TARGETS, Exported, ExportRequest, Target, resolve_target, target_for_path
-from rmt_deploy.targets.onnx import FUSED_REQUIRES, export, export_fp16
+from rmt_deploy.targets.onnx import FUSED_REQUIRES, OPSET, export, export_fp16
 
 from .conftest import random_model, real_images
 
@@ -46,10 +46,10 @@ class SmallSources:
         self.built.append("fp16_onnx")
         return export_fp16(self.deploy, self.folder / "deploy_fp16.onnx", SIZE, dynamic_batch=dynamic, metadata={})
 
-    def int8_onnxruntime(self):
+    def int8_onnx(self, encoding: str):
         raise AssertionError("float precisions only")
 
-    int8_qdq = int8_openvino = int8_onnxruntime
+    int8_qdq = int8_openvino = int8_onnx
 
     def parity(self, runner, dynamic: bool) -> dict:
         name = runner.input_names()[0]
@@ -129,11 +129,18 @@ def test_export_inspect_load_render(target, tmp_path):
     lines = target.render(entry)
     assert isinstance(lines, list) and all(isinstance(line, str) for line in lines)
     assert lines or entry.get("graph") is None
-    if target.name == "onnx":  # ships the ONNX Runtime encoding and says what it needs
+    if target.name == "onnxruntime":  # ONNX Runtime's own encoding, and says what it needs
         assert entry["graph"]["fused_attention"] > 0 and entry["graph"]["attention_chains"] == 0
         assert info["metadata"]["requires"] == entry["requires"] == FUSED_REQUIRES
+        assert entry["domains"] == "ai.onnx,com.microsoft" and entry["opset"] == 23
         assert any("onnxruntime>=1.23" in line for line in lines)
-    elif target.name in ("trt", "openvino"):  # the generic encoding: what their parsers read
+    elif target.name == "onnx":  # standard ONNX: ai.onnx ops only, at opset 17, needing nothing
+        assert entry["graph"]["fused_attention"] == 0 and entry["graph"]["attention_chains"] > 0
+        assert entry["domains"] == info["metadata"]["domains"] == "ai.onnx"
+        assert entry["opset"] == entry["graph"]["opset"] == OPSET == 17
+        assert "requires" not in entry and "requires" not in info["metadata"]
+        assert any("standard ai.onnx ops" in line for line in lines)
+    if target.name in ("onnx", "trt", "openvino"):  # the generic encoding: what every parser reads
         assert sources.built == ["deploy_onnx"]
     target.finalize(folder, [entry])
     assert sources.built.count("deploy_onnx") <= 1

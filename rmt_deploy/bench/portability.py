@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..cpu import CpuFeatures, cpu_features
+from ..targets import ONNX_FILES
 
 __all__ = ["int8_cpu_warning"]
 
@@ -17,9 +18,9 @@ __all__ = ["int8_cpu_warning"]
 def int8_cpu_warning(path: Path, target: str, features: CpuFeatures | None = None) -> str | None:
     """One line for the user when ``path`` would compute wrong int8 results on this CPU, else None."""
     features = features or cpu_features()
-    if not features.int8_saturates or target not in ("onnx", "openvino"):
+    if not features.int8_saturates or target not in (*ONNX_FILES, "openvino"):
         return None
-    if target == "onnx":
+    if target in ONNX_FILES:
         import onnx
 
         from ..quant.checks import weight_grid

@@ -87,6 +87,16 @@ def _graph_lines(a: dict) -> list[str]:
         layers = ", ".join(f"{k} {v}" for k, v in sorted(run["layers_by_precision"].items(), key=lambda kv: -kv[1]))
         lines.append(f"- ran on {run['device']} with inference precision **{run['inference_precision']}**; "
                      f"compute layers by precision: {layers}")
+    if a.get("compile_config"):
+        config = ", ".join(f"`{k}={v}`" for k, v in a["compile_config"].items())
+        lines.append(f"- verified with compile properties {config} (stored in the artifact; rmt-deploy's runners use them)")
+    other = a.get("at_runtime_default")
+    if other:  # the same artifact at the runtime's own defaults, where they differ on this machine
+        p, verdict = other["parity"], "meets" if other["meets_threshold"] else "**below**"
+        agreement = f", top-1 agreement {100 * p['top1_agreement']:.1f}%" if p.get("top1_agreement") is not None else ""
+        lines.append(f"- at the runtime's defaults ({other['runtime']}, inference precision "
+                     f"{other['inference_precision']}): worst cosine {p['cosine']:.5f}, max abs diff {p['max_abs']:.2e}"
+                     f"{agreement} — {verdict} the threshold it is verified at")
     if a.get("latency_skipped"):
         lines.append(f"- latency not measured: {a['latency_skipped']}")
     return lines + ([f"- ops: {ops}"] if ops else []) + [""]

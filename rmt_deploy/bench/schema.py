@@ -110,6 +110,10 @@ class Artifact:
     preflight, readiness, validation, accuracy, load, benchmark). ``details`` holds what only
     some targets have (quantization, readiness, execution …); ``to_dict`` puts them beside the
     common keys.
+
+    Read from a report file, ``path`` is absolute (resolved against the report's ``folder``), so
+    ``rmt_deploy.load(artifact.path)`` works from any working directory; ``to_dict`` writes it
+    relative to ``folder`` again, so report.json stays relocatable with its artifacts.
     """
 
     target: str
@@ -126,6 +130,7 @@ class Artifact:
     export_seconds: float | None = None
     details: dict = field(default_factory=dict)
     keys: tuple[str, ...] | None = field(default=None, repr=False)  # as read; None: every field
+    folder: Path | None = field(default=None, repr=False)  # the report's folder, when read from a file
 
     @property
     def ok(self) -> bool:
@@ -146,13 +151,19 @@ class Artifact:
         common = {k: getattr(self, k) for k in _ARTIFACT_KEYS}
         for k in ("parity", "accuracy", "latency_ms"):
             common[k] = common[k].to_dict() if common[k] is not None else None
+        if self.folder is not None and common["path"] and Path(common["path"]).is_relative_to(self.folder):
+            common["path"] = str(Path(common["path"]).relative_to(self.folder))
         return _as_read({**common, **self.details}, self.keys)
 
     @classmethod
-    def from_dict(cls, data: dict) -> Artifact:
+    def from_dict(cls, data: dict, folder: Path | None = None) -> Artifact:
+        """One artifact entry; with ``folder`` (absolute), a relative ``path`` is resolved against it."""
         typed = {"parity": Parity, "accuracy": Accuracy, "latency_ms": Latency}
         values = {k: (typed[k].from_dict(data.get(k)) if k in typed else data.get(k)) for k in _ARTIFACT_KEYS}
-        return cls(**values, details={k: v for k, v in data.items() if k not in _ARTIFACT_KEYS}, keys=tuple(data))
+        if folder is not None and values["path"]:
+            values["path"] = str(folder / values["path"])  # an absolute path stays as it is
+        return cls(**values, details={k: v for k, v in data.items() if k not in _ARTIFACT_KEYS}, keys=tuple(data),
+                   folder=folder)
 
 
 _ARTIFACT_KEYS = ("target", "precision", "path", "size_bytes", "status", "stage", "reason", "parity", "accuracy",
@@ -198,8 +209,10 @@ class Report:
 
     @classmethod
     def from_dict(cls, data: dict, report_path: Path | None = None) -> Report:
+        """A report dict; with ``report_path``, artifact paths are resolved against its folder."""
         known = ("artifacts", "model", "verification", "environment", "tool_version", "created")
-        return cls([Artifact.from_dict(a) for a in data["artifacts"]], data.get("model") or {},
+        folder = Path(report_path).resolve().parent if report_path is not None else None
+        return cls([Artifact.from_dict(a, folder) for a in data["artifacts"]], data.get("model") or {},
                    data.get("verification"), data.get("environment"), data.get("tool_version"), data.get("created"),
                    {k: v for k, v in data.items() if k not in known}, report_path, tuple(data))
 
@@ -217,7 +230,7 @@ class Report:
             raise UserInputError(f"report {path} is not valid JSON ({e})") from None
         if not isinstance(data, dict) or not isinstance(data.get("artifacts"), list):
             raise UserInputError(f"{path} is not an rmt-deploy report (no 'artifacts' list)")
-        return cls.from_dict(data, path)
+        return cls.from_dict(data, path.resolve())
 
 
 @dataclass

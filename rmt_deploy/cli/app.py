@@ -44,12 +44,17 @@ ImgSizeOpt = Annotated[Optional[str], typer.Option(
     "--img-size", help="Input size: 224 or HxW such as 256x320, multiples of 32. "
                        "Default: checkpoint hint, else 224.", show_default=False)]
 TargetOpt = Annotated[list[str], typer.Option(
-    "--target", "-t", help="Target(s), comma-separated or repeated: onnx, trt, coreml, openvino.")]
+    "--target", "-t", help="Target(s), comma-separated or repeated: onnx (standard), onnxruntime (ONNX "
+    "Runtime-tuned), trt, coreml, openvino.")]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder (replaced if it holds an "
                                                           "earlier rmt-deploy report).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout (no progress).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress and no tables: only where the report "
                                                               "went, and errors.")]
+ExecutionOpt = Annotated[str, typer.Option(
+    "--execution", help="verified: compile with the settings the artifact records it was verified with (OpenVINO: "
+    "EXECUTION_MODE_HINT=ACCURACY); default: the runtime's own defaults (OpenVINO computes float layers in bf16 "
+    "on CPUs with AVX512-BF16 or AMX).")]
 ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="Runtime threads. Default: all cores.",
                                                    show_default=False)]
 

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .app import JsonOpt, Output, QuietOpt, ThreadsOpt, app, errors_to_exit
+from .app import ExecutionOpt, JsonOpt, Output, QuietOpt, ThreadsOpt, app, errors_to_exit
 
 BENCH_EXAMPLES = """
 [b]Examples[/b]
@@ -49,6 +49,7 @@ def bench(
                                                   "Default: every device OpenVINO sees.", show_default=False)] = None,
     hint: Annotated[str, typer.Option("--hint", help="OpenVINO performance hint: latency, or throughput (also "
                                       "measures images/s with parallel requests).")] = "latency",
+    execution: ExecutionOpt = "verified",
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -59,7 +60,7 @@ def bench(
         opts = BenchOptions(artifacts=tuple(artifacts or ()), from_dir=from_dir, batches=parse_batches(batch),
                             threads=threads, min_iters=iters, min_seconds=min_time, warmup=warmup,
                             eval_dir=eval_dir, out=out_dir, reference=not no_reference, device=device,
-                            hint=hint.strip().lower())
+                            hint=hint.strip().lower(), execution=execution.strip().lower())
         output = Output(as_json, quiet)
         report = run_bench(opts, output.progress)
         where = from_dir or out_dir

@@ -19,6 +19,7 @@ EXAMPLES = """
   rmt-deploy export -w ckpt.pth --arch rmt-t --img-size 256x320 --dynamic-batch --out out/
   rmt-deploy export --int8 --fp16                      [dim]# FP32 + INT8 + FP16, one report[/dim]
   rmt-deploy export -w ckpt.pth --int8 --calib /data/calib --eval /data/val --max-drop 0.5
+  rmt-deploy export --target onnxruntime --int8        [dim]# model*.ort.onnx: ONNX Runtime >= 1.23 only[/dim]
   rmt-deploy export --target openvino --int8           [dim]# OpenVINO IR, NNCF INT8[/dim]
   rmt-deploy export --preset jetson-orin-int8          [dim]# a shipped recipe (rmt-deploy presets)[/dim]
   rmt-deploy export --task backbone -w maskrcnn_rmt_t_1x.pth --img-size 800x1344 --target onnx,trt --int8

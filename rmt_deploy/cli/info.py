@@ -117,6 +117,11 @@ def _doctor_tables(out: Console, info: dict) -> None:
     out.print(f"[bold]CPU[/bold] {m['cpu']}  |  {', '.join(isa['isa']) or 'ISA unknown'}  |  int8 accumulation: "
               f"{isa['int8_accumulation']}  |  ONNX Runtime providers: "
               f"{', '.join(m['onnxruntime_providers']) or '—'}", highlight=False)
+    default = m.get("openvino_cpu_default_precision")
+    if default and default != "f32":
+        out.print(f"[bold]OpenVINO[/bold] CPU default inference precision: {default} — rmt-deploy compiles IRs with "
+                  "the setting they were verified with (EXECUTION_MODE_HINT=ACCURACY, f32); --execution default "
+                  "measures the device default", highlight=False)
     colour = {"ok": "green", "missing": "yellow", "broken": "red", "unavailable": "red"}
     pk = Table("package", "status", "detail", "for", title="Packages", title_justify="left")
     for row in info["packages"]:

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .app import JsonOpt, Output, QuietOpt, ThreadsOpt, app, errors_to_exit
+from .app import ExecutionOpt, JsonOpt, Output, QuietOpt, ThreadsOpt, app, errors_to_exit
 
 EXAMPLES = """
 [b]Examples[/b]
@@ -45,6 +45,7 @@ def predict(
     runtime: Annotated[Optional[str], typer.Option("--runtime", help="ONNX Runtime provider, OpenVINO device or "
                                                    "Core ML compute units. Default: the target's first.",
                                                    show_default=False)] = None,
+    execution: ExecutionOpt = "verified",
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -63,7 +64,7 @@ def predict(
         if not paths:
             raise UserInputError("no images found in the folders given")
         output = Output(as_json, quiet)
-        with Model.open(artifact, runtime=runtime, threads=threads) as model:
+        with Model.open(artifact, runtime=runtime, threads=threads, execution=execution.strip().lower()) as model:
             with output.progress.bar(f"Predicting with {artifact.name}", len(paths)) as advance:
                 results = model.predict(paths, topk=topk, batch=batch, advance=advance)
         skipped = [r for r in results if not r.ok]

@@ -28,7 +28,7 @@ from ..data.images import Preprocess, open_image_set
 from ..errors import UserInputError
 from ..model.variants import VARIANTS
 from ..outdir import REPORT_JSON, writing
-from ..targets import TARGETS, Target, target_for_path
+from ..targets import TARGETS, Target, check_execution, target_for_path
 from ..targets.openvino import HINTS, check_device
 
 __all__ = ["BenchOptions", "run_bench", "parse_batches"]
@@ -50,6 +50,7 @@ class BenchOptions:
     reference: bool = True  # also time the PyTorch reference when its checkpoint is known
     device: str | None = None  # OpenVINO device (CPU, GPU, NPU, AUTO …); None: every device here
     hint: str = "latency"  # OpenVINO performance hint; "throughput" also measures async images/s
+    execution: str = "verified"  # targets.EXECUTIONS: the artifact's verified compile settings, or the runtime's
 
 
 def parse_batches(text: str) -> tuple[int, ...]:
@@ -115,6 +116,7 @@ def run_bench(opts: BenchOptions, progress) -> dict:
         raise UserInputError("--threads must be at least 1")
     if opts.hint not in HINTS:
         raise UserInputError(f"--hint {opts.hint!r} is unknown; choose latency or throughput")
+    check_execution(opts.execution)
     check_device(opts.device)
     if opts.from_dir:
         report, folder = _from_export(opts.from_dir)
@@ -210,7 +212,7 @@ def _bench_runtime(entry, target: Target, path: Path, runtime: str, info: dict, 
     try:
         reset_peak_rss()
         start = time.perf_counter()
-        runner = target.load(path, opts.threads, runtime, hint=opts.hint)
+        runner = target.load(path, opts.threads, runtime, hint=opts.hint, execution=opts.execution)
         runner.activate()
         load_seconds = round(time.perf_counter() - start, 3)
     except Exception as e:  # noqa: BLE001

@@ -21,7 +21,7 @@ from ..bench.taps import COMPARE_JSON, CompareResult, first_divergence, largest_
 from ..bundled import bundled_images, bundled_weights
 from ..data.images import Preprocess, load_batch, open_image_set
 from ..errors import BackendUnavailable, UserInputError
-from ..targets import Target, target_for_path
+from ..targets import ONNX_FILES, Target, target_for_path
 from .predict import preprocess_from_metadata
 
 __all__ = ["CompareOptions", "run_compare", "COMPARE_JSON", "COMPARE_PNG"]
@@ -55,7 +55,7 @@ def check_options(opts: CompareOptions) -> None:
     for path in opts.artifacts:
         if not Path(path).exists():
             raise UserInputError(f"artifact not found: {path}")
-        if opts.isolate and target_for_path(Path(path)).name not in ("onnx", "openvino"):
+        if opts.isolate and target_for_path(Path(path)).name not in (*ONNX_FILES, "openvino"):
             raise UserInputError(f"--isolate needs INT8 ONNX or OpenVINO artifacts; {Path(path).name} is "
                                  f"{target_for_path(Path(path)).title} (drop --isolate for its per-tap errors)")
     if opts.out is not None and opts.out.exists() and not opts.out.is_dir():
@@ -181,8 +181,9 @@ def compare_one(path: Path, opts: CompareOptions, progress) -> tuple[CompareResu
 
 
 def _runtime(target: Target) -> str:
-    return {"onnx": "onnxruntime CPU", "openvino": "openvino CPU", "coreml": "coreml numpy evaluator"}.get(
-        target.name, target.name)
+    if target.name in ONNX_FILES:
+        return "onnxruntime CPU"
+    return {"openvino": "openvino CPU", "coreml": "coreml numpy evaluator"}.get(target.name, target.name)
 
 
 def run_compare(opts: CompareOptions, progress) -> list[CompareResult]:

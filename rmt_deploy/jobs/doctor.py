@@ -39,6 +39,15 @@ def _component(module: str, dist: str) -> tuple[str, str]:
     return "ok", version
 
 
+def _openvino_cpu_default() -> str | None:
+    """What OpenVINO's CPU plugin computes float layers in by default here (bf16 on AVX512-BF16/AMX)."""
+    if TARGETS["openvino"].unavailable_reason():
+        return None
+    from ..targets.openvino import device_default_precision
+
+    return device_default_precision("CPU")
+
+
 def diagnose() -> dict:
     """Rows for packages and targets, plus the machine facts that matter for deployment."""
     packages = []
@@ -72,6 +81,7 @@ def diagnose() -> dict:
             "platform": platform.platform(),
             "cpu_features": cpu_features().to_dict(),
             "onnxruntime_providers": providers,
+            "openvino_cpu_default_precision": _openvino_cpu_default(),
         },
         "packages": packages,
         "targets": targets,

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..bench.taps import CompareResult, tap_error
 from ..errors import UserInputError
+from ..targets import ONNX_FILES
 
 __all__ = ["isolate", "group_layers", "onnx_ops"]
 
@@ -50,7 +51,7 @@ def _backend(path: Path, ctx: dict, tmp: Path):
     from ..targets.onnx import encoding_of, export, export_for_calibration
 
     model, size, dynamic = ctx["model"], ctx["size"], ctx["dynamic_batch"]
-    if ctx["target"].name == "onnx":
+    if ctx["target"].name in ONNX_FILES:
         import onnx
 
         from ..quant.accuracy_aware import ONNX_QDQ
@@ -65,8 +66,10 @@ def _backend(path: Path, ctx: dict, tmp: Path):
     int8 = openvino.read_model(path)
     original = openvino.convert(export(to_deploy(model, size), tmp / "deploy.onnx", size, dynamic_batch=dynamic,
                                        metadata={}))
+    # Candidates compile as the artifact does (its recorded compile_config, e.g. f32 float layers).
+    kept = {k: v for k, v in openvino.describe(path)["metadata"].items() if k in ("precision", "compile_config")}
     return int8, original, OPENVINO_FQ, _openvino_ops(int8), \
-        lambda m: openvino.save(m, tmp / "isolated.xml", {"precision": "int8"})
+        lambda m: openvino.save(m, tmp / "isolated.xml", {"precision": "int8", **kept})
 
 
 def _onnx_save(onnx, model, tmp: Path) -> Path:
@@ -77,7 +80,7 @@ def _onnx_save(onnx, model, tmp: Path) -> Path:
 def isolate(path: Path, result: CompareResult, ctx: dict, opts, progress) -> list[dict]:
     """The ``--isolate`` ranking, worst first; also fills ``isolated_rel_l2`` on the result's taps."""
     target = ctx["target"]
-    if target.name not in ("onnx", "openvino") or result.precision != "int8":
+    if target.name not in (*ONNX_FILES, "openvino") or result.precision != "int8":
         raise UserInputError(f"--isolate needs an INT8 ONNX or OpenVINO artifact; {path.name} is "
                              f"{target.name}/{result.precision}")
     from ..bench.evaluate import runner_logits

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..data.images import Preprocess
 from ..errors import UserInputError
-from ..targets import Target, target_for_path
+from ..targets import Target, check_execution, target_for_path
 
 __all__ = ["Model", "Prediction", "preprocess_from_metadata"]
 
@@ -66,7 +66,8 @@ class Model:
 
     @classmethod
     def open(cls, path: Path, runtime: str | None = None, threads: int | None = None,
-             preprocess: Preprocess | None = None) -> Model:
+             preprocess: Preprocess | None = None, execution: str = "verified") -> Model:
+        check_execution(execution)
         if not path.exists():
             raise UserInputError(f"artifact not found: {path}")
         target = target_for_path(path)
@@ -85,10 +86,8 @@ class Model:
             raise UserInputError(f"{path.name} has no rmt-deploy metadata (input size, mean/std); pass "
                                  "preprocess=Preprocess((H, W), mean=..., std=...) to load()")
         if runtime is not None and not target.accepts_runtime(runtime):
-            here = target.runtimes()
-            raise UserInputError(f"runtime {runtime!r} is not available for {target.title} here; choose from "
-                                 f"{', '.join(here) or 'none (' + target.no_runtime_reason() + ')'}")
-        runner = target.load(path, threads, runtime)
+            raise UserInputError(target.runtime_error(path, runtime))
+        runner = target.load(path, threads, runtime, execution=execution)
         try:
             runner.activate()
         except UserInputError:

@@ -1,8 +1,8 @@
 """What targets export from, each built at most once per run (``targets.base.Sources``).
 
-``--target onnx,trt,openvino --fp16 --int8`` exports the deploy form once per batch mode, the
-FP16 graph once, and calibrates once per weight grid (7-bit for CPUs, 8-bit for TensorRT) plus
-once for OpenVINO; every target copies what it needs and adds its own metadata.
+``--target onnx,trt,openvino --fp16 --int8`` exports the deploy form once per batch mode and
+encoding, the FP16 graph once, and calibrates once per weight grid and encoding (7-bit for CPUs,
+8-bit for TensorRT) plus once for OpenVINO; every target copies what it needs and adds its own metadata.
 """
 from __future__ import annotations
 
@@ -82,12 +82,16 @@ class ExportSources:
                 return calibrate_int8(graph, self.calib, self.policy(weight_range))
         return self._once(("int8", weight_range, encoding), build)
 
-    def int8_onnxruntime(self) -> Int8Graph:
-        int8 = self._calibrated(CPU_WEIGHT_RANGE, "onnxruntime")
+    def int8_onnx(self, encoding: str) -> Int8Graph:
+        """CPU INT8 (7-bit weights) for ONNX files: Q/DQ re-encoded for ONNX Runtime's int8 kernels
+        (``quant.encode.for_onnxruntime``, standard ops) over the deploy form in ``encoding``:
+        "generic" for the standard model_int8.onnx, "onnxruntime" for model_int8.ort.onnx."""
+        int8 = self._calibrated(CPU_WEIGHT_RANGE, encoding)
+        name = "standard q/dq" if encoding == "generic" else "onnxruntime encoding"
         return Int8Graph(int8.onnxruntime, int8.float_model,
-                         self._quantization("onnxruntime", int8.calib_seconds, checks.weight_grid(int8.onnxruntime),
+                         self._quantization(encoding, int8.calib_seconds, checks.weight_grid(int8.onnxruntime),
                                             len(int8.float_for_speed)),
-                         self._metadata("int8 onnxruntime encoding", CPU_WEIGHT_RANGE))
+                         self._metadata(f"int8 {name}", CPU_WEIGHT_RANGE))
 
     def int8_qdq(self) -> Int8Graph:
         int8 = self._calibrated("full", "generic")  # GPUs accumulate in int32; TensorRT wants the full grid

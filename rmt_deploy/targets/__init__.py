@@ -10,16 +10,18 @@ from pathlib import Path
 
 from ..errors import UserInputError
 from ..optional import require
-from .base import Exported, ExportRequest, Int8Graph, Sources, Target, TargetOptions
+from .base import EXECUTIONS, Exported, ExportRequest, Int8Graph, Sources, Target, TargetOptions
 from .coreml import TARGET as _COREML
 from .onnx import TARGET as _ONNX
+from .onnxruntime import TARGET as _ONNXRUNTIME
 from .openvino import TARGET as _OPENVINO
 from .tensorrt import TARGET as _TENSORRT
 
-__all__ = ["TARGETS", "resolve_target", "target_for_path", "Target", "TargetOptions", "ExportRequest", "Exported",
-           "Int8Graph", "Sources", "require"]
+__all__ = ["TARGETS", "ONNX_FILES", "EXECUTIONS", "check_execution", "resolve_target", "target_for_path", "Target",
+           "TargetOptions", "ExportRequest", "Exported", "Int8Graph", "Sources", "require"]
 
-TARGETS: dict[str, Target] = {t.name: t for t in (_ONNX, _COREML, _TENSORRT, _OPENVINO)}
+TARGETS: dict[str, Target] = {t.name: t for t in (_ONNX, _ONNXRUNTIME, _COREML, _TENSORRT, _OPENVINO)}
+ONNX_FILES = (_ONNX.name, _ONNXRUNTIME.name)  # targets whose artifacts are ONNX files run by ONNX Runtime
 
 
 def resolve_target(name: str) -> Target:
@@ -38,9 +40,15 @@ def resolve_target(name: str) -> Target:
     raise UserInputError(f"unknown target '{name}'{hint} (available: {', '.join(TARGETS)})")
 
 
+def check_execution(execution: str) -> None:
+    """Raise UserInputError unless ``execution`` is one of ``EXECUTIONS``."""
+    if execution not in EXECUTIONS:
+        raise UserInputError(f"--execution {execution!r} is unknown; choose {' or '.join(EXECUTIONS)}")
+
+
 def target_for_path(path: Path) -> Target:
-    """The target whose artifacts end like ``path`` (model_int8.onnx → onnx)."""
-    for target in TARGETS.values():
+    """The target whose artifacts end like ``path`` (model_int8.onnx → onnx, model.ort.onnx → onnxruntime)."""
+    for target in sorted(TARGETS.values(), key=lambda t: -len(t.suffix)):  # .ort.onnx before .onnx
         if Path(path).name.endswith(target.suffix):
             return target
     raise UserInputError(f"{path}: unknown artifact type; expected one of "

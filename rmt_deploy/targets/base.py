@@ -1,6 +1,6 @@
 """The target contract: what every backend module declares and does, and what it is given.
 
-Each backend module (``onnx``, ``tensorrt``, ``coreml``, ``openvino``) defines one ``Target``
+Each backend module (``onnx``, ``onnxruntime``, ``tensorrt``, ``coreml``, ``openvino``) defines one ``Target``
 subclass and exposes an instance as ``TARGET``; ``targets.TARGETS`` is the table of them that
 the CLI, the export job, ``bench``, the report, ``doctor`` and the tests all read. A module
 imports its backend lazily, so the table costs nothing to import.
@@ -19,7 +19,11 @@ from ..artifacts import artifact_stem
 from ..errors import BackendUnavailable
 from .runner import Runner
 
-__all__ = ["Target", "TargetOptions", "ExportRequest", "Exported", "Int8Graph", "Sources"]
+__all__ = ["Target", "TargetOptions", "ExportRequest", "Exported", "Int8Graph", "Sources", "EXECUTIONS"]
+
+# How a runner compiles an artifact: with the settings its numbers were verified with (recorded in
+# the artifact), or with the runtime's own defaults. Only OpenVINO's differ (bf16 CPUs).
+EXECUTIONS = ("verified", "default")
 
 
 @dataclass(frozen=True)
@@ -61,7 +65,7 @@ class Sources(Protocol):
     # FP32 deploy form, ONNX, no metadata; encoding "onnxruntime" = fused attention/rotary (rewrite.ENCODINGS)
     def deploy_onnx(self, dynamic: bool, encoding: str = "generic") -> Path: ...
     def fp16_onnx(self, dynamic: bool) -> Path: ...  # FP16 with FP32 inputs and outputs
-    def int8_onnxruntime(self) -> Int8Graph: ...  # 7-bit weights, ONNX Runtime's fused encoding
+    def int8_onnx(self, encoding: str) -> Int8Graph: ...  # 7-bit weights for CPUs, in that encoding
     def int8_qdq(self) -> Int8Graph: ...  # 8-bit weights, plain Q/DQ (TensorRT)
     def int8_openvino(self) -> Int8Graph: ...  # 7-bit weights, NNCF's OpenVINO backend
     def parity(self, runner: Runner, dynamic: bool) -> dict: ...  # logits vs PyTorch on the parity images
@@ -134,6 +138,12 @@ class Target:
         """Why ``runtimes()`` is empty on this machine."""
         return f"no {self.title or self.name} runtime on this machine"
 
+    def runtime_error(self, path: Path, runtime: str) -> str:
+        """The one-line refusal when ``load(path, runtime=runtime)`` names a runtime this target lacks."""
+        here = self.runtimes()
+        return (f"runtime {runtime!r} is not available for {self.title} here; choose from "
+                f"{', '.join(here) or 'none (' + self.no_runtime_reason() + ')'}")
+
     # -- export ------------------------------------------------------------------------------
     def precisions_for(self, asked: tuple[str, ...]) -> tuple[str, ...]:
         if self.always_fp32:
@@ -169,8 +179,14 @@ class Target:
         raise NotImplementedError
 
     def load(self, path: Path, threads: int | None = None, runtime: str | None = None,
-             hint: str = "latency") -> Runner:
+             hint: str = "latency", execution: str = "verified") -> Runner:
+        """A runner for ``path``; ``execution`` is one of ``EXECUTIONS`` (only OpenVINO tells them apart)."""
         raise NotImplementedError
+
+    def default_runner(self, path: Path, threads: int | None = None) -> Runner | None:
+        """A runner at the runtime's own default settings where, on this machine, they compute
+        differently from the verified ones (the export records both); None where they do not."""
+        return None
 
     def load_taps(self, path: Path, tensors: list[str], threads: int | None = None) -> Runner:
         """A runner over a copy of ``path`` whose ``infer`` also returns the named intermediate

@@ -396,7 +396,7 @@ class CoreMLTarget(Target):
         return describe(path)
 
     def load(self, path: Path, threads: int | None = None, runtime: str | None = None,
-             hint: str = "latency") -> Runner:
+             hint: str = "latency", execution: str = "verified") -> Runner:
         """Core ML on macOS (``runtime`` = compute units, default ALL); the numpy evaluator elsewhere."""
         if platform.system() == "Darwin":
             return CoreMLRunner(path, runtime or "ALL")

@@ -12,19 +12,22 @@ from ..atomic import atomic_path
 from ..optional import require
 from ..quiet import quiet
 from .base import Exported, ExportRequest, Sources, Target
+from .onnx_opset import lower_opset
 from .runner import Runner
 
 __all__ = ["TARGET", "OnnxTarget", "export", "output_names", "FOLD_LIMIT", "export_fp16", "export_for_calibration",
            "encoding_of", "save", "describe", "inspect_graph", "render_graph", "OnnxRuntimeRunner", "INPUT_NAME",
-           "OUTPUT_NAME", "OPSET", "FORBIDDEN_OPS", "FUSED_REQUIRES"]
+           "OUTPUT_NAME", "OPSET", "FORBIDDEN_OPS", "FUSED_REQUIRES", "format_of"]
 
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
-OPSET = 18
+# Standard ONNX (the generic encoding) is written at opset 17, the lowest with LayerNormalization; the
+# exporter writes 18 (its lowest) and ``onnx_opset.lower_opset`` rewrites the two ops that differ.
+OPSET, _EXPORTER_OPSET = 17, 18
 # Constants onnxslim may compute at export time are kept in the file only up to this size: the
 # whole-attention decay built from per-axis tables (rewrite.deploy) stays an Add → Reshape when
 # folding it would store a large table (564 MB for RMT-T at 800x1344); small ones fold as before.
 FOLD_LIMIT = 4 << 20
-# What the FP32 and INT8 artifacts (the ONNX Runtime encoding, rewrite.fused) need: ONNX Runtime 1.22
+# What the ONNX Runtime encoding (rewrite.fused; the onnxruntime target's files) needs: ONNX Runtime 1.22
 # refuses opset 23; 1.23, 1.24 and 1.31 run it (checked here). Recorded in the artifact and the report.
 FUSED_REQUIRES = "onnxruntime>=1.23 (opset 23 Attention, com.microsoft.RotaryEmbedding)"
 # Ops that would mean shape arithmetic or table generation survived in the graph (DESIGN §3).
@@ -63,7 +66,7 @@ def export(model, path: Path, input_size: tuple[int, int], *, dynamic_batch: boo
     raw = path.with_suffix(".raw.onnx")
     with _quiet_exporter():
         torch.onnx.export(model, (example,), str(raw), dynamo=True,
-                          opset_version=fused.OPSET if onnxruntime_ops else OPSET,
+                          opset_version=fused.OPSET if onnxruntime_ops else _EXPORTER_OPSET,
                           input_names=[INPUT_NAME], output_names=list(output_names(model)),
                           dynamic_shapes=dynamic_shapes, external_data=False, verbose=False)
     proto = onnx.load(str(raw))
@@ -73,6 +76,8 @@ def export(model, path: Path, input_size: tuple[int, int], *, dynamic_batch: boo
     with _quiet_exporter():
         proto = onnxslim.slim(proto, size_threshold=FOLD_LIMIT,
                               skip_fusion_patterns=["FusionGemm"] if onnxruntime_ops else None)
+    if not onnxruntime_ops:
+        lower_opset(proto, OPSET)
     present = {o for n in proto.graph.node for o in n.output}
     metadata = {**metadata, TAPS_KEY: encode_taps(found, present)}
     if dynamic_batch:
@@ -298,16 +303,21 @@ class OnnxTapsRunner(OnnxRuntimeRunner):
 
 def render_graph(entry: dict) -> list[str]:
     graph = entry["graph"]
-    needs = [f"- needs {entry['requires']}"] if entry.get("requires") else []
-    return needs + [f"- file `{entry['path'] or 'removed'}`, {graph['nodes']} nodes, opset {graph['opset']}, "
+    ops = f"needs {entry['requires']}" if entry.get("requires") else "standard ai.onnx ops"
+    return [f"- file `{entry['path'] or 'removed'}`, {ops}, opset {graph['opset']}, {graph['nodes']} nodes, "
             f"max tensor rank {graph['max_rank']}, {graph['attention_chains']} MatMul→Add→Softmax→MatMul chains"
             + (f", {graph['fused_attention']} fused Attention ops" if graph.get("fused_attention") else "")]
 
 
 class OnnxTarget(Target):
-    name, title, aliases, suffix = "onnx", "ONNX", ("onnxruntime", "ort"), ".onnx"
+    """Standard ONNX: ``ai.onnx`` ops only at opset ``OPSET`` (the generic encoding), read by ONNX
+    Runtime, OpenVINO, TensorRT, onnx2tf and NPU compilers alike. ``onnxruntime.OnnxRuntimeTarget``
+    is the same file type in ONNX Runtime's own encoding."""
+
+    name, title, aliases, suffix = "onnx", "ONNX", (), ".onnx"
     precisions = ("fp32", "int8", "fp16")
     always_fp32 = calibrated_int8 = True
+    encoding = "generic"  # rewrite.ENCODINGS: what the FP32 and INT8 graphs are exported in
 
     def unavailable_reason(self) -> str | None:
         try:
@@ -329,17 +339,17 @@ class OnnxTarget(Target):
 
         precision, dynamic, fields = request.precision, request.dynamic_batch, {}
         if precision == "int8":
-            int8 = sources.int8_onnxruntime()
+            int8 = sources.int8_onnx(self.encoding)
             request.metadata.update(int8.metadata)
             fields["quantization"] = int8.quantization
             proto = copy.deepcopy(int8.model)
         else:
-            # FP32 and INT8 ship the ONNX Runtime encoding (fused attention and rotary); FP16 keeps the
-            # generic ops, which every execution provider runs in half precision.
-            source = sources.fp16_onnx(dynamic) if precision == "fp16" else sources.deploy_onnx(dynamic, "onnxruntime")
+            # FP16 is written in the generic ops, which every execution provider runs in half precision.
+            source = sources.fp16_onnx(dynamic) if precision == "fp16" else sources.deploy_onnx(dynamic, self.encoding)
             proto = onnx.load(str(source))
-        if encoding_of(proto) == "onnxruntime":
-            request.metadata["requires"] = fields["requires"] = FUSED_REQUIRES
+        facts = format_of(proto)
+        fields.update(facts)
+        request.metadata.update({key: str(value) for key, value in facts.items()})
         with sources.progress.step(f"Writing {request.path.name} ({'dynamic' if dynamic else 'fixed'} batch)"):
             save(proto, request.path, request.metadata)
         return Exported(request.path, fields)
@@ -351,7 +361,7 @@ class OnnxTarget(Target):
         return describe(path)
 
     def load(self, path: Path, threads: int | None = None, runtime: str | None = None,
-             hint: str = "latency") -> OnnxRuntimeRunner:
+             hint: str = "latency", execution: str = "verified") -> OnnxRuntimeRunner:
         return OnnxRuntimeRunner(path, threads, runtime or "CPUExecutionProvider")
 
     def load_taps(self, path: Path, tensors: list[str], threads: int | None = None) -> OnnxTapsRunner:
@@ -362,13 +372,25 @@ class OnnxTarget(Target):
 
         from ..quant.accuracy_aware import ONNX_QDQ
 
-        return onnx.load(str(path)), sources.int8_onnxruntime().float_model, ONNX_QDQ
+        return onnx.load(str(path)), sources.int8_onnx(self.encoding).float_model, ONNX_QDQ
 
     def save_model(self, model, path: Path, metadata: dict[str, str]) -> Path:
         return save(copy.deepcopy(model), path, metadata)
 
     def render(self, entry: dict) -> list[str]:
         return render_graph(entry) if entry.get("graph") else []
+
+
+def format_of(proto) -> dict:
+    """What an ONNX graph needs from its reader: the deploy-form encoding, the ai.onnx opset, the
+    op domains, and for the ONNX Runtime encoding the runtime version (report fields and metadata)."""
+    encoding = encoding_of(proto)
+    domains = ",".join(sorted({"ai.onnx" if n.domain in ("", "ai.onnx") else n.domain for n in proto.graph.node}))
+    facts = {"encoding": encoding, "opset": next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")),
+             "domains": domains}
+    if encoding == "onnxruntime":
+        facts["requires"] = FUSED_REQUIRES
+    return facts
 
 
 TARGET = OnnxTarget()

@@ -1,19 +1,22 @@
 """OpenVINO target: deploy-form ONNX → OpenVINO IR (model.xml + model.bin); OpenVINO runner.
 
-Precisions and what runs:
+Precisions: ``fp32`` (FP32 weights), ``fp16`` (FP16-compressed weights), ``int8`` (NNCF's
+OpenVINO backend with our policy, ``rmt_deploy.quant``).
 
-- ``fp32``: FP32 weights; the runner asks for FP32 execution (``INFERENCE_PRECISION_HINT
-  f32``), because OpenVINO would otherwise run it in bf16 on AMX CPUs.
-- ``fp16``: FP16-compressed weights; executed in the device's half type (bf16 on CPUs with
-  AMX/AVX512-BF16, fp16 on GPUs and ARM, f32 on older CPUs).
-- ``int8``: NNCF OpenVINO backend, our policy (``rmt_deploy.quant``); int8 layers plus the
-  device default for the rest.
+What runs: OpenVINO's CPU plugin computes an IR's float layers in bf16 by default on CPUs with
+AVX512-BF16 or AMX (fp16 on ARM), whatever the IR says — nothing in an IR sets the inference
+precision, and per-node "keep f32" marks are lost where the plugin rewrites attention and
+LayerNorm into its own nodes (measured: README "OpenVINO on CPUs with bf16"). So every IR records
+the compile properties it was verified with (``VERIFIED_CONFIG``, exact f32 float layers) in its
+rt_info, runners compile with them unless asked for the device default (``execution="default"``),
+and the export also measures the device default where it differs (``default_runner``).
 
 Metadata is kept in the IR's rt_info under ``rmt_deploy``; every runner reports the
 precision the device really used.
 """
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from pathlib import Path
@@ -23,13 +26,16 @@ import numpy as np
 from ..atomic import atomic_path
 from ..errors import UserInputError
 from ..optional import require
-from .base import Exported, ExportRequest, Sources, Target
+from .base import EXECUTIONS, Exported, ExportRequest, Sources, Target
 from .runner import Runner
 
 __all__ = ["TARGET", "OpenVINOTarget", "convert", "unfold_position_tables", "save", "read_model", "describe",
-           "inspect_graph", "OpenVINORunner", "HINTS", "RT_INFO_KEY"]
+           "inspect_graph", "OpenVINORunner", "HINTS", "RT_INFO_KEY", "VERIFIED_CONFIG", "device_default_precision"]
 
 RT_INFO_KEY = "rmt_deploy"
+# Compile properties every IR is verified with, stored in its rt_info (``compile_config``): float
+# layers in exact f32 on every device (OpenVINO reports the precision hint as "dynamic").
+VERIFIED_CONFIG = {"EXECUTION_MODE_HINT": "ACCURACY"}
 HINTS = {"latency": "LATENCY", "throughput": "THROUGHPUT"}
 _VIRTUAL_DEVICES = ("AUTO", "HETERO", "MULTI")  # pick or combine real devices at compile time
 # Runtime layer types that only move or hold data: left out of the precision counts.
@@ -167,31 +173,51 @@ def inspect_graph(path: Path) -> dict:
             "attention": ops.get("ScaledDotProductAttention", 0)}
 
 
-class OpenVINORunner(Runner):
-    """A compiled model and one infer request; ``throughput`` runs an async queue."""
+def device_default_precision(device: str = "CPU") -> str | None:
+    """The precision ``device`` computes float layers in at OpenVINO's defaults (bf16 on CPUs with
+    AVX512-BF16 or AMX, f32 on others), or None when the device does not say."""
+    try:
+        return str(_ov().Core().get_property(device, "INFERENCE_PRECISION_HINT").get_type_name())
+    except Exception:  # noqa: BLE001 — devices without the property (NPU plugins differ)
+        return None
 
-    def __init__(self, path: Path, threads: int | None = None, device: str = "CPU", hint: str = "latency") -> None:
+
+class OpenVINORunner(Runner):
+    """A compiled model and one infer request; ``throughput`` runs an async queue.
+
+    ``execution="verified"`` compiles with the properties the IR records (``compile_config``, the
+    setting its numbers were verified with); ``"default"`` with the device's own defaults.
+    """
+
+    def __init__(self, path: Path, threads: int | None = None, device: str = "CPU", hint: str = "latency",
+                 execution: str = "verified") -> None:
         super().__init__()
         if hint not in HINTS:
             raise ValueError(f"hint must be one of {', '.join(HINTS)}, not {hint!r}")
+        if execution not in EXECUTIONS:
+            raise ValueError(f"execution must be one of {', '.join(EXECUTIONS)}, not {execution!r}")
         self.path, self.threads, self.hint, self.device_name = Path(path), threads, hint, device
-        self.name = f"openvino {device}" + (" throughput" if hint == "throughput" else "")
+        self.execution_setting = execution
+        self.name = (f"openvino {device}" + (" throughput" if hint == "throughput" else "")
+                     + (" (device default)" if execution == "default" else ""))
         self.device = device.lower()
         self.compiled = self.request = None
 
-    def config(self, precision: str) -> dict:
+    def config(self, metadata: dict[str, str]) -> dict:
         config = {"PERFORMANCE_HINT": HINTS[self.hint]}
         if self.threads and self.device_name == "CPU":
             config["INFERENCE_NUM_THREADS"] = self.threads
-        if precision == "fp32" and self.device_name in ("CPU", "GPU"):
-            config["INFERENCE_PRECISION_HINT"] = "f32"  # FP32 means FP32, not bf16 on AMX
+        if self.execution_setting == "verified" and self.device_name in ("CPU", "GPU"):
+            if metadata.get("compile_config"):
+                config.update(json.loads(metadata["compile_config"]))
+            elif metadata.get("precision", "fp32") == "fp32":  # IRs from rmt-deploy < 0.4
+                config["INFERENCE_PRECISION_HINT"] = "f32"
         return config
 
     def activate_impl(self) -> None:
         ov = _ov()
         model = read_model(self.path)
-        precision = _metadata(model).get("precision", "fp32")
-        self.compiled = ov.Core().compile_model(model, self.device_name, self.config(precision))
+        self.compiled = ov.Core().compile_model(model, self.device_name, self.config(_metadata(model)))
         self.request = self.compiled.create_infer_request()
 
     def deactivate_impl(self) -> None:
@@ -217,9 +243,12 @@ class OpenVINORunner(Runner):
                 counts[info["runtimePrecision"].astype(str)] += 1
         try:
             hint = str(self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name())
+            mode = str(self.compiled.get_property("EXECUTION_MODE_HINT")).split(".")[-1]
         except Exception:  # noqa: BLE001 — devices without the property (NPU plugins differ)
-            hint = None
-        return {"device": self.device_name, "inference_precision": hint, "layers_by_precision": dict(counts),
+            hint = mode = None
+        # ACCURACY lowers nothing (its precision hint reads "dynamic"): float layers run in f32.
+        return {"device": self.device_name, "inference_precision": "f32" if mode == "ACCURACY" else hint,
+                "execution_mode": mode, "config": self.execution_setting, "layers_by_precision": dict(counts),
                 "hint": self.hint}
 
     def throughput(self, feeds: dict[str, np.ndarray], seconds: float) -> dict:
@@ -251,9 +280,9 @@ class OpenVINOTapsRunner(OpenVINORunner):
     def activate_impl(self) -> None:
         ov = _ov()
         model = read_model(self.path)
-        precision = _metadata(model).get("precision", "fp32")
+        metadata = _metadata(model)
         model.add_outputs(self.tensors)
-        self.compiled = ov.Core().compile_model(model, "CPU", self.config(precision))
+        self.compiled = ov.Core().compile_model(model, "CPU", self.config(metadata))
         self.request = self.compiled.create_infer_request()
 
     def infer_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -320,9 +349,9 @@ class OpenVINOTarget(Target):
         return "OpenVINO reports no device on this machine"
 
     def export(self, sources: Sources, request: ExportRequest) -> Exported:
-        fields = {}
+        fields = {"compile_config": VERIFIED_CONFIG}
         onnx_path = sources.deploy_onnx(request.dynamic_batch)  # INT8 is calibrated from it too (same names)
-        request.metadata.update(_tap_map(onnx_path))
+        request.metadata.update({**_tap_map(onnx_path), "compile_config": json.dumps(VERIFIED_CONFIG)})
         if request.precision == "int8":
             int8 = sources.int8_openvino()
             request.metadata.update(int8.metadata)
@@ -341,8 +370,15 @@ class OpenVINOTarget(Target):
         return describe(path)
 
     def load(self, path: Path, threads: int | None = None, runtime: str | None = None,
-             hint: str = "latency") -> OpenVINORunner:
-        return OpenVINORunner(path, threads, runtime or "CPU", hint)
+             hint: str = "latency", execution: str = "verified") -> OpenVINORunner:
+        return OpenVINORunner(path, threads, runtime or "CPU", hint, execution)
+
+    def default_runner(self, path: Path, threads: int | None = None) -> OpenVINORunner | None:
+        """The IR on the CPU at OpenVINO's defaults, when they lower float layers (bf16 on CPUs with
+        AVX512-BF16 or AMX) below the f32 it was verified in; None where the defaults are f32."""
+        if device_default_precision("CPU") in (None, "f32"):
+            return None
+        return OpenVINORunner(path, threads, "CPU", execution="default")
 
     def load_taps(self, path: Path, tensors: list[str], threads: int | None = None) -> OpenVINORunner:
         return OpenVINOTapsRunner(path, tensors, threads)

@@ -410,7 +410,7 @@ class TensorRTTarget(Target):
         return describe(path)
 
     def load(self, path: Path, threads: int | None = None, runtime: str | None = None,
-             hint: str = "latency") -> TensorRTRunner:
+             hint: str = "latency", execution: str = "verified") -> TensorRTRunner:
         return TensorRTRunner(path)
 
     def render(self, entry: dict) -> list[str]:
