@@ -166,9 +166,21 @@ def test_bad_input(case, bad_inputs):
     assert not (bad_inputs / "code_ran").exists()
 
 
+def test_checkpoint_that_cannot_be_read_as_a_file(bad_inputs):
+    # A named pipe in the checkpoint's place: unreadable for root too (CI runs as root), and opening it
+    # would block for ever. It is refused before any read, in one line.
+    fifo = bad_inputs / "pipe.pth"
+    if not fifo.exists():
+        os.mkfifo(fifo)
+    result = run("export", "-w", str(fifo), "--out", str(bad_inputs / "o"))
+    assert result.returncode == 2 and "is not a regular file" in result.stderr and "Traceback" not in result.stderr
+    assert not (bad_inputs / "o").exists()
+
+
 def test_unreadable_checkpoint(bad_inputs):
     if os.geteuid() == 0:
-        pytest.skip("running as root: a mode-000 file is still readable")
+        pytest.skip("running as root: a mode-000 file is still readable (test_checkpoint_that_cannot_be_read_as_a_file "
+                    "covers root)")
     result = run("export", "-w", str(bad_inputs / "unreadable.pth"), "--out", str(bad_inputs / "o"))
     assert result.returncode == 2 and "cannot read" in result.stderr
 

@@ -52,6 +52,31 @@ def test_resize_and_centre_crop_non_square(tmp_path):
     assert x.shape == (1, 3, 64, 96)
 
 
+@pytest.mark.parametrize("image_wh,size,crop_pct", [((200, 160), (64, 64), 0.875), ((120, 300), (96, 64), 0.9),
+                                                    ((256, 256), (64, 96), 1.0)])
+def test_crop_takes_the_centre_pixel_for_pixel(image_wh, size, crop_pct):
+    """Red encodes the column and green the row of every source pixel (linear ramps, which bicubic
+    resampling reproduces away from the borders), so each output pixel tells where it came from:
+    resize to cover ``size / crop_pct`` keeping the aspect, then the centred crop — not a stretch,
+    not an off-centre crop. A uniform image could not tell these apart."""
+    width, height = image_wh
+    cols, rows = np.meshgrid(np.arange(width), np.arange(height))
+    red, green = cols * (255 / (width - 1)), rows * (255 / (height - 1))
+    image = Image.fromarray(np.stack([red, green, np.zeros_like(red)], -1).round().astype(np.uint8), "RGB")
+    x = Preprocess(size, crop_pct=crop_pct, mean=(0, 0, 0), std=(1, 1, 1))(image) * 255
+
+    h, w = size
+    scale = max(h / height, w / width) / crop_pct  # cover size / crop_pct …
+    rh, rw = int(np.ceil(height * scale - 1e-6)), int(np.ceil(width * scale - 1e-6))
+    top, left = (rh - h) // 2, (rw - w) // 2  # … then the centre
+    source_col = (left + np.arange(w) + 0.5) * width / rw - 0.5  # output pixel centre → source coordinate
+    source_row = (top + np.arange(h) + 0.5) * height / rh - 0.5
+    inside = (slice(3, -3), slice(3, -3))  # clear of the resampling kernel's reach over the image border
+    want_red = np.broadcast_to(source_col * 255 / (width - 1), (h, w))
+    want_green = np.broadcast_to((source_row * 255 / (height - 1))[:, None], (h, w))
+    assert np.abs(x[0] - want_red)[inside].max() < 1.0 and np.abs(x[1] - want_green)[inside].max() < 1.0
+
+
 def test_normalisation(tmp_path):
     _save(tmp_path / "grey.png", "L", value=255)
     x, _, _ = load_batch(open_image_set(tmp_path), Preprocess((32, 32), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)))

@@ -63,7 +63,7 @@ def _attention_matmuls(proto):
             not (idx.parent(n, 1) is not None and idx.parent(n, 1).input[0] in idx.init)]
 
 
-def test_tensorrt_encoding_structure(int8):
+def test_tensorrt_encoding_structure(demo, int8):
     proto = int8.qdq
     assert checks.tensorrt_problems(proto) == []
     idx = GraphIndex(proto.graph)
@@ -79,8 +79,8 @@ def test_tensorrt_encoding_structure(int8):
             else:
                 assert scale.size == 1, node.name
     attention = _attention_matmuls(proto)
-    assert len(attention) == 2 * len(_attention_matmuls(onnx.load_from_string(
-        proto.SerializeToString()))) // 2 > 0
+    cfg = demo[0].cfg  # q @ kᵀ and attn @ v per pass; decomposed stages make two passes per block
+    assert len(attention) == 2 * sum(d * (2 if chunk else 1) for d, chunk in zip(cfg.depths, cfg.chunk_stages))
     for node in attention:  # Q/DQ on both inputs of both attention matmuls
         assert idx.is_dq(node, 0) and idx.is_dq(node, 1), node.name
     for node in proto.graph.node:  # nothing quantized inside LayerNorm / Softmax / GELU
@@ -142,10 +142,13 @@ def test_onnxruntime_encoding_structure_and_fusion(int8, tmp_path):
 def test_int8_logits_close_to_fp32(demo, int8):
     model, _, x = demo
     ref = _fp32_logits(model, x)
-    for proto in (int8.qdq, int8.onnxruntime):
+    # Measured (AMD EPYC Zen 5, and deterministic: NNCF's calibration and the 7-bit grid are exact on
+    # every CPU): worst cosine 0.998 for the Q/DQ graph (attention matmuls int8 too), 0.99998 for
+    # ONNX Runtime's encoding; every one of the 24 images keeps its class.
+    for proto, floor in ((int8.qdq, 0.995), (int8.onnxruntime, 0.9995)):
         logits = _run(proto, x)
-        assert _cosine(logits, ref) > 0.98
-        assert np.mean(logits.argmax(1) == ref.argmax(1)) >= 0.95
+        assert _cosine(logits, ref) >= floor
+        assert (logits.argmax(1) == ref.argmax(1)).all()
 
 
 def test_revert_everything_gives_a_float_graph(demo, int8):

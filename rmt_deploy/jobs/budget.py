@@ -74,7 +74,7 @@ def fit_or_gate(target: Target, entry: Artifact, path: Path, metadata: dict, sou
         return
     revertible = target.revertible(path, sources)
     if revertible is None:  # no per-layer fallback: over the budget fails, the model is kept
-        entry.fail("accuracy", f"{budget.describe(budget.initial)} misses {budget.option} {budget.limit:g} (this "
+        entry.fail("accuracy", f"{budget.describe(budget.initial)} misses {budget.option} {budget.limit:.10g} (this "
                                f"target has no per-layer fallback; use --fp16); kept {path.name}")
         return
     from ..quant.accuracy_aware import fit_budget, rank_layers
@@ -107,7 +107,7 @@ def fit_or_gate(target: Target, entry: Artifact, path: Path, metadata: dict, sou
     reverify()  # the report describes the model that was kept
     if not result.fits and entry.ok:
         entry.fail("accuracy", f"{budget.describe(budget.from_loss(result.drop))} misses {budget.option} "
-                               f"{budget.limit:g} even with {len(result.reverted)} layers in float; kept the best "
+                               f"{budget.limit:.10g} even with {len(result.reverted)} layers in float; kept the best "
                                f"model ({path.name})")
 
 

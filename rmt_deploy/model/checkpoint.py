@@ -70,6 +70,8 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         raise UserInputError(f"checkpoint not found: {path}")
     if path.is_dir():
         raise UserInputError(f"checkpoint {path} is a folder; pass the weights file inside it")
+    if not path.is_file():  # a pipe or device: reading it could block forever
+        raise UserInputError(f"checkpoint {path} is not a regular file (a pipe, socket or device); pass the weights file")
     if path.stat().st_size == 0:
         raise UserInputError(f"checkpoint {path} is empty (0 bytes); re-download or re-save it")
     if path.name.endswith(".safetensors"):
