@@ -51,7 +51,7 @@ def export(weights: str | Path | None = None, *, targets: Sequence[str] | str = 
            statistic: str = "minmax", parity_samples: int = 16,
            atol: float = 1e-4, bench_iters: int = 30, threads: int | None = None, strict: bool = False,
            image_input: bool = False, min_target: str = "iOS16", w8a8: bool = False, license: str = "",
-           require_engine: bool = False, progress: bool = False, _given: frozenset[str] = frozenset()) -> Report:
+           require_engine: bool = False, delegate: str = "xnnpack", progress: bool = False, _given: frozenset[str] = frozenset()) -> Report:
     """Export a checkpoint like ``rmt-deploy export`` and return its report.
 
     Keyword arguments are the CLI's flags (``--calib-size`` → ``calib_size``, ``--eval`` → ``eval``);
@@ -75,7 +75,7 @@ def export(weights: str | Path | None = None, *, targets: Sequence[str] | str = 
                  img_size=img_size, task=task, out_indices=out_indices, dynamic_batch=dynamic_batch, eval_dir=eval,
                  label_map=label_map, calib=calib, calib_size=calib_size, max_drop=max_drop, min_cosine=min_cosine,
                  statistic=statistic, parity_samples=parity_samples, atol=atol, bench_iters=bench_iters, threads=threads, strict=strict, image_input=image_input,
-                 min_target=min_target, w8a8=w8a8, license=license, require_engine=require_engine)
+                 min_target=min_target, w8a8=w8a8, license=license, require_engine=require_engine, delegate=delegate)
     given = {_FIELD.get(name, name) for name in _given}  # what the caller wrote wins over a preset
     opts = options_from_flags(flags, preset, given)
     written = Path(opts.out) / "report.json"
@@ -95,7 +95,7 @@ _FIELD = {"eval": "eval_dir"}  # this function's keyword → ExportOptions field
 
 def load(path: str | Path, *, runtime: str | None = None, threads: int | None = None, preprocess=None,
          execution: str = "verified") -> Model:
-    """An exported artifact (ONNX, OpenVINO IR, TensorRT engine, Core ML package) as a model.
+    """An exported artifact (ONNX, OpenVINO IR, TensorRT engine, Core ML package, ExecuTorch program) as a model.
 
     Preprocessing (input size, resize/crop, mean/std) is read from the artifact's metadata;
     pass ``preprocess`` (a ``data.images.Preprocess``) for artifacts rmt-deploy did not write.

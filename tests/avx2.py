@@ -5,6 +5,7 @@
   the host's features, so FP32 is asked for, which is what an AVX2 CPU defaults to.
 - ONNX Runtime: its kernel choice reads CPUID, which qemu's user-mode ``-cpu Haswell`` model
   answers without VNNI or AVX-512; the AVX2 kernels then run emulated (slowly).
+- ExecuTorch: XNNPACK picks its kernels from CPUID too (cpuinfo): the same qemu model.
 
 Each runs in a subprocess, so the test process keeps its own kernels.
 """
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["openvino_on_avx2", "onnxruntime_on_avx2", "qemu_missing"]
+__all__ = ["openvino_on_avx2", "onnxruntime_on_avx2", "executorch_on_avx2", "qemu_missing"]
 
 _OPENVINO = """
 import sys, numpy as np, openvino as ov
@@ -38,6 +39,14 @@ if sys.argv[4] == "unfused":  # what OnnxRuntimeRunner(fuse_int8=False) sets
 session = ort.InferenceSession(sys.argv[1], options, providers=["CPUExecutionProvider"])
 name = session.get_inputs()[0].name
 np.save(sys.argv[3], np.concatenate([session.run(None, {name: x[i:i + 1]})[0] for i in range(len(x))]))
+"""
+
+_EXECUTORCH = """
+import sys, numpy as np, torch
+from executorch.runtime import Runtime
+x = np.load(sys.argv[2])
+method = Runtime.get().load_program(sys.argv[1]).load_method("forward")
+np.save(sys.argv[3], np.concatenate([method.execute([torch.from_numpy(x[i:i + 1])])[0].numpy() for i in range(len(x))]))
 """
 
 
@@ -70,3 +79,7 @@ def openvino_on_avx2(xml: Path, x: np.ndarray, work: Path) -> np.ndarray:
 def onnxruntime_on_avx2(onnx_path: Path, x: np.ndarray, work: Path, fused: bool = True) -> np.ndarray:
     return _run(["qemu-x86_64", "-cpu", "Haswell", sys.executable], _ONNXRUNTIME, onnx_path, x, work, {},
                 "fused" if fused else "unfused")
+
+
+def executorch_on_avx2(pte: Path, x: np.ndarray, work: Path) -> np.ndarray:
+    return _run(["qemu-x86_64", "-cpu", "Haswell", sys.executable], _EXECUTORCH, pte, x, work, {})

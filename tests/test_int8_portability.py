@@ -26,7 +26,7 @@ from rmt_deploy.quant.encode import for_onnxruntime
 from rmt_deploy.quant.policy import PAIR_SAFE_WEIGHT, QuantPolicy
 from rmt_deploy.targets import onnx as onnx_target
 
-from .avx2 import onnxruntime_on_avx2, openvino_on_avx2, qemu_missing
+from .avx2 import executorch_on_avx2, onnxruntime_on_avx2, openvino_on_avx2, qemu_missing
 
 pytest.importorskip("nncf", reason="nncf not installed (pip install -e '.[int8]')")
 
@@ -160,6 +160,30 @@ def test_crafted_layer_onnxruntime_avx2(crafted):
     # The TensorRT-bound graph keeps 8-bit weights; run unfused (as export's onnx_parity does) it is exact here too.
     unfused = onnxruntime_on_avx2(models["qdq_full"], x, work / "qdq_unfused", fused=False)
     assert rel_error(unfused, ref) <= 0.03
+
+
+@pytest.mark.skipif(qemu_missing() is not None, reason=str(qemu_missing()))
+def test_crafted_layer_executorch_avx2(crafted):
+    """ExecuTorch keeps full 8-bit weights (quant.pt2e.EXACT_ON): XNNPACK's AVX2 int8 GEMM widens to
+    int16 and sums pairs in int32, so the layer that saturates u8 x s8 pair sums is exact there too."""
+    pytest.importorskip("executorch", reason="executorch not installed")
+    import torch
+
+    from rmt_deploy.quant import pt2e
+    from rmt_deploy.targets import executorch as et
+
+    models, x, ref, work = crafted
+    weight = numpy_helper.to_array(onnx.load(str(models["fp32"])).graph.initializer[0])
+    layer = torch.nn.Linear(K, M, bias=False)
+    layer.weight.data = torch.from_numpy(np.ascontiguousarray(weight.T))
+    program, delegation = et.lower(pt2e.quantize(layer, (1, 4, K), _calibration()), (1, 4, K), "xnnpack", {})
+    assert delegation["delegated_share"] == 1.0
+    path = work / "crafted.pte"
+    path.write_bytes(program)
+    with et.ExecuTorchRunner(path, 1) as runner:
+        here = np.concatenate([runner.infer({"input": x[i:i + 1]})["logits"] for i in range(len(x))])
+    assert rel_error(here, ref) <= 0.03
+    assert rel_error(executorch_on_avx2(path, x, work / "et_avx2"), ref) <= 0.03
 
 
 def test_bench_warns_about_full_grid_artifacts_on_cpus_without_vnni(crafted):

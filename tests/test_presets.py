@@ -121,7 +121,7 @@ def test_every_preset_key_is_an_export_option():
 
     assert {f for f, _ in PRESET_KEYS.values()} <= {f.name for f in fields(ExportOptions)}
     tables = {t.name: t.options_type for t in TARGETS.values() if t.options_type}
-    assert set(tables) == {"coreml", "trt"}
+    assert set(tables) == {"coreml", "trt", "executorch"}
     for options in tables.values():
         assert {f for f, _ in options.KEYS.values()} == {f.name for f in fields(options)}
     for path in bundled_presets().glob("*.toml"):

@@ -36,6 +36,11 @@ class SmallSources:
         with torch.no_grad():
             self.reference = self.model(torch.from_numpy(self.x)).numpy()
         self.built: list[str] = []
+        self.statistic = "minmax"
+
+    def deploy_form(self, encoding: str):
+        self.built.append(f"{encoding}_form")
+        return to_deploy(self.model, SIZE, encoding=encoding)
 
     def deploy_onnx(self, dynamic: bool, encoding: str = "generic") -> Path:
         self.built.append("deploy_onnx" if encoding == "generic" else "onnxruntime_onnx")

@@ -21,12 +21,14 @@ EXAMPLES = """
   rmt-deploy export -w ckpt.pth --int8 --calib /data/calib --eval /data/val --max-drop 0.5
   rmt-deploy export --target onnxruntime --int8        [dim]# model*.ort.onnx: ONNX Runtime >= 1.23 only[/dim]
   rmt-deploy export --target openvino --int8           [dim]# OpenVINO IR, NNCF INT8[/dim]
+  rmt-deploy export --target executorch --int8         [dim]# .pte for Android/embedded (XNNPACK), PT2E INT8[/dim]
   rmt-deploy export --preset jetson-orin-int8          [dim]# a shipped recipe (rmt-deploy presets)[/dim]
   rmt-deploy export --task backbone -w maskrcnn_rmt_t_1x.pth --img-size 800x1344 --target onnx,trt --int8
 """
 
 VERIFY, INT8 = "Verification", "INT8 calibration"
 COREML, TENSORRT = f"{TARGETS['coreml'].title} options", f"{TARGETS['trt'].title} options"
+EXECUTORCH = f"{TARGETS['executorch'].title} options"
 # CLI parameter → ExportOptions / target options field where the names differ (presets merge by field).
 _FIELD_OF = {"target": "targets", "out_dir": "out", "license_text": "license"}
 
@@ -50,8 +52,8 @@ def export(
     target: TargetOpt = ["onnx"],  # noqa: B006 — typer reads the default
     out_dir: OutOpt = Path("rmt-deploy-out"),
     int8: Annotated[bool, typer.Option("--int8/--no-int8", help="Write an INT8 model (ONNX, TensorRT, OpenVINO: "
-                                                      "post-training, calibrated with NNCF on real images; CoreML: "
-                                                      "INT8 weights).")] = False,
+                                                      "post-training, calibrated with NNCF on real images; "
+                                                      "ExecuTorch: PT2E; CoreML: INT8 weights).")] = False,
     fp16: Annotated[bool, typer.Option("--fp16/--no-fp16", help="Write an FP16 model (ONNX: FP32 inputs/outputs).")] = False,
     fp32: Annotated[bool, typer.Option("--fp32/--no-fp32", help="Write an FP32 model (ONNX always does; CoreML's "
                                                       "default is FP16).")] = False,
@@ -102,6 +104,10 @@ def export(
         "--require-engine/--no-require-engine", help="Fail (exit 2) when no engine can be built here instead of "
                                                      "writing the TensorRT-ready ONNX and build_engine.sh only.",
         rich_help_panel=TENSORRT)] = False,
+    delegate: Annotated[str, typer.Option(
+        "--delegate", help="Backend the program is lowered to: xnnpack (Arm and x86 CPUs; run and verified here), "
+                           "vulkan (Android GPUs) or coreml (Apple); the last two are written, not run here.",
+        rich_help_panel=EXECUTORCH)] = "xnnpack",
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -119,7 +125,7 @@ def export(
             eval_dir=eval_dir, label_map=label_map, parity_samples=parity_samples, atol=atol, bench_iters=bench_iters,
             threads=threads, strict=strict, int8=int8, fp16=fp16, fp32=fp32, calib=calib, calib_size=calib_size,
             max_drop=max_drop, min_cosine=min_cosine, statistic=statistic, image_input=image_input, min_target=min_target, w8a8=w8a8,
-            license=license_text, require_engine=require_engine)
+            license=license_text, require_engine=require_engine, delegate=delegate)
         # Flags the user typed (by the source's name: typer's enum class is not public API).
         given = {_FIELD_OF.get(name, name) for name in ctx.params
                  if getattr(ctx.get_parameter_source(name), "name", "DEFAULT") in ("COMMANDLINE", "ENVIRONMENT")}

@@ -74,8 +74,9 @@ def fit_or_gate(target: Target, entry: Artifact, path: Path, metadata: dict, sou
         return
     revertible = target.revertible(path, sources)
     if revertible is None:  # no per-layer fallback: over the budget fails, the model is kept
+        instead = "use --fp16" if "fp16" in target.precisions else "ship FP32"
         entry.fail("accuracy", f"{budget.describe(budget.initial)} misses {budget.option} {budget.limit:.10g} (this "
-                               f"target has no per-layer fallback; use --fp16); kept {path.name}")
+                               f"target has no per-layer fallback; {instead}); kept {path.name}")
         return
     from ..quant.accuracy_aware import fit_budget, rank_layers
 
@@ -89,10 +90,17 @@ def fit_or_gate(target: Target, entry: Artifact, path: Path, metadata: dict, sou
         with target.load(scratch, threads) as runner:
             return fn(runner)
 
+    def rank_run(candidate, fn):  # a target's in-memory runner where saving every candidate is slow
+        runner = target.candidate_runner(candidate, threads)
+        if runner is None:
+            return run(candidate, fn)
+        with runner:
+            return fn(runner)
+
     reference = _flat(prepared.ref_parity)
     layers = len(reverter.layers(model))
     with progress.bar(f"Ranking {layers} int8 layers by sensitivity", layers) as advance:
-        ranking = rank_layers(model, original, lambda c: run(c, lambda r: _flat(sources.parity_outputs(r, dynamic))),
+        ranking = rank_layers(model, original, lambda c: rank_run(c, lambda r: _flat(sources.parity_outputs(r, dynamic))),
                               reference, advance, reverter)
     result = fit_budget(model, original, lambda c: budget.loss(run(c, budget.measure_of)), ranking,
                         budget.loss(budget.limit), budget.loss(budget.initial), progress.log, reverter,

@@ -128,7 +128,8 @@ def plan(opts: ExportOptions) -> Plan:
     for name, options in opts.target_options.items():
         owner = resolve_target(name)
         if owner not in targets and not options.is_default():
-            what = f"are {owner.title} options" if "," in options.FLAGS else f"is a {owner.title} option"
+            article = "an" if owner.title[0] in "AEIOU" else "a"
+            what = f"are {owner.title} options" if "," in options.FLAGS else f"is {article} {owner.title} option"
             raise UserInputError(f"{options.FLAGS} {what}; add --target {owner.name}")
     cells = []
     for target in targets:
@@ -143,8 +144,13 @@ def plan(opts: ExportOptions) -> Plan:
         dynamic = opts.dynamic_batch and target.dynamic_batch
         cells += [Cell(target, p, options, dynamic) for p in precisions]
     calibrate = any(c.target.needs_calibration(c.precision, c.options) for c in cells)
+    int8 = [c.target for c in cells if c.target.calibrated_int8 and c.precision == "int8"]
+    for target in int8:
+        if target.statistics is not None and opts.statistic not in target.statistics:
+            raise UserInputError(f"--statistic {opts.statistic} is not available for {target.title} INT8; choose "
+                                 f"{' or '.join(target.statistics)}")
     # Fail before any work, with the install hint.
-    if any(c.target.calibrated_int8 and c.precision == "int8" for c in cells):
+    if any(t.calibrator == "nncf" for t in int8):
         require("nncf", "int8")
     for target in targets:
         target.require(next(c.options for c in cells if c.target is target),

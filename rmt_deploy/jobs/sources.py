@@ -35,9 +35,11 @@ class ExportSources:
     def __init__(self, opts: ExportOptions, prepared: Prepared, scratch: Path, progress) -> None:
         self.opts, self.prepared, self.scratch, self.progress = opts, prepared, scratch, progress
         self.deploy, self.size, self.calib = prepared.deploy, prepared.size, prepared.calib
+        self.statistic = opts.statistic
         self._cache: dict = {}
 
-    def _once(self, key, build):
+    def once(self, key, build):
+        """``build()``, at most once per run for ``key``; targets cache their own graphs here too."""
         if key not in self._cache:
             self._cache[key] = build()
         return self._cache[key]
@@ -47,15 +49,21 @@ class ExportSources:
         return self.scratch / name
 
     # -- float graphs ---------------------------------------------------------------------
+    def deploy_form(self, encoding: str):
+        """The deploy-form module in ``encoding`` (``rewrite.ENCODINGS``); ``deploy`` is the generic one."""
+        if encoding == "generic":
+            return self.deploy
+        return self.once(("form", encoding), lambda: to_deploy(self.prepared.loaded.model, self.size,
+                                                                encoding=encoding))
+
     def deploy_onnx(self, dynamic: bool, encoding: str = "generic") -> Path:
         def build() -> Path:
             mode = "dynamic" if dynamic else "fixed"
-            deploy = self.deploy if encoding == "generic" else to_deploy(self.prepared.loaded.model, self.size,
-                                                                          encoding=encoding)
+            deploy = self.deploy_form(encoding)
             with self.progress.step(f"Exporting the deploy form to ONNX ({encoding} encoding, {mode} batch)"):
                 return export(deploy, self._scratch(f"deploy_{encoding}_{mode}.onnx"), self.size,
                               dynamic_batch=dynamic, metadata={})
-        return self._once(("fp32", encoding, dynamic), build)
+        return self.once(("fp32", encoding, dynamic), build)
 
     def fp16_onnx(self, dynamic: bool) -> Path:
         def build() -> Path:
@@ -63,7 +71,7 @@ class ExportSources:
             with self.progress.step(f"Exporting the deploy form to FP16 ONNX ({mode} batch)"):
                 return export_fp16(self.deploy, self._scratch(f"deploy_fp16_{mode}.onnx"), self.size,
                                    dynamic_batch=dynamic, metadata={})
-        return self._once(("fp16", dynamic), build)
+        return self.once(("fp16", dynamic), build)
 
     # -- INT8 -------------------------------------------------------------------------------
     def policy(self, weight_range: str = CPU_WEIGHT_RANGE) -> QuantPolicy:
@@ -80,7 +88,7 @@ class ExportSources:
                                            dynamic_batch=self.opts.dynamic_batch, encoding=encoding)
             with self.progress.step(f"Calibrating INT8 ({bits}-bit weights) with NNCF on {len(self.calib)} images"):
                 return calibrate_int8(graph, self.calib, self.policy(weight_range))
-        return self._once(("int8", weight_range, encoding), build)
+        return self.once(("int8", weight_range, encoding), build)
 
     def int8_onnx(self, encoding: str) -> Int8Graph:
         """CPU INT8 (7-bit weights) for ONNX files: Q/DQ re-encoded for ONNX Runtime's int8 kernels
@@ -111,7 +119,7 @@ class ExportSources:
                 model = quantize_openvino(float_model.clone(), self.calib, self.policy())  # float_model: revert source
             return model, float_model, round(time.perf_counter() - start, 2)
 
-        model, float_model, seconds = self._once("openvino int8", build)
+        model, float_model, seconds = self.once("openvino int8", build)
         return Int8Graph(model, float_model,
                          self._quantization("openvino", seconds, openvino_int8.weight_grid(model)),
                          self._metadata("int8 (NNCF OpenVINO backend)", CPU_WEIGHT_RANGE))

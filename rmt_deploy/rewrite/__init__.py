@@ -60,7 +60,8 @@ def to_deploy(model: RMT | RMTBackbone, input_size: tuple[int, int],
     ``ffn_layout``: "conv" runs the FFN as 1x1 convs (fastest in FP32); "linear" keeps it
     as linear layers on tokens (what ONNX Runtime fuses into int8 QGemm).
     ``encoding`` (``ENCODINGS``): "generic" writes attention and rotary with plain ONNX ops every
-    runtime reads; "onnxruntime" uses ONNX Runtime's fused ops (``rewrite.fused``).
+    runtime reads; "onnxruntime" uses ONNX Runtime's fused ops (``rewrite.fused``); "executorch" the
+    forms ExecuTorch's XNNPACK delegate takes (``rewrite.xnnpack``).
     The reference model is not modified. The result accepts any batch size.
     """
     if ffn_layout not in ("conv", "linear"):

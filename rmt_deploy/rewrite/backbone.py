@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from ..model.backbone import STRIDES, RMTBackbone
+from . import xnnpack
 from .deploy import deploy_stages, deploy_stem
 
 __all__ = ["DeployBackbone", "feature_name"]
@@ -28,13 +29,14 @@ class DeployBackbone(nn.Module):
         super().__init__()
         self.cfg, self.input_size, self.out_indices = ref.cfg, input_size, ref.out_indices
         self.encoding = encoding
-        self.stem = deploy_stem(ref.patch_embed)
+        self.stem = deploy_stem(ref.patch_embed, encoding)
         # Stages after the last output feed nothing: they are not built.
         self.stages = deploy_stages(ref.layers[:ref.out_indices[-1] + 1], input_size, ffn_layout, encoding)
         self.norms = nn.ModuleDict()
         if ref.extra_norms is not None:
             for i in ref.out_indices:
-                self.norms[str(i)] = ref.extra_norms[i]
+                norm = ref.extra_norms[i]
+                self.norms[str(i)] = xnnpack.LayerNorm(norm) if encoding == "executorch" else norm
         self.output_names = tuple(feature_name(i) for i in ref.out_indices)
 
     def outputs(self) -> list[dict]:

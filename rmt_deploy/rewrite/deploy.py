@@ -17,10 +17,12 @@ What changes against the reference, and why:
   kernel centre.
 - The FFN runs channels-first as 1x1 conv → GELU → dwconv → 1x1 conv (see DeployBlock).
 - Reshapes use -1 only for the batch-carrying axis, so one graph serves any batch.
-- Two encodings of the attention and rotary (``ENCODINGS``): "generic" keeps MatMul → Add(decay)
+- Three encodings of the attention and rotary (``ENCODINGS``): "generic" keeps MatMul → Add(decay)
   → Softmax → MatMul and the swap of halves, which every runtime, quantizer and TensorRT reads;
   "onnxruntime" uses ONNX Runtime's fused ops on 3-D tokens (``fused.py``), measured ~1.25x faster
-  end to end on RMT-T (README "One encoding per runtime").
+  end to end on RMT-T (README "One encoding per runtime"); "executorch" writes LayerNorm, the
+  attention matmuls, the rotation and the pooling in the forms ExecuTorch's XNNPACK delegate takes
+  (``xnnpack.py``), so no op is left to ExecuTorch's slower portable kernels.
 """
 from __future__ import annotations
 
@@ -30,11 +32,11 @@ import torch
 from torch import nn
 
 from ..model.rmt import RMT, MaSA, PatchMerging, RetBlock, Stage
-from . import fused
+from . import fused, xnnpack
 
 __all__ = ["DeployRMT", "DeployStage", "deploy_stem", "deploy_stages", "ENCODINGS"]
 
-ENCODINGS = ("generic", "onnxruntime")
+ENCODINGS = ("generic", "onnxruntime", "executorch")
 
 
 # ---------------------------------------------------------------- folding helpers
@@ -141,7 +143,7 @@ class DeployMaSA(nn.Module):
     def __init__(self, ref: MaSA, gamma: torch.Tensor | None, encoding: str = "generic") -> None:
         super().__init__()
         self.num_heads, self.head_dim, self.decomposed = ref.num_heads, ref.head_dim, ref.decomposed
-        self.fused = encoding == "onnxruntime"
+        self.fused, self.xnnpack = encoding == "onnxruntime", encoding == "executorch"
         perm = _evens_then_odds(ref.num_heads, ref.head_dim)
         # The same channel permutation inside each head of q and k leaves q·k unchanged.
         # Separate q and k projections measured ~6% faster on RMT-T than one [q | k]
@@ -169,6 +171,8 @@ class DeployMaSA(nn.Module):
 
     def _swap_halves(self, t: torch.Tensor, h: int, w: int) -> torch.Tensor:
         """Per head, [a | b] → [b | a]; with the signed sin table this is the rotation."""
+        if self.xnnpack:
+            return xnnpack.swap_halves(t, self.num_heads)
         n, half = self.num_heads, self.head_dim // 2
         a, b = t.reshape(-1, n, 2, half).split(1, dim=2)
         return torch.cat((b, a), dim=2).reshape(-1, h, w, n * 2 * half)
@@ -179,14 +183,12 @@ class DeployMaSA(nn.Module):
         qw = q.reshape(-1, w, n, d).transpose(1, 2)
         kw = k.reshape(-1, w, n, d).transpose(1, 2)
         vw = v.reshape(-1, w, n, d).transpose(1, 2)
-        attn = torch.softmax(qw @ kw.transpose(-1, -2) + mask_w, dim=-1)
-        rows = (attn @ vw).reshape(-1, h, n, w, d)
+        rows = self._attend(qw, kw, vw, mask_w).reshape(-1, h, n, w, d)
         # Column pass on the row result: batch = (B*W), sequence = H.
         qh = q.reshape(-1, h, w, n, d).permute(0, 2, 3, 1, 4).reshape(-1, n, h, d)
         kh = k.reshape(-1, h, w, n, d).permute(0, 2, 3, 1, 4).reshape(-1, n, h, d)
         vh = rows.permute(0, 3, 2, 1, 4).reshape(-1, n, h, d)
-        attn = torch.softmax(qh @ kh.transpose(-1, -2) + mask_h, dim=-1)
-        out = (attn @ vh).reshape(-1, w, n, h, d).permute(0, 3, 1, 2, 4)  # (B, H, W, n, d)
+        out = self._attend(qh, kh, vh, mask_h).reshape(-1, w, n, h, d).permute(0, 3, 1, 2, 4)  # (B, H, W, n, d)
         return out.reshape(-1, h, w, n * d)
 
     def _whole(self, q, k, v, h: int, w: int, mask) -> torch.Tensor:
@@ -194,8 +196,13 @@ class DeployMaSA(nn.Module):
         q = q.reshape(-1, h * w, n, d).transpose(1, 2)
         k = k.reshape(-1, h * w, n, d).transpose(1, 2)
         v = v.reshape(-1, h * w, n, d).transpose(1, 2)
-        attn = torch.softmax(q @ k.transpose(-1, -2) + mask, dim=-1)
-        return (attn @ v).transpose(1, 2).reshape(-1, h, w, n * d)
+        return self._attend(q, k, v, mask).transpose(1, 2).reshape(-1, h, w, n * d)
+
+    def _attend(self, q, k, v, mask) -> torch.Tensor:
+        """softmax(q·kᵀ + decay)·v on (B, heads, N, d)."""
+        if self.xnnpack:
+            return xnnpack.attention(q, k, v, mask)
+        return torch.softmax(q @ k.transpose(-1, -2) + mask, dim=-1) @ v
 
     def _fused(self, q, k, v, h: int, w: int, sin, cos, masks) -> torch.Tensor:
         """The ONNX Runtime encoding: rotary and attention as fused ops on 3-D tokens. The row pass
@@ -231,9 +238,11 @@ class DeployBlock(nn.Module):
         g1 = ref.gamma_1 if ref.layerscale else None
         g2 = ref.gamma_2 if ref.layerscale else None
         self.pos = ChannelsLastConv(_dwconv_plus_identity(ref.pos.conv))
-        self.norm1 = ref.retention_layer_norm
+        norm = xnnpack.LayerNorm if encoding == "executorch" else (lambda ln: ln)
+        self.gelu = xnnpack.gelu if encoding == "executorch" else gelu
+        self.norm1 = norm(ref.retention_layer_norm)
         self.attn = DeployMaSA(ref.retention, g1, encoding)
-        self.norm2 = ref.final_layer_norm
+        self.norm2 = norm(ref.final_layer_norm)
         ffn = ref.ffn
         self.tokens_ffn = ffn_layout == "linear"
         make = _linear if self.tokens_ffn else _conv1x1
@@ -246,9 +255,9 @@ class DeployBlock(nn.Module):
         x = self.pos(x)  # x + dwconv(x), folded
         x = x + self.attn(self.norm1(x), sin, cos, masks)
         if self.tokens_ffn:  # int8: Gemms keep ONNX Runtime's fused QGemm with float output
-            return x + self.fc2(self.dwconv(gelu(self.fc1(self.norm2(x)))))
+            return x + self.fc2(self.dwconv(self.gelu(self.fc1(self.norm2(x)))))
         h = self.norm2(x).permute(0, 3, 1, 2)
-        h = self.fc2(self.dwconv(gelu(self.fc1(h))))  # dwconv includes the FFN's inner residual
+        h = self.fc2(self.dwconv(self.gelu(self.fc1(h))))  # dwconv includes the FFN's inner residual
         return x + h.permute(0, 2, 3, 1)
 
 
@@ -268,6 +277,9 @@ class DeployStage(nn.Module):
                 half = sin.shape[-1] // 2
                 sin, cos = sin[..., half:].reshape(h * w, half), cos[..., half:].reshape(h * w, half)
             self.fused = encoding == "onnxruntime"
+            if encoding == "executorch":  # every head's channels: XNNPACK has no repeat
+                sin, cos = sin.repeat(1, 1, self.heads), cos.repeat(1, 1, self.heads)
+            self.repeat_heads = 1 if encoding == "executorch" else self.heads
             self.register_buffer("sin", sin.contiguous())
             self.register_buffer("cos", cos.contiguous())
             if ref.blocks[0].retention.decomposed:
@@ -287,8 +299,8 @@ class DeployStage(nn.Module):
     def tables(self) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]:
         """(sin, cos, decay masks) as the blocks take them, built once per stage from the stored
         per-head and per-axis tables (constants a runtime folds when it loads the model)."""
-        if self.fused:
-            sin, cos = self.sin, self.cos  # one head's angles: the fused op applies them per head
+        if self.fused or self.repeat_heads == 1:  # one head's angles for the fused op; or stored whole
+            sin, cos = self.sin, self.cos
         else:
             sin, cos = self.sin.repeat(1, 1, self.heads), self.cos.repeat(1, 1, self.heads)
         if self.masks:
@@ -308,14 +320,14 @@ class DeployStage(nn.Module):
         return x if self.downsample is None else self.downsample(x)
 
 
-def deploy_stem(ref: nn.Module) -> nn.Sequential:
+def deploy_stem(ref: nn.Module, encoding: str = "generic") -> nn.Sequential:
     """The stem's (conv, BN[, GELU]) groups with each BatchNorm folded into its conv."""
     stem, seq = [], list(ref.proj)
     for i in range(0, len(seq), 3):
         conv, bn = seq[i], seq[i + 1]
         stem.append(_conv(conv, *fold_bn(conv.weight.detach(), conv.bias.detach(), bn)))
         if i + 2 < len(seq):
-            stem.append(GELU())
+            stem.append(nn.GELU() if encoding == "executorch" else GELU())
     return nn.Sequential(*stem)
 
 
@@ -343,7 +355,7 @@ class DeployRMT(nn.Module):
         super().__init__()
         cfg = ref.cfg
         self.cfg, self.input_size, self.encoding = cfg, input_size, encoding
-        self.stem = deploy_stem(ref.patch_embed)
+        self.stem = deploy_stem(ref.patch_embed, encoding)
         self.stages = deploy_stages(ref.layers, input_size, ffn_layout, encoding)
         # BatchNorm over the projection channels, folded into the projection linear.
         pw, pb = fold_bn(ref.proj.weight.detach(), ref.proj.bias.detach(), ref.norm)
@@ -357,7 +369,8 @@ class DeployRMT(nn.Module):
         for stage in self.stages:
             x = stage(x)
         y = self.proj(x)
-        y = (y * torch.sigmoid(y)).mean(dim=(1, 2))
+        y = y * torch.sigmoid(y)
+        y = xnnpack.token_mean(y) if self.encoding == "executorch" else y.mean(dim=(1, 2))
         logits = self.head(y)
         if self.aux_head is not None:
             logits = logits + 0.5 * self.aux_head(x).amax(dim=(1, 2))

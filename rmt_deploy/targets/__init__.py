@@ -12,6 +12,7 @@ from ..errors import UserInputError
 from ..optional import require
 from .base import EXECUTIONS, Exported, ExportRequest, Int8Graph, Sources, Target, TargetOptions
 from .coreml import TARGET as _COREML
+from .executorch import TARGET as _EXECUTORCH
 from .onnx import TARGET as _ONNX
 from .onnxruntime import TARGET as _ONNXRUNTIME
 from .openvino import TARGET as _OPENVINO
@@ -20,7 +21,7 @@ from .tensorrt import TARGET as _TENSORRT
 __all__ = ["TARGETS", "ONNX_FILES", "EXECUTIONS", "check_execution", "resolve_target", "target_for_path", "Target",
            "TargetOptions", "ExportRequest", "Exported", "Int8Graph", "Sources", "require"]
 
-TARGETS: dict[str, Target] = {t.name: t for t in (_ONNX, _ONNXRUNTIME, _COREML, _TENSORRT, _OPENVINO)}
+TARGETS: dict[str, Target] = {t.name: t for t in (_ONNX, _ONNXRUNTIME, _COREML, _TENSORRT, _OPENVINO, _EXECUTORCH)}
 ONNX_FILES = (_ONNX.name, _ONNXRUNTIME.name)  # targets whose artifacts are ONNX files run by ONNX Runtime
 
 

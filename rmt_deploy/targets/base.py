@@ -1,6 +1,6 @@
 """The target contract: what every backend module declares and does, and what it is given.
 
-Each backend module (``onnx``, ``onnxruntime``, ``tensorrt``, ``coreml``, ``openvino``) defines one ``Target``
+Each backend module (``onnx``, ``onnxruntime``, ``tensorrt``, ``coreml``, ``openvino``, ``executorch``) defines one ``Target``
 subclass and exposes an instance as ``TARGET``; ``targets.TARGETS`` is the table of them that
 the CLI, the export job, ``bench``, the report, ``doctor`` and the tests all read. A module
 imports its backend lazily, so the table costs nothing to import.
@@ -60,7 +60,10 @@ class Sources(Protocol):
     deploy: Any  # the deploy-form torch module
     size: tuple[int, int]
     calib: Any  # calibration samples (N, 3, H, W) or None
+    statistic: str  # --statistic: the activation range estimator INT8 calibration uses
     progress: Any  # step(description) / bar(description, total) / log(message)
+
+    def deploy_form(self, encoding: str) -> Any: ...  # the deploy-form module in that encoding (rewrite.ENCODINGS)
 
     # FP32 deploy form, ONNX, no metadata; encoding "onnxruntime" = fused attention/rotary (rewrite.ENCODINGS)
     def deploy_onnx(self, dynamic: bool, encoding: str = "generic") -> Path: ...
@@ -106,6 +109,8 @@ class Target:
     always_fp32: bool = False  # FP32 written on every run: the baseline other precisions compare to
     dynamic_batch: bool = True  # supports --dynamic-batch (otherwise batch 1)
     calibrated_int8: bool = False  # INT8 needs activation calibration on images
+    calibrator: str = "nncf"  # what calibrates it: "nncf" (the int8 extra) or the backend's own flow
+    statistics: tuple[str, ...] | None = None  # --statistic values its calibrator has (None: all)
     extra: str | None = None  # pip extra that installs the backend
     needs: str | None = None  # hardware the runtime needs ("nvidia-gpu", "macos"), for docs and skips
     options_type: type[TargetOptions] | None = None
@@ -204,6 +209,11 @@ class Target:
 
     def save_model(self, model, path: Path, metadata: dict[str, str]) -> Path:
         raise NotImplementedError(f"{self.name} cannot save an in-memory model")
+
+    def candidate_runner(self, model, threads: int | None = None) -> Runner | None:
+        """A runner over an in-memory INT8 candidate for ranking layers, where saving and loading
+        each one is slow (ExecuTorch: lowering); None: the search saves and loads every candidate."""
+        return None
 
     # -- report -----------------------------------------------------------------------------
     def render(self, entry: dict) -> list[str]:
