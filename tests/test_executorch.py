@@ -43,6 +43,7 @@ def test_backbone_encoding_matches_the_reference():
     x = torch.from_numpy(real_images((64, 96), 2))
     with torch.inference_mode():
         ref, got = backbone(x), to_deploy(backbone, (64, 96), encoding="executorch")(x)
+    assert len(ref) == len(got) == 3
     for r, g in zip(ref, got):
         assert r.shape == g.shape and (r - g).abs().max().item() <= ATOL
 
@@ -141,7 +142,6 @@ def test_program_without_metadata_needs_preprocess(tmp_path):
 def test_bad_requests_fail_before_any_work(flags, message, tmp_path):
     with pytest.raises(UserInputError, match=message):
         plan(ExportOptions(targets=("executorch",), out=tmp_path / "out", **flags))
-    assert not (tmp_path / "out").exists()
 
 
 def test_delegate_flag_needs_the_target(tmp_path):
@@ -166,6 +166,8 @@ def test_vulkan_program_is_written_not_run(tmp_path):
     assert entry["status"] == "skipped" and "not run here" in entry["reason"] and entry["parity"] is None
     assert entry["path"] == "model.pte" and entry["delegation"]["delegated_share"] == 1.0
     assert et.inspect_program(tmp_path / "out" / "model.pte")["delegates"] == ["VulkanBackend"]
+    with pytest.raises(UserInputError, match="lowered to ExecuTorch's vulkan backend"):
+        et.TARGET.load(tmp_path / "out" / "model.pte").activate()
 
 
 def test_reverted_layers_run_in_float_on_the_runtime(demo_weights, tmp_path):
@@ -195,4 +197,4 @@ def test_reverted_layers_run_in_float_on_the_runtime(demo_weights, tmp_path):
     everything = pt2e.copy_graph(calibrated)
     pt2e.revert_layers(everything, layers)
     assert pt2e.quantized_layers(everything) == []
-    assert np.abs(run(everything) - ref).max() <= ATOL
+    assert np.abs(run(everything) - ref).max() <= 1e-5

@@ -45,7 +45,7 @@ ImgSizeOpt = Annotated[Optional[str], typer.Option(
                        "Default: checkpoint hint, else 224.", show_default=False)]
 TargetOpt = Annotated[list[str], typer.Option(
     "--target", "-t", help="Target(s), comma-separated or repeated: onnx (standard), onnxruntime (ONNX "
-    "Runtime-tuned), trt, coreml, openvino.")]
+    "Runtime-tuned), trt, coreml, openvino, executorch.")]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder (replaced if it holds an "
                                                           "earlier rmt-deploy report).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout (no progress).")]

@@ -141,13 +141,13 @@ def compare_one(path: Path, opts: CompareOptions, progress) -> tuple[CompareResu
     from ..rewrite.taps import decode_taps, tap_names, to_reference_layout
 
     target, info = _describe(path)
+    if type(target).load_taps is Target.load_taps:  # nothing can read its intermediate tensors
+        raise UserInputError(f"{path.name}: {target.no_taps_reason}")
     metadata = info.get("metadata") or {}
     weights = _weights_for(path, metadata, opts.weights)
     if metadata.get("task") == "backbone":
         raise UserInputError(f"{path.name} is a backbone (feature maps); compare handles classifiers in this "
                              "version: its report's per-output parity shows which map drifts")
-    if type(target).load_taps is Target.load_taps:  # nothing can read its intermediate tensors
-        raise UserInputError(f"{path.name}: {target.no_taps_reason}")
     tap_map = decode_taps(metadata)
     if tap_map is None:
         raise UserInputError(f"{path.name} has no tap map (rmt_deploy.taps metadata); re-export it with this "

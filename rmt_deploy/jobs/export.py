@@ -131,6 +131,7 @@ def _budget(cell: Cell, entry: Artifact, sources: ExportSources, opts: ExportOpt
 
 
 def _reverify(cell: Cell, entry: Artifact, path: Path, sources: ExportSources, opts: ExportOptions) -> None:
+    entry.graph = cell.target.inspect(path)  # the kept model, with its reverted layers
     verify(cell.target, entry, path, sources, opts, cell.dynamic_batch)
     if not entry.ok:
         _reject(entry, path, entry.stage, entry.reason)

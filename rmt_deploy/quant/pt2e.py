@@ -55,8 +55,8 @@ def copy_graph(graph_module):
 
 
 def calibrate(module, shape: tuple[int, ...], calib: np.ndarray, statistic: str = "minmax", progress=None):
-    """``module`` exported for input ``shape`` with observers on the inputs and weights of its conv and
-    linear layers, run on ``calib``: ``convert`` makes it INT8; ``revert_layers`` first keeps some float.
+    """``module`` exported for input ``shape`` with observers on the inputs, weights and outputs of its
+    conv and linear layers, run on ``calib``: ``convert`` makes it INT8; ``revert_layers`` first keeps some float.
     The observers see float values whatever is reverted later, so one calibration serves every candidate."""
     import torch
     from executorch.backends.xnnpack.quantizer import xnnpack_quantizer as xq
@@ -125,7 +125,7 @@ def quantized_layers(calibrated) -> list[str]:
     return list(_observed_layers(calibrated))
 
 
-def revert_layers(calibrated, names: list[str], original=None) -> list[str]:
+def revert_layers(calibrated, names: list[str]) -> list[str]:
     """Keep ``names`` float in ``calibrated`` (in place): their weight, input and output bypass the
     observers, and so do the values computed from that output by ops the quantizer carried the output's
     int8 through (permutes, reshapes, slices: XNNPACK's int8 kernels write int8, so the quantizer

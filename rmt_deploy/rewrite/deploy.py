@@ -277,9 +277,9 @@ class DeployStage(nn.Module):
                 half = sin.shape[-1] // 2
                 sin, cos = sin[..., half:].reshape(h * w, half), cos[..., half:].reshape(h * w, half)
             self.fused = encoding == "onnxruntime"
-            if encoding == "executorch":  # every head's channels: XNNPACK has no repeat
+            self.stored_whole = encoding == "executorch"  # every head's channels: XNNPACK has no repeat
+            if self.stored_whole:
                 sin, cos = sin.repeat(1, 1, self.heads), cos.repeat(1, 1, self.heads)
-            self.repeat_heads = 1 if encoding == "executorch" else self.heads
             self.register_buffer("sin", sin.contiguous())
             self.register_buffer("cos", cos.contiguous())
             if ref.blocks[0].retention.decomposed:
@@ -299,7 +299,7 @@ class DeployStage(nn.Module):
     def tables(self) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]:
         """(sin, cos, decay masks) as the blocks take them, built once per stage from the stored
         per-head and per-axis tables (constants a runtime folds when it loads the model)."""
-        if self.fused or self.repeat_heads == 1:  # one head's angles for the fused op; or stored whole
+        if self.fused or self.stored_whole:  # one head's angles for the fused op; or every head's
             sin, cos = self.sin, self.cos
         else:
             sin, cos = self.sin.repeat(1, 1, self.heads), self.cos.repeat(1, 1, self.heads)

@@ -4,8 +4,8 @@ iOS, embedded Linux), run here by ExecuTorch's own Python runtime.
 The program comes from the deploy form in its ExecuTorch encoding (``rewrite.xnnpack``): written so
 that XNNPACK's partitioner takes every op, the whole network is one XNNPACK delegate call (the
 report counts delegated and portable nodes). INT8 goes through PyTorch's PT2E flow with the XNNPACK
-quantizer, limited to our policy's layers (conv and linear inputs and weights; attention matmuls,
-softmax, LayerNorm and GELU stay float), per-channel symmetric weights in [-127, 127], calibrated on
+quantizer, limited to our policy's layers (conv and linear inputs, weights and, as XNNPACK's int8
+kernels write int8, outputs; attention matmuls, softmax, LayerNorm and GELU stay float), per-channel symmetric weights in [-127, 127], calibrated on
 the same images as the other targets (``quant.pt2e``, which also says where that INT8 is exact).
 
 Metadata travels inside the program as a constant method (``META_METHOD``) returning JSON.
@@ -27,6 +27,7 @@ import numpy as np
 
 from ..atomic import atomic_path
 from ..errors import BackendUnavailable, UserInputError
+from ..quiet import quiet
 from ..quant.pt2e import (EXACT_ON, STATISTICS, calibrate, convert, copy_graph, example_input, max_abs_weight,
                           quantized_layers, revert_layers)
 from .base import Exported, ExportRequest, Sources, Target, TargetOptions
@@ -106,7 +107,8 @@ def lower(module, shape: tuple[int, ...], delegate: str, metadata: dict[str, str
     _executorch()
     from executorch.exir import to_edge_transform_and_lower
 
-    with torch.no_grad(), _native_quiet():
+    # Python-level silence only: the progress spinner (on stderr) keeps turning through a minute of lowering.
+    with torch.no_grad(), quiet("torch", "executorch"):
         program = torch.export.export(module, example_input(shape))
         edge = to_edge_transform_and_lower(program, partitioner=[_partitioner(delegate)],
                                            constant_methods={META_METHOD: json.dumps(metadata)})
@@ -171,12 +173,16 @@ class ExecuTorchRunner(Runner):
     def activate_impl(self) -> None:
         executorch = _executorch()
         with _native_quiet():
-            if self.threads:  # one process-wide pool; the runtime's default is one thread per core
-                from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
-
-                _unsafe_reset_threadpool(self.threads)
             program = executorch.runtime.Runtime.get().load_program(self.path)
             metadata = _metadata(program)
+            delegate = metadata.get("delegate", "xnnpack")
+            if delegate not in RUNS_HERE:
+                raise UserInputError(f"{self.path.name} is lowered to ExecuTorch's {delegate} backend, which this "
+                                     f"runtime does not have; run it on the device (here: --delegate xnnpack programs)")
+            from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
+
+            # One process-wide pool: set it on every load, or the last runner's count would stay.
+            _unsafe_reset_threadpool(self.threads or os.cpu_count() or 1)
             self.shape = tuple(program.metadata("forward").input_tensor_meta(0).sizes())
             self.method = program.load_method("forward")
         self.outputs = json.loads(metadata.get("output_names", '["logits"]'))
@@ -266,6 +272,13 @@ class ExecuTorchTarget(Target):
             return str(e)
         return None
 
+    def require(self, options: TargetOptions | None, precisions: tuple[str, ...]) -> None:
+        super().require(options, precisions)
+        if options is not None and options.delegate == "coreml":
+            from ..optional import require
+
+            require("coremltools", "coreml")  # the Core ML partitioner converts with it
+
     def runtimes(self, device: str | None = None) -> list[str]:
         return ["xnnpack"] if self.unavailable_reason() is None else []
 
@@ -286,7 +299,7 @@ class ExecuTorchTarget(Target):
                 "encoding": "executorch", "calibrator": "pt2e (XNNPACKQuantizer)", "statistic": sources.statistic,
                 "calib_images": int(len(sources.calib)), "calib_seconds": seconds, "float_for_speed": 0,
                 "weights": "int8 symmetric per output channel", "weight_bits": 8,
-                "max_abs_weight": max_abs_weight(module), "activations": "int8 symmetric per tensor",
+                "max_abs_weight": max_abs_weight(module), "activations": "int8 per tensor (asymmetric)",
                 "quantized_ops": ["conv", "linear"], "exact_on": EXACT_ON}
             request.metadata.update(quantization=f"int8 pt2e xnnpack; {len(sources.calib)} calibration images, "
                                                  f"statistic {sources.statistic}",
