@@ -1,4 +1,4 @@
-"""rmt-deploy: RMT vision backbones → ONNX / TensorRT / CoreML / OpenVINO with verified numbers.
+"""rmt-deploy: RMT vision backbones → ONNX / TensorRT / Core ML / OpenVINO / ExecuTorch with verified numbers.
 
 Use it from Python the way the CLI does::
 
@@ -7,8 +7,10 @@ Use it from Python the way the CLI does::
     model = rd.load("out/model_int8.onnx")
     model.predict(["cat.jpg"], topk=5)
 
+The guide and the reference are in ``docs/`` (a MkDocs site).
+
 Importing this package loads neither torch nor any optional backend (ONNX Runtime, TensorRT,
-coremltools, OpenVINO); each is imported when first used. Backend telemetry is off by default
+coremltools, OpenVINO, ExecuTorch); each is imported when first used. Backend telemetry is off by default
 (see ``telemetry``); ONNX Runtime's switch must be set before it loads.
 """
 from .telemetry import onnxruntime_telemetry_off

@@ -1,6 +1,6 @@
 """The package's imports point downward only: core → model → rewrite → quant → targets → bench → jobs → api → cli.
 
-A module may import its own layer or any layer below it, never one above (README "Layout").
+A module may import its own layer or any layer below it, never one above (docs/design.md, "Layout").
 Function-level (lazy) imports count too: they are arrows all the same.
 """
 from __future__ import annotations
@@ -73,7 +73,7 @@ def test_imports_point_downward_only():
     assert not upward, "imports that run back up the layers:\n" + "\n".join(upward)
 
 
-MAX_MODULE_LINES, MAX_CLASS_LINES = 420, 200  # README "Layout": small modules with one job
+MAX_MODULE_LINES, MAX_CLASS_LINES = 420, 200  # docs/design.md "Layout": small modules with one job
 
 
 def test_modules_and_classes_stay_small():

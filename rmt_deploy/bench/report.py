@@ -67,7 +67,7 @@ def _quantization_lines(a: dict) -> list[str]:
                      f"{' …' if len(reverted) > 8 else ''}), {last}" if reverted else "")
                   + ("" if aware["fits"] else " — **does not fit the budget**")]
         lines += [f"- per-block INT8 error behind this ranking: `rmt-deploy compare {Path(a['path']).name if a.get('path') else 'ARTIFACT'} "
-                  "--isolate` (each block quantized alone, README \"Finding where accuracy is lost\")"]
+                  "--isolate` (each block quantized alone, docs/compare.md)"]
     return lines + ([""] if lines else [])
 
 

@@ -24,7 +24,7 @@ __all__ = ["app", "err", "Output", "errors_to_exit", "WeightsOpt", "ArchOpt", "I
 
 app = typer.Typer(
     name="rmt-deploy",
-    help="Ship RMT vision backbones to ONNX Runtime, TensorRT, CoreML and OpenVINO with "
+    help="Ship RMT vision backbones to ONNX, TensorRT, Core ML, OpenVINO and ExecuTorch with "
          "verified numbers and a report.",
     no_args_is_help=True,
     add_completion=False,

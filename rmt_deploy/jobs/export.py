@@ -25,7 +25,7 @@ from .budget import cosine_budget, fit_or_gate, top1_budget
 from .plan import Cell, ExportOptions, Plan, plan
 from .prepare import Prepared, prepare, run_memory_bytes
 from .sources import ExportSources
-from .verify import verify
+from .verify import MIN_COSINE, verify
 
 __all__ = ["ExportOptions", "run_export", "SCRATCH"]
 
@@ -173,6 +173,7 @@ def _report(job: Plan, prepared: Prepared, entries: list[dict]) -> dict:
             "eval_samples": int(len(eval_set.labels)) if eval_set else None,
             "reference_accuracy": topk_accuracy(eval_set.reference, eval_set.labels) if eval_set else None,
             "atol": opts.atol,
+            "min_cosine": dict(MIN_COSINE),  # the worst-image cosine each precision must reach
             "skipped_images": sorted({str(p) for p in skipped}),
         },
         "artifacts": entries,

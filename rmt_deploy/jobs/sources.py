@@ -25,7 +25,7 @@ from .prepare import Prepared
 __all__ = ["ExportSources", "CPU_WEIGHT_RANGE"]
 
 # INT8 for CPU runtimes (ONNX Runtime, OpenVINO) uses the 7-bit weight grid: exact on every CPU an
-# artifact may land on, and measured as fast as 8-bit on VNNI (README "INT8 on every CPU").
+# artifact may land on, and measured as fast as 8-bit on VNNI (docs/int8.md, "INT8 on every CPU").
 CPU_WEIGHT_RANGE = "portable"
 
 

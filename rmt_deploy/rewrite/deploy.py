@@ -20,7 +20,7 @@ What changes against the reference, and why:
 - Three encodings of the attention and rotary (``ENCODINGS``): "generic" keeps MatMul → Add(decay)
   → Softmax → MatMul and the swap of halves, which every runtime, quantizer and TensorRT reads;
   "onnxruntime" uses ONNX Runtime's fused ops on 3-D tokens (``fused.py``), measured ~1.25x faster
-  end to end on RMT-T (README "One encoding per runtime"); "executorch" writes LayerNorm, the
+  end to end on RMT-T (docs/design.md "One encoding per runtime"); "executorch" writes LayerNorm, the
   attention matmuls, the rotation and the pooling in the forms ExecuTorch's XNNPACK delegate takes
   (``xnnpack.py``), so no op is left to ExecuTorch's slower portable kernels.
 """

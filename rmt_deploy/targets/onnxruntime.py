@@ -1,7 +1,7 @@
 """ONNX Runtime target: the deploy form in ONNX Runtime's own encoding (``model.ort.onnx``).
 
 Fused ``Attention`` (opset 23) and ``com.microsoft.RotaryEmbedding`` (``rewrite.fused``): faster in
-ONNX Runtime than the standard graph (RMT-T 224²: 1.21x FP32, 1.35x INT8, README "INT8 and FP16"),
+ONNX Runtime than the standard graph (RMT-T 224²: 1.21x FP32, 1.35x INT8, docs/figures.md "INT8 speed"),
 and readable by ONNX Runtime >= 1.23 only —
 OpenVINO, TensorRT and edge compilers refuse it. Hence its own target, file name and metadata
 (``requires``); the standard ``model.onnx`` is the ``onnx`` target.

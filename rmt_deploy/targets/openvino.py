@@ -6,7 +6,7 @@ OpenVINO backend with our policy, ``rmt_deploy.quant``).
 What runs: OpenVINO's CPU plugin computes an IR's float layers in bf16 by default on CPUs with
 AVX512-BF16 or AMX (fp16 on ARM), whatever the IR says — nothing in an IR sets the inference
 precision, and per-node "keep f32" marks are lost where the plugin rewrites attention and
-LayerNorm into its own nodes (measured: README "OpenVINO on CPUs with bf16"). So every IR records
+LayerNorm into its own nodes (measured: docs/targets/openvino.md "On CPUs with bf16"). So every IR records
 the compile properties it was verified with (``VERIFIED_CONFIG``, exact f32 float layers) in its
 rt_info, runners compile with them unless asked for the device default (``execution="default"``),
 and the export also measures the device default where it differs (``default_runner``).

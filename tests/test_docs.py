@@ -1,0 +1,186 @@
+"""The documentation: README stays short, the site builds with --strict, the references show
+everything the code has, and every runnable code block of every page runs on the demo."""
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.docs_blocks import REPO, RUNNABLE, blocks, pages, runnable
+
+README_LIMIT = 12 * 1024
+# Folders of a checkout that the pages refer to, linked into each page's working folder.
+CHECKOUT = ("calib", "export", "docs", "rmt_deploy")
+# Blocks of report.json whose keys the report reference must name (others hold op or layer names).
+NAMED_BLOCKS = ("model", "verification", "environment", "graph", "parity", "accuracy", "latency_ms", "quantization",
+                "accuracy_aware", "delegation", "readiness", "execution", "at_runtime_default", "bench")
+REPORT_REFERENCE = REPO / "docs" / "reference" / "report.md"
+
+
+def _page_id(page: Path) -> str:
+    return str(page.relative_to(REPO))
+
+
+def test_readme_is_short_and_keeps_the_two_ci_commands():
+    readme = (REPO / "README.md").read_text()
+    assert len(readme.encode()) <= README_LIMIT, f"README.md is {len(readme.encode())} bytes (limit {README_LIMIT})"
+    for marker in ("<!-- ci:install-and-run -->", "<!-- ci:test -->"):
+        following = readme.split(marker, 1)[1].lstrip().splitlines()
+        assert following[0] == "```bash" and following[1].strip(), f"{marker} must sit right above a bash block"
+    assert '".[dev,docs]"' in readme, "the test command installs the docs extra, so CI builds the site"
+
+
+def test_readme_tour_is_the_getting_started_tour_which_runs():
+    tour = next(b for b in blocks(REPO / "README.md") if b.skip and "getting-started" in b.skip)
+    assert tour.code in [b.code for b in runnable(REPO / "docs" / "getting-started.md")]
+
+
+def test_readme_links_point_to_pages_that_exist():
+    readme = (REPO / "README.md").read_text()
+    links = re.findall(r"\]\((docs/[^)#]+)(?:#[^)]*)?\)", readme)
+    assert len(links) >= 8
+    assert [link for link in links if not (REPO / link).is_file()] == []
+
+
+def test_every_code_block_is_run_or_says_why():
+    problems = []
+    for page in pages():
+        text = page.read_text().splitlines()
+        for number, line in enumerate(text, 1):
+            if line.strip().startswith("<!-- docs-test"):
+                nxt = next((t.strip() for t in text[number:] if t.strip()), "")
+                if not re.match(r"^<!-- docs-test: skip: \S.* -->$", line.strip()) or not nxt.startswith("```"):
+                    problems.append(f"{_page_id(page)}:{number}: marker must read "
+                                    "'<!-- docs-test: skip: REASON -->' right above a code block")
+        for block in blocks(page):
+            if block.language in ("sh", "shell", "console", "py", "python3", ""):
+                problems.append(f"{block.where}: fence language {block.language!r}: use bash, python or text")
+            if block.skip and block.language not in RUNNABLE:
+                problems.append(f"{block.where}: a {block.language} block is never run; drop the skip marker")
+    assert problems == []
+    assert sum(len(runnable(p)) for p in pages()) >= 25
+
+
+def _documented_names() -> set[str]:
+    return set(re.findall(r"`([A-Za-z_][\w.\[\]]*)`", REPORT_REFERENCE.read_text()))
+
+
+def _report_keys(report: dict) -> set[str]:
+    keys = set(report)
+    for name in NAMED_BLOCKS:
+        if isinstance(report.get(name), dict):
+            keys |= {f"{name}.{k}" for k in report[name]}
+    for entry in report.get("artifacts", []) + report.get("reference_runs", []):
+        keys |= {f"artifacts[].{k}" for k in entry}
+        for name in NAMED_BLOCKS:
+            if isinstance(entry.get(name), dict):
+                keys |= {f"{name}.{k}" for k in entry[name]}
+        for cell in entry.get("benchmarks", []):
+            keys |= {f"benchmarks[].{k}" for k in cell}
+    return keys
+
+
+def _undocumented(keys: set[str]) -> list[str]:
+    """Keys the report reference does not name; a key counts as named by its last part in its block's table."""
+    names = _documented_names()
+    return sorted(k for k in keys if k not in names and k.split(".")[-1] not in names)
+
+
+def test_report_reference_names_every_schema_field():
+    from rmt_deploy.bench import schema
+
+    fields = {f.name for cls in (schema.Report, schema.Artifact, schema.Parity, schema.Accuracy, schema.Latency)
+              for f in dataclasses.fields(cls) if f.name not in ("extra", "details", "keys", "report_path", "folder")}
+    assert sorted(fields - _documented_names()) == []
+
+
+def test_presets_page_lists_every_key():
+    from rmt_deploy.jobs.presets import PRESET_KEYS
+    from rmt_deploy.targets import TARGETS
+
+    text = (REPO / "docs" / "presets.md").read_text()
+    keys = set(PRESET_KEYS) | {k for t in TARGETS.values() if t.options_type for k in t.options_type.KEYS}
+    assert sorted(k for k in keys if f"`{k}`" not in text) == []
+    assert sorted(t for t in TARGETS if t in text) and all(f"`[{t.name}]`" in text for t in TARGETS.values()
+                                                         if t.options_type)
+
+
+def _needs_docs_tools():
+    missing = [m for m in ("mkdocs", "material", "mkdocstrings_handlers.python") if importlib.util.find_spec(
+        m.split(".")[0]) is None]
+    if missing:
+        pytest.skip(f"{', '.join(missing)} not installed: pip install -e \".[docs]\" to build the docs site")
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Path:
+    _needs_docs_tools()
+    out = tmp_path_factory.mktemp("site")
+    done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)], cwd=REPO,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return out
+
+
+def test_site_builds_with_strict_and_has_every_page(site):
+    built = {p.relative_to(site).parent.as_posix() for p in site.rglob("index.html")}
+    for page in (REPO / "docs").rglob("*.md"):
+        name = page.relative_to(REPO / "docs").with_suffix("").as_posix()
+        assert (name.removesuffix("index").rstrip("/") or ".") in built, f"{page} was not built"
+    api = (site / "reference" / "api" / "index.html").read_text()
+    assert "rmt_deploy.api.export" in api and "calib_size" in api, "the API reference has no docstrings"
+    assert (site / "images" / "report-plot.png").is_file()
+
+
+def test_cli_reference_shows_every_command_and_flag(site):
+    import typer.main
+
+    from rmt_deploy.cli import app
+
+    html = (site / "reference" / "cli" / "index.html").read_text()
+    root = typer.main.get_command(app)
+    missing = []
+    for name, command in root.commands.items():
+        if f"rmt-deploy {name}" not in html:
+            missing.append(f"command {name}")
+        for param in command.params:
+            shown = param.opts + param.secondary_opts if param.param_type_name == "option" else [
+                param.metavar or param.name.upper()]
+            missing += [f"{name} {flag}" for flag in shown if f"<code>{flag}</code>" not in html]
+    assert missing == [], "the CLI reference does not show: " + ", ".join(missing)
+
+
+def _work_folder(tmp_path: Path) -> Path:
+    for name in CHECKOUT:
+        (tmp_path / name).symlink_to(REPO / name, target_is_directory=True)
+    return tmp_path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("page", [p for p in pages() if runnable(p)], ids=_page_id)
+def test_page_code_runs_on_the_demo(page, tmp_path):
+    """Each runnable block of the page, in order, in one folder; every report it writes is documented."""
+    work = _work_folder(tmp_path)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    for block in runnable(page):
+        if block.language == "bash":
+            command = ["bash", "-e", "-o", "pipefail", "-c", block.code]
+        else:
+            script = work / f"block_{block.line}.py"
+            script.write_text(block.code)
+            command = [sys.executable, script.name]
+        done = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True, timeout=1200)
+        assert done.returncode == 0, f"{block.where} failed (exit {done.returncode}):\n{block.code}\n" \
+                                     f"{done.stdout[-1500:]}\n{done.stderr[-3000:]}"
+    keys: set[str] = set()
+    for report in work.rglob("report.json"):
+        if report.relative_to(work).parts[0] not in CHECKOUT:
+            keys |= _report_keys(json.loads(report.read_text()))
+    assert _undocumented(keys) == [], "docs/reference/report.md does not name these report.json keys"
