@@ -199,11 +199,3 @@ def test_predict_command(exported, tmp_path):
     assert len(rows) == len(list(VAL[0].parent.glob("*.png"))) and all(r["names"][0] == VAL[0].parent.name for r in rows)
     missing = run("predict", str(folder / "nope.onnx"), str(VAL[0]))
     assert missing.returncode == 2 and "artifact not found" in missing.stderr and "Traceback" not in missing.stderr
-
-
-def test_example_script_runs(tmp_path):
-    script = Path(__file__).resolve().parents[1] / "docs" / "python_api.py"
-    done = subprocess.run([sys.executable, str(script), "--out", str(tmp_path / "ex")], capture_output=True, text=True,
-                          timeout=900, cwd=tmp_path)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "onnx/int8: ok" in done.stdout and "bench int8" in done.stdout
