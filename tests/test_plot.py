@@ -49,6 +49,8 @@ def test_batch_panel_appears_after_bench_and_backbones_get_latency_bars(tmp_path
     cells = [{"batch": b, "latency_ms": {"p50": 0.5 * b}} for b in (1, 4, 8)]
     fig = figure(_report(_entry("fp32", 0.5, 100.0, 1.0, cells)))
     assert len(fig.axes) == 3 and [t.get_text() for t in fig.axes[2].get_xticklabels()] == ["1", "4", "8"]
+    uncompared = dict(_entry("fp32", 0.5, None, 1.0, cells), parity=None)
+    assert len(figure(_report(uncompared)).axes) == 2  # latency and batch: no empty closeness panel
     backbone = figure(_report(_entry("int8", 3.0, None, 0.999)))
     assert len(backbone.axes[0].patches) == 1  # no labels: latency bars instead of accuracy
     assert write_plot(tmp_path / "plot.png", _report(_entry("int8", 3.0, None, 0.999))).read_bytes()[:4] == b"\x89PNG"

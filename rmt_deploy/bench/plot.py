@@ -2,7 +2,8 @@
 
 The second panel is there for the report a new user sees first (one or two artifacts, no bench
 run yet): how far each artifact is from PyTorch FP32, against the limit its precision must meet.
-The batch panel appears once ``rmt-deploy bench`` has timed more than one batch size.
+The batch panel appears once ``rmt-deploy bench`` has timed more than one batch size; the closeness
+panel only when some artifact was compared (``bench --no-reference`` compares none).
 """
 from __future__ import annotations
 
@@ -46,7 +47,9 @@ def figure(report: dict):
 
     names = list(dict.fromkeys(_label(a) for a in timed + compared))
     color = {n: _COLORS[i % len(_COLORS)] for i, n in enumerate(names)}
-    drawers = [(_accuracy_vs_latency, timed), (_closeness, compared)] + ([(_by_batch, batched)] if batched else [])
+    # A bench run without the reference compares nothing: no empty closeness panel then.
+    drawers = ([(_accuracy_vs_latency, timed)] + ([(_closeness, compared)] if compared else [])
+               + ([(_by_batch, batched)] if batched else []))
     fig, axes = plt.subplots(1, len(drawers), figsize=(5.2 * len(drawers), 4.0), dpi=110, squeeze=False)
     for ax, (draw, rows) in zip(axes[0], drawers):
         draw(ax, rows, color, report)
@@ -91,9 +94,6 @@ def _accuracy_vs_latency(ax, rows: list[dict], color: dict, report: dict) -> Non
 
 def _closeness(ax, rows: list[dict], color: dict, report: dict) -> None:
     """1 − worst-image cosine against PyTorch FP32 per artifact (log scale), with each precision's limit."""
-    if not rows:
-        _note(ax, "no artifact was compared with PyTorch")
-        return
     gaps = [1.0 - a["parity"]["cosine"] for a in rows]
     names = [_label(a) for a in rows]
     ax.barh(names, [max(g, _FLOOR) for g in gaps], height=0.5, color=[color[n] for n in names])
