@@ -181,8 +181,8 @@ def test_accuracy_aware_is_shared_with_onnx(tmp_path):
     kept = ov_target.read_model(tmp_path / "out" / "model_int8.xml")
     assert quantized_layers(kept) and set(aware["reverted_layers"]).isdisjoint(quantized_layers(kept))
     # No scratch candidates or partial files left behind.
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["model_int8.bin", "model_int8.xml", "report.json",
-                                                                     "report.md"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["model_int8.bin", "model_int8.xml", "plot.png",
+                                                                     "report.json", "report.md"]
 
 
 def test_bench_device_hint_and_dynamic_batch(tmp_path):

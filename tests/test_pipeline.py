@@ -88,7 +88,7 @@ def test_failing_target_does_not_stop_the_rest(tmp_path, monkeypatch):
     assert crashy["reason"] == "RuntimeError: converter crashed"
     assert onnx["status"] == "ok"
     files = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert files == ["model.onnx", "report.json", "report.md"]  # no partial model.bin left behind
+    assert files == ["model.onnx", "plot.png", "report.json", "report.md"]  # no partial model.bin left behind
 
 
 def test_strict_stops_at_the_failing_target(tmp_path, monkeypatch):
