@@ -45,7 +45,8 @@ def _tracks_given(fn):
 def export(weights: str | Path | None = None, *, targets: Sequence[str] | str = ("onnx",), out: str | Path = "rmt-deploy-out",
            int8: bool = False, fp16: bool = False, fp32: bool = False, arch: str | None = None,
            img_size: str | int | tuple[int, int] | None = None, task: str = "classify",
-           out_indices: str | Sequence[int] | None = None, dynamic_batch: bool = False, preset: str | Path | None = None,
+           out_indices: str | Sequence[int] | None = None, dynamic_batch: bool = False, dynamic: bool = False,
+           min_size: int | None = None, max_size: int | None = None, preset: str | Path | None = None,
            eval: str | Path | None = None, label_map: str | Path | None = None, calib: str | Path | None = None,
            calib_size: int = 256, max_drop: float | None = None, min_cosine: float | None = None,
            statistic: str = "minmax", parity_samples: int = 16,
@@ -56,7 +57,9 @@ def export(weights: str | Path | None = None, *, targets: Sequence[str] | str = 
 
     Keyword arguments are the CLI's flags (``--calib-size`` → ``calib_size``, ``--eval`` → ``eval``);
     ``weights=None`` uses the bundled demo checkpoint. ``task="backbone"`` exports the feature maps
-    of a detection/segmentation (or classification) checkpoint's backbone. With ``preset``, the preset's values apply
+    of a detection/segmentation (or classification) checkpoint's backbone. ``dynamic=True`` writes one artifact
+    for every height and width from ``min_size`` to ``max_size`` (multiples of 32), verified at both ends and at
+    ``img_size``. With ``preset``, the preset's values apply
     to every argument not passed (``int8=False`` turns a preset's INT8 off, like ``--no-int8``).
     The report is also written to ``out``.
 
@@ -72,7 +75,8 @@ def export(weights: str | Path | None = None, *, targets: Sequence[str] | str = 
     from .jobs.plan import options_from_flags
 
     flags = dict(weights=weights, targets=targets, out=out, int8=int8, fp16=fp16, fp32=fp32, arch=arch,
-                 img_size=img_size, task=task, out_indices=out_indices, dynamic_batch=dynamic_batch, eval_dir=eval,
+                 img_size=img_size, task=task, out_indices=out_indices, dynamic_batch=dynamic_batch, dynamic=dynamic,
+                 min_size=min_size, max_size=max_size, eval_dir=eval,
                  label_map=label_map, calib=calib, calib_size=calib_size, max_drop=max_drop, min_cosine=min_cosine,
                  statistic=statistic, parity_samples=parity_samples, atol=atol, bench_iters=bench_iters, threads=threads, strict=strict, image_input=image_input,
                  min_target=min_target, w8a8=w8a8, license=license, require_engine=require_engine, delegate=delegate)

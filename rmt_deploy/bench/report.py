@@ -114,6 +114,11 @@ def render_markdown(report: dict, has_plot: bool = False) -> str:
         what = f"{model.get('num_classes', '?')} classes"
     lines.append(f"- model: **{model.get('variant') or '?'}** ({params}{what}), "
                  f"input {size}, batch {'dynamic' if model.get('dynamic_batch') else 'fixed 1'}")
+    if model.get("dynamic_size"):
+        dyn = model["dynamic_size"]
+        checked = ", ".join("x".join(map(str, s)) for s in dyn["verified_sizes"])
+        lines.append(f"- dynamic size: height and width {dyn['min']}–{dyn['max']} (multiples of 32); every artifact "
+                     f"verified at {checked}")
     if model.get("checkpoint"):
         lines.append(f"- checkpoint: `{model['checkpoint']}` (sha256 `{(model.get('sha256') or '')[:16]}…`)")
     if ver.get("images"):

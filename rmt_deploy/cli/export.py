@@ -49,6 +49,16 @@ def export(
         "--out-indices", help="With --task backbone: stages to output, e.g. 1,2,3 (default 0,1,2,3).",
         show_default=False)] = None,
     dynamic_batch: Annotated[bool, typer.Option("--dynamic-batch/--no-dynamic-batch", help="Batch axis dynamic in the ONNX.")] = False,
+    dynamic: Annotated[bool, typer.Option("--dynamic/--no-dynamic", help="One artifact for many input sizes: batch, "
+                                          "height and width dynamic (ONNX, ONNX Runtime, OpenVINO). --img-size is the "
+                                          "size it is calibrated and timed at; it is also verified at the range's "
+                                          "ends.")] = False,
+    min_size: Annotated[Optional[int], typer.Option(
+        "--min-size", help="With --dynamic: the smallest height and width (multiple of 32; default half the "
+                           "short side of --img-size).", show_default=False)] = None,
+    max_size: Annotated[Optional[int], typer.Option(
+        "--max-size", help="With --dynamic: the largest height and width (multiple of 32; default twice the "
+                           "long side of --img-size).", show_default=False)] = None,
     target: TargetOpt = ["onnx"],  # noqa: B006 — typer reads the default
     out_dir: OutOpt = Path("rmt-deploy-out"),
     int8: Annotated[bool, typer.Option("--int8/--no-int8", help="Write an INT8 model (ONNX, TensorRT, OpenVINO: "
@@ -121,7 +131,8 @@ def export(
 
         flags = dict(
             weights=weights, arch=arch, img_size=img_size, task=task, out_indices=out_indices,
-            dynamic_batch=dynamic_batch, targets=target, out=out_dir,
+            dynamic_batch=dynamic_batch, dynamic=dynamic, min_size=min_size, max_size=max_size, targets=target,
+            out=out_dir,
             eval_dir=eval_dir, label_map=label_map, parity_samples=parity_samples, atol=atol, bench_iters=bench_iters,
             threads=threads, strict=strict, int8=int8, fp16=fp16, fp32=fp32, calib=calib, calib_size=calib_size,
             max_drop=max_drop, min_cosine=min_cosine, statistic=statistic, image_input=image_input, min_target=min_target, w8a8=w8a8,

@@ -157,7 +157,8 @@ def _report(job: Plan, prepared: Prepared, entries: list[dict]) -> dict:
             **(_backbone_entry(loaded, prepared.deploy) if backbone else {}),
             "params_m": round(sum(p.numel() for p in loaded.model.parameters()) / 1e6, 3),
             "input_size": list(prepared.size),
-            "dynamic_batch": opts.dynamic_batch,
+            "dynamic_batch": opts.dynamic_batch or opts.dynamic,
+            **(_dynamic_entry(prepared) if prepared.size_range else {}),
             "checkpoint": str(job.weights.resolve()),
             "checkpoint_entry": loaded.checkpoint.source_key,
             "sha256": loaded.sha256,
@@ -179,6 +180,13 @@ def _report(job: Plan, prepared: Prepared, entries: list[dict]) -> dict:
         "artifacts": entries,
         "environment": environment(),
     }
+
+
+def _dynamic_entry(prepared: Prepared) -> dict:
+    """--dynamic: the sizes each side may take and where every artifact was checked."""
+    size_range = prepared.size_range
+    return {"dynamic_size": {"min": size_range.low, "max": size_range.high,
+                             "verified_sizes": [list(s) for s in size_range.verified_sizes(prepared.size)]}}
 
 
 def _backbone_entry(loaded, deploy) -> dict:

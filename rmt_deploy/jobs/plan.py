@@ -31,6 +31,11 @@ class ExportOptions:
     arch: str | None = None  # None: detect from the checkpoint
     img_size: tuple[int, int] | None = None  # None: checkpoint hint, else 224x224
     dynamic_batch: bool = False
+    # One artifact for many sizes: batch, height and width dynamic; img_size is the size it is
+    # calibrated and timed at. Each side in [min_size, max_size] (None: SizeRange.around(img_size)).
+    dynamic: bool = False
+    min_size: int | None = None
+    max_size: int | None = None
     targets: tuple[str, ...] = ("onnx",)
     out: Path = Path("rmt-deploy-out")
     eval_dir: Path | None = None  # None: bundled calib/val
@@ -141,7 +146,11 @@ def plan(opts: ExportOptions) -> Plan:
         options = opts.target_options.get(target.name) or target.default_options()
         if options is not None:
             options.check(precisions)
-        dynamic = opts.dynamic_batch and target.dynamic_batch
+        if opts.dynamic and not target.dynamic_size:
+            able = ", ".join(t.name for t in TARGETS.values() if t.dynamic_size)
+            raise UserInputError(f"--dynamic: {target.title or target.name} artifacts take one input size here "
+                                 f"(dynamic sizes: {able}); drop --dynamic or --target {target.name}")
+        dynamic = (opts.dynamic_batch or opts.dynamic) and target.dynamic_batch
         cells += [Cell(target, p, options, dynamic) for p in precisions]
     calibrate = any(c.target.needs_calibration(c.precision, c.options) for c in cells)
     int8 = [c.target for c in cells if c.target.calibrated_int8 and c.precision == "int8"]
@@ -191,5 +200,18 @@ def _check_numbers(opts: ExportOptions) -> None:
             parse_out_indices(",".join(map(str, opts.out_indices)))
     elif opts.out_indices is not None:
         raise UserInputError("--out-indices selects backbone feature maps; add --task backbone")
+    _check_size_range(opts)
     if opts.statistic not in STATISTICS:
         raise UserInputError(f"--statistic {opts.statistic!r} is unknown; choose from {', '.join(STATISTICS)}")
+
+
+def _check_size_range(opts: ExportOptions) -> None:
+    from ..sizes import check_side
+
+    given = [(flag, v) for flag, v in (("--min-size", opts.min_size), ("--max-size", opts.max_size)) if v is not None]
+    if given and not opts.dynamic:
+        raise UserInputError(f"{given[0][0]} sets the range of a dynamic artifact; add --dynamic")
+    for flag, side in given:
+        check_side(flag, side)
+    if opts.min_size is not None and opts.max_size is not None and opts.min_size > opts.max_size:
+        raise UserInputError(f"--min-size {opts.min_size} is above --max-size {opts.max_size}; swap them")

@@ -3,8 +3,9 @@ verification images and PyTorch's logits on them, calibration images, the deploy
 metadata every artifact carries."""
 from __future__ import annotations
 
+import dataclasses
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from ..errors import UserInputError
 from ..model.checkpoint import LoadedModel, load_model, metadata_json
 from ..model.dense import LoadedBackbone, load_backbone
 from ..rewrite import attention_bytes, runtime_table_bytes, to_deploy
-from ..sizes import parse_img_size
+from ..sizes import SizeRange, parse_img_size
 from ..version import __version__
 from .plan import MIN_CALIB_IMAGES, Plan
 
@@ -25,6 +26,7 @@ __all__ = ["Prepared", "prepare", "MEMORY_LIMIT", "run_memory_bytes"]
 # Run-time memory of one image's decay tables and attention matrices: the tables are built in the
 # graph (the file stays small), so the bound is what a runtime must hold, not the file size.
 MEMORY_LIMIT = 16 << 30
+OTHER_SIZE_SAMPLES = 4  # parity images at each size a dynamic artifact is checked at besides its own
 
 
 @dataclass
@@ -41,6 +43,10 @@ class Prepared:
     deploy: object  # the deploy-form module
     classes: list[str] | None
     metadata: dict[str, str]  # what every artifact says about itself (precision added per artifact)
+    size_range: SizeRange | None = None  # --dynamic: the sizes one artifact takes
+    # --dynamic: (size, images, PyTorch's outputs) at each other size the artifact is checked at
+    other_sizes: list[tuple[tuple[int, int], np.ndarray, np.ndarray | dict[str, np.ndarray]]] = field(
+        default_factory=list)
 
 
 def prepare(plan: Plan, progress) -> Prepared:
@@ -50,18 +56,32 @@ def prepare(plan: Plan, progress) -> Prepared:
         loaded = (load_backbone(plan.weights, opts.arch, opts.out_indices or (0, 1, 2, 3)) if backbone
                   else load_model(plan.weights, opts.arch))
     size = _input_size(loaded, opts.img_size, default=(512, 512) if backbone else (224, 224))
-    _check_size(loaded, size)
+    size_range = _size_range(opts, size)
+    _check_size(loaded, (size_range.high, size_range.high) if size_range else size,
+                "--max-size" if size_range else "--img-size")
     pre = _preprocess(loaded, opts, size, backbone)
     with progress.step("Reading verification images"):
         images, scored = _eval_images(opts.eval_dir, opts.label_map, None if backbone else loaded.num_classes)
         x_parity, skipped, _ = load_batch(images.subset(opts.parity_samples), pre)
     for path in skipped:
         progress.log(f"skipped unreadable image {path}")
-    with progress.step(f"Rewriting {loaded.variant} to deploy form at {size[0]}x{size[1]}"):
-        deploy = to_deploy(loaded.model, size)
+    shapes = f"sizes {size_range} (verified at {size[0]}x{size[1]})" if size_range else f"{size[0]}x{size[1]}"
+    with progress.step(f"Rewriting {loaded.variant} to deploy form at {shapes}"):
+        deploy = to_deploy(loaded.model, size, dynamic=size_range is not None)
+
+    def reference(x: np.ndarray):
+        return (reference_features(loaded.model, x, deploy.output_names) if backbone
+                else reference_logits(loaded.model, x))
+
     with progress.step(f"PyTorch reference on {len(x_parity)} images"):
-        ref_parity = (reference_features(loaded.model, x_parity, deploy.output_names) if backbone
-                      else reference_logits(loaded.model, x_parity))
+        ref_parity = reference(x_parity)
+    other_sizes = []
+    for other in (size_range.verified_sizes(size) if size_range else []):
+        if other != size:
+            with progress.step(f"PyTorch reference at {other[0]}x{other[1]}"):
+                x, _, _ = load_batch(images.subset(min(opts.parity_samples, OTHER_SIZE_SAMPLES)),
+                                     dataclasses.replace(pre, size=other))
+                other_sizes.append((other, x, reference(x)))
     eval_set = None
     if scored:
         eval_set = EvalSet(images, pre, batch_size_for(loaded.model.cfg, size))
@@ -82,11 +102,26 @@ def prepare(plan: Plan, progress) -> Prepared:
     stored = None if backbone else metadata_json(loaded.checkpoint, "rmt_deploy.classes")
     folders = list(images.classes) if scored else None
     classes = folders if (opts.label_map and scored) else (stored or folders)
-    metadata = _metadata(loaded, size, pre, opts.dynamic_batch, classes)
+    metadata = _metadata(loaded, size, pre, opts.dynamic_batch or opts.dynamic, classes)
+    if size_range:
+        metadata["dynamic_size"] = str(size_range)  # each side, multiples of 32; input_size: the verified one
     if backbone:
         metadata.update(_backbone_metadata(loaded, deploy))
     return Prepared(loaded, size, pre, images, x_parity, ref_parity, skipped, eval_set, calib, deploy, classes,
-                    metadata)
+                    metadata, size_range, other_sizes)
+
+
+def _size_range(opts, size: tuple[int, int]) -> SizeRange | None:
+    """--dynamic's range: --min-size/--max-size over the default around the verified size, which it must hold."""
+    if not opts.dynamic:
+        return None
+    default = SizeRange.around(size)
+    size_range = SizeRange(opts.min_size or min(default.low, opts.max_size or default.low),
+                           opts.max_size or max(default.high, opts.min_size or default.high))
+    if not size_range.holds(size):
+        raise UserInputError(f"--img-size {size[0]}x{size[1]} (the size verified and calibrated at) is outside "
+                             f"--min-size {size_range.low} .. --max-size {size_range.high}; widen the range")
+    return size_range
 
 
 def run_memory_bytes(cfg, size: tuple[int, int]) -> int:
@@ -95,14 +130,15 @@ def run_memory_bytes(cfg, size: tuple[int, int]) -> int:
     return runtime_table_bytes(cfg, size) + 3 * attention_bytes(cfg, size)
 
 
-def _check_size(loaded, size: tuple[int, int]) -> None:
+def _check_size(loaded, size: tuple[int, int], flag: str) -> None:
     cfg = loaded.model.cfg
     need = run_memory_bytes(cfg, size)
     if need > MEMORY_LIMIT:
         side = 32
         while run_memory_bytes(cfg, (side + 32, side + 32)) <= MEMORY_LIMIT:
             side += 32
-        raise UserInputError(f"--img-size {size[0]}x{size[1]} needs about {need / 2**30:.1f} GiB at run time for "
+        shown = f"{size[0]}x{size[1]}" if flag == "--img-size" else str(size[0])
+        raise UserInputError(f"{flag} {shown} needs about {need / 2**30:.1f} GiB at run time for "
                              f"{loaded.variant}'s attention and decay tables (limit {MEMORY_LIMIT >> 30} GiB); use "
                              f"at most about {side}x{side}")
 

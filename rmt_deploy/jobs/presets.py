@@ -32,7 +32,8 @@ PRESET_KEYS: dict[str, tuple[str, tuple[type, ...]]] = {
     "max-drop": ("max_drop", (int, float)), "eval": ("eval_dir", (str,)), "parity-samples": ("parity_samples", (int,)),
     "atol": ("atol", (int, float)), "bench-iters": ("bench_iters", (int,)), "threads": ("threads", (int,)),
     "strict": ("strict", (bool,)), "task": ("task", (str,)), "min-cosine": ("min_cosine", (int, float)),
-    "out-indices": ("out_indices", (str, list)),
+    "out-indices": ("out_indices", (str, list)), "dynamic": ("dynamic", (bool,)), "min-size": ("min_size", (int,)),
+    "max-size": ("max_size", (int,)),
 }
 _PATHS = {"calib", "eval_dir"}
 

@@ -36,6 +36,7 @@ class ExportSources:
         self.opts, self.prepared, self.scratch, self.progress = opts, prepared, scratch, progress
         self.deploy, self.size, self.calib = prepared.deploy, prepared.size, prepared.calib
         self.statistic = opts.statistic
+        self.dynamic_size = prepared.size_range is not None  # one graph for many sizes (--dynamic)
         self._cache: dict = {}
 
     def once(self, key, build):
@@ -54,15 +55,15 @@ class ExportSources:
         if encoding == "generic":
             return self.deploy
         return self.once(("form", encoding), lambda: to_deploy(self.prepared.loaded.model, self.size,
-                                                                encoding=encoding))
+                                                                encoding=encoding, dynamic=self.dynamic_size))
 
     def deploy_onnx(self, dynamic: bool, encoding: str = "generic") -> Path:
         def build() -> Path:
-            mode = "dynamic" if dynamic else "fixed"
+            mode = "dynamic size" if self.dynamic_size else "dynamic batch" if dynamic else "fixed"
             deploy = self.deploy_form(encoding)
-            with self.progress.step(f"Exporting the deploy form to ONNX ({encoding} encoding, {mode} batch)"):
+            with self.progress.step(f"Exporting the deploy form to ONNX ({encoding} encoding, {mode})"):
                 return export(deploy, self._scratch(f"deploy_{encoding}_{mode}.onnx"), self.size,
-                              dynamic_batch=dynamic, metadata={})
+                              dynamic_batch=dynamic, metadata={}, size_range=self.prepared.size_range)
         return self.once(("fp32", encoding, dynamic), build)
 
     def fp16_onnx(self, dynamic: bool) -> Path:
@@ -70,7 +71,7 @@ class ExportSources:
             mode = "dynamic" if dynamic else "fixed"
             with self.progress.step(f"Exporting the deploy form to FP16 ONNX ({mode} batch)"):
                 return export_fp16(self.deploy, self._scratch(f"deploy_fp16_{mode}.onnx"), self.size,
-                                   dynamic_batch=dynamic, metadata={})
+                                   dynamic_batch=dynamic, metadata={}, size_range=self.prepared.size_range)
         return self.once(("fp16", dynamic), build)
 
     # -- INT8 -------------------------------------------------------------------------------
@@ -85,7 +86,8 @@ class ExportSources:
         def build():
             bits = WEIGHT_RANGES[weight_range]
             graph = export_for_calibration(self.prepared.loaded.model, self.size,
-                                           dynamic_batch=self.opts.dynamic_batch, encoding=encoding)
+                                           dynamic_batch=self.opts.dynamic_batch, encoding=encoding,
+                                           size_range=self.prepared.size_range)
             with self.progress.step(f"Calibrating INT8 ({bits}-bit weights) with NNCF on {len(self.calib)} images"):
                 return calibrate_int8(graph, self.calib, self.policy(weight_range))
         return self.once(("int8", weight_range, encoding), build)
@@ -148,6 +150,16 @@ class ExportSources:
         """Logits vs PyTorch; for a backbone each feature map, worst first (``compare_features``)."""
         ref, got = self.prepared.ref_parity, self.parity_outputs(runner, dynamic)
         return compare_features(ref, got) if isinstance(ref, dict) else compare_logits(ref, got)
+
+    def parity_at_other_sizes(self, runner) -> list[dict]:
+        """A dynamic artifact's parity at each other size it is checked at: {"size": [h, w], ...parity}."""
+        found = []
+        for size, x, ref in self.prepared.other_sizes:
+            got = (runner_outputs(runner, x, True, self.deploy.cfg) if isinstance(ref, dict)
+                   else self.logits(runner, x, True))
+            found.append({"size": list(size), **(compare_features(ref, got) if isinstance(ref, dict)
+                                                 else compare_logits(ref, got))})
+        return found
 
     def parity_outputs(self, runner, dynamic: bool):
         """What ``runner`` computes on the parity images: logits, or {name: feature map} for a backbone."""

@@ -35,6 +35,9 @@ def verify(target: Target, entry: Artifact, path: Path, sources: ExportSources, 
             entry.details["execution"] = execution
         with progress.step(f"Verifying {label} on {len(prepared.x_parity)} real images"):
             entry.parity = Parity.from_dict(sources.parity(runner, dynamic))
+        if sources.prepared.other_sizes:
+            with progress.step(f"Verifying {label} at {len(sources.prepared.other_sizes)} other sizes"):
+                entry.details["parity_at_sizes"] = sources.parity_at_other_sizes(runner)
         eval_set = prepared.eval_set
         if eval_set is not None:
             with progress.bar(f"Evaluating {label}", len(eval_set.images)) as advance:
@@ -54,8 +57,14 @@ def verify(target: Target, entry: Artifact, path: Path, sources: ExportSources, 
             entry.latency_ms = Latency.from_dict(latency_entry(measured, runner, opts.threads, 1))
     _at_runtime_default(target, entry, path, sources, opts, dynamic)
     failure = judge(entry.precision, entry.parity, execution, opts.atol)
+    for other in entry.details.get("parity_at_sizes", []):
+        failure = failure or _at_size(other, judge(entry.precision, Parity.from_dict(other), execution, opts.atol))
     if failure:
         entry.fail("validation", failure)
+
+
+def _at_size(parity: dict, failure: str | None) -> str | None:
+    return failure and f"at {parity['size'][0]}x{parity['size'][1]}: {failure}"
 
 
 def _at_runtime_default(target: Target, entry: Artifact, path: Path, sources: ExportSources, opts: ExportOptions,

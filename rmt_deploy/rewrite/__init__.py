@@ -53,7 +53,7 @@ def attention_bytes(cfg, input_size: tuple[int, int]) -> int:
 
 
 def to_deploy(model: RMT | RMTBackbone, input_size: tuple[int, int],
-              ffn_layout: str = "conv", encoding: str = "generic") -> DeployRMT | DeployBackbone:
+              ffn_layout: str = "conv", encoding: str = "generic", dynamic: bool = False) -> DeployRMT | DeployBackbone:
     """Build the export form of ``model`` (classifier or backbone) for one input size (H, W),
     multiples of the stride.
 
@@ -62,17 +62,23 @@ def to_deploy(model: RMT | RMTBackbone, input_size: tuple[int, int],
     ``encoding`` (``ENCODINGS``): "generic" writes attention and rotary with plain ONNX ops every
     runtime reads; "onnxruntime" uses ONNX Runtime's fused ops (``rewrite.fused``); "executorch" the
     forms ExecuTorch's XNNPACK delegate takes (``rewrite.xnnpack``).
+    ``dynamic``: the decay and rotary tables are built in the graph from the input's height and
+    width (``rewrite.tables``), so one graph serves every size that is a multiple of the stride;
+    ``input_size`` is then only the size it is verified at. Not for the "executorch" encoding,
+    whose lowering needs static shapes.
     The reference model is not modified. The result accepts any batch size.
     """
     if ffn_layout not in ("conv", "linear"):
         raise ValueError(f"ffn_layout must be 'conv' or 'linear', not {ffn_layout!r}")
     if encoding not in ENCODINGS:
         raise ValueError(f"encoding must be one of {', '.join(ENCODINGS)}, not {encoding!r}")
+    if dynamic and encoding == "executorch":
+        raise ValueError("the executorch encoding has static shapes only: dynamic must be False")
     stride = model.cfg.stride
     if input_size[0] % stride or input_size[1] % stride:
         raise ValueError(f"input size {input_size[0]}x{input_size[1]} must be a multiple of {stride}")
     ref = copy.deepcopy(model).eval()
     with torch.no_grad():
         form = DeployBackbone if isinstance(ref, RMTBackbone) else DeployRMT
-        deploy = form(ref, input_size, ffn_layout, encoding)
+        deploy = form(ref, input_size, ffn_layout, encoding, dynamic)
     return deploy.eval()

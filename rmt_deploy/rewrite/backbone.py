@@ -22,16 +22,16 @@ def feature_name(stage: int) -> str:
 
 
 class DeployBackbone(nn.Module):
-    """Export-ready backbone for one input size: image → one NCHW map per output stage."""
+    """Export-ready backbone for one input size, or any (``dynamic``): image → one NCHW map per output stage."""
 
     def __init__(self, ref: RMTBackbone, input_size: tuple[int, int], ffn_layout: str = "conv",
-                 encoding: str = "generic") -> None:
+                 encoding: str = "generic", dynamic: bool = False) -> None:
         super().__init__()
         self.cfg, self.input_size, self.out_indices = ref.cfg, input_size, ref.out_indices
-        self.encoding = encoding
+        self.encoding, self.dynamic = encoding, dynamic
         self.stem = deploy_stem(ref.patch_embed, encoding)
         # Stages after the last output feed nothing: they are not built.
-        self.stages = deploy_stages(ref.layers[:ref.out_indices[-1] + 1], input_size, ffn_layout, encoding)
+        self.stages = deploy_stages(ref.layers[:ref.out_indices[-1] + 1], input_size, ffn_layout, encoding, dynamic)
         self.norms = nn.ModuleDict()
         if ref.extra_norms is not None:
             for i in ref.out_indices:

@@ -3,7 +3,8 @@
 What changes against the reference, and why:
 
 - Rotary sin/cos tables and decay masks are constant buffers for one resolution, held
-  once per stage, so the graph has no arange/meshgrid/casts/shape arithmetic. Whole-attention
+  once per stage, so the graph has no arange/meshgrid/casts/shape arithmetic. A dynamic deploy
+  form (one graph for many sizes) builds them once per stage from the input's size (``tables.py``). Whole-attention
   stages hold two per-axis decay tables and add them once per stage (a broadcast Add and a
   Reshape), so the file grows linearly with the side, not with its fourth power.
 - q and k channels are reordered inside each head (same order for both, so q·k is
@@ -32,7 +33,7 @@ import torch
 from torch import nn
 
 from ..model.rmt import RMT, MaSA, PatchMerging, RetBlock, Stage
-from . import fused, xnnpack
+from . import fused, tables, xnnpack
 
 __all__ = ["DeployRMT", "DeployStage", "deploy_stem", "deploy_stages", "ENCODINGS"]
 
@@ -262,55 +263,84 @@ class DeployBlock(nn.Module):
 
 
 class DeployStage(nn.Module):
-    """Blocks of one stage plus the constant tables they share."""
+    """Blocks of one stage plus the tables they share: constants for one size, or (``dynamic``)
+    built in the graph from the token grid's size (``tables.py``)."""
 
-    def __init__(self, ref: Stage, h: int, w: int, ffn_layout: str, encoding: str = "generic") -> None:
+    def __init__(self, ref: Stage, h: int, w: int, ffn_layout: str, encoding: str = "generic",
+                 dynamic: bool = False) -> None:
         super().__init__()
         self.blocks = nn.ModuleList(DeployBlock(b, ffn_layout, encoding) for b in ref.blocks)
         relpos = ref.Relpos
+        self.heads = ref.blocks[0].retention.num_heads
+        self.fused = encoding == "onnxruntime"
+        self.stored_whole = encoding == "executorch"  # every head's channels: XNNPACK has no repeat
+        self.decomposed = ref.blocks[0].retention.decomposed
+        self.dynamic = dynamic
         with torch.no_grad():
-            # One head's (h, w, head_dim) tables, repeated across heads in the graph: stored for
-            # every channel they took 64 MB of RMT-T's file at 800x1344.
-            self.heads = ref.blocks[0].retention.num_heads
-            sin, cos = rotary_tables(*relpos.rotary(h, w))
-            if encoding == "onnxruntime":  # fused.rotary takes (h*w, head_dim/2) angle tables
-                half = sin.shape[-1] // 2
-                sin, cos = sin[..., half:].reshape(h * w, half), cos[..., half:].reshape(h * w, half)
-            self.fused = encoding == "onnxruntime"
-            self.stored_whole = encoding == "executorch"  # every head's channels: XNNPACK has no repeat
-            if self.stored_whole:
-                sin, cos = sin.repeat(1, 1, self.heads), cos.repeat(1, 1, self.heads)
-            self.register_buffer("sin", sin.contiguous())
-            self.register_buffer("cos", cos.contiguous())
-            if ref.blocks[0].retention.decomposed:
-                self.register_buffer("mask_h", relpos.decay_1d(h).contiguous())
-                self.register_buffer("mask_w", relpos.decay_1d(w).contiguous())
-                self.masks = ("mask_h", "mask_w")
+            if dynamic:
+                self._store_rates(relpos)
             else:
-                # The (heads, h*w, h*w) decay is built in the graph from two tables linear in the
-                # side: held as a constant it would be 8 x 4200^2 floats (564 MB) for RMT-T's stage
-                # 3 at 800x1344. decay(i, j; i', j') = gamma * (|i - i'| + |j - j'|).
-                self.register_buffer("decay_rows", relpos.decay_1d(h)[:, :, None, :, None].contiguous())
-                self.register_buffer("decay_cols", relpos.decay_1d(w)[:, None, :, None, :].contiguous())
-                self.masks = ()
-        self.tokens = h * w
+                self._store_tables(relpos, h, w)
         self.downsample = None if ref.downsample is None else _merge(ref.downsample)
 
-    def tables(self) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]:
-        """(sin, cos, decay masks) as the blocks take them, built once per stage from the stored
-        per-head and per-axis tables (constants a runtime folds when it loads the model)."""
+    def _store_rates(self, relpos) -> None:
+        """What a dynamic stage builds its tables from: the frequencies in ``_evens_then_odds`` order
+        (for the fused rotary, the distinct ones), the sign of the rotation, each head's decay rate."""
+        head_dim = relpos.angle.shape[0]
+        angle = relpos.angle[_evens_then_odds(1, head_dim)]
+        self.register_buffer("angle", (angle[head_dim // 2:] if self.fused else angle).clone())
+        self.register_buffer("sign", torch.cat([-torch.ones(head_dim // 2), torch.ones(head_dim // 2)]))
+        self.register_buffer("decay", relpos.decay.clone())
+
+    def _store_tables(self, relpos, h: int, w: int) -> None:
+        # One head's (h, w, head_dim) tables, repeated across heads in the graph: stored for
+        # every channel they took 64 MB of RMT-T's file at 800x1344.
+        sin, cos = rotary_tables(*relpos.rotary(h, w))
+        if self.fused:  # fused.rotary takes (h*w, head_dim/2) angle tables
+            half = sin.shape[-1] // 2
+            sin, cos = sin[..., half:].reshape(h * w, half), cos[..., half:].reshape(h * w, half)
+        if self.stored_whole:
+            sin, cos = sin.repeat(1, 1, self.heads), cos.repeat(1, 1, self.heads)
+        self.register_buffer("sin", sin.contiguous())
+        self.register_buffer("cos", cos.contiguous())
+        if self.decomposed:
+            self.register_buffer("mask_h", relpos.decay_1d(h).contiguous())
+            self.register_buffer("mask_w", relpos.decay_1d(w).contiguous())
+        else:
+            # The (heads, h*w, h*w) decay is built in the graph from two tables linear in the
+            # side: held as a constant it would be 8 x 4200^2 floats (564 MB) for RMT-T's stage
+            # 3 at 800x1344. decay(i, j; i', j') = gamma * (|i - i'| + |j - j'|).
+            self.register_buffer("decay_rows", relpos.decay_1d(h)[:, :, None, :, None].contiguous())
+            self.register_buffer("decay_cols", relpos.decay_1d(w)[:, None, :, None, :].contiguous())
+        self.tokens = h * w
+
+    def tables(self, h, w) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]:
+        """(sin, cos, decay masks) as the blocks take them, built once per stage: from the stored
+        per-head and per-axis tables (constants a runtime folds when it loads the model), or for a
+        dynamic stage from the token grid's ``h`` and ``w``."""
+        if self.dynamic:
+            return self._built_tables(h, w)
         if self.fused or self.stored_whole:  # one head's angles for the fused op; or every head's
             sin, cos = self.sin, self.cos
         else:
             sin, cos = self.sin.repeat(1, 1, self.heads), self.cos.repeat(1, 1, self.heads)
-        if self.masks:
-            return sin, cos, tuple(getattr(self, name) for name in self.masks)
+        if self.decomposed:
+            return sin, cos, (self.mask_h, self.mask_w)
         mask = (self.decay_rows + self.decay_cols).reshape(self.heads, self.tokens, self.tokens)
         return sin, cos, (mask,)
 
+    def _built_tables(self, h, w) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]:
+        sin, cos = tables.rotary(self.angle, h, w)
+        if not self.fused:
+            sin = (sin * self.sign).reshape(h, w, -1).repeat(1, 1, self.heads)
+            cos = cos.reshape(h, w, -1).repeat(1, 1, self.heads)
+        if self.decomposed:
+            return sin, cos, (tables.decay_1d(self.decay, h), tables.decay_1d(self.decay, w))
+        return sin, cos, (tables.whole_decay(self.decay, h, w),)
+
     def forward_blocks(self, x: torch.Tensor) -> torch.Tensor:
         """The blocks alone: the stage output before its merge (what a backbone returns)."""
-        sin, cos, masks = self.tables()
+        sin, cos, masks = self.tables(x.shape[1], x.shape[2])
         for block in self.blocks:
             x = block(x, sin, cos, masks)
         return x
@@ -332,12 +362,13 @@ def deploy_stem(ref: nn.Module, encoding: str = "generic") -> nn.Sequential:
 
 
 def deploy_stages(layers: nn.ModuleList, input_size: tuple[int, int], ffn_layout: str,
-                  encoding: str = "generic") -> nn.ModuleList:
-    """Deploy stages with their tables for ``input_size`` (stride 4, then halving per stage)."""
+                  encoding: str = "generic", dynamic: bool = False) -> nn.ModuleList:
+    """Deploy stages with their tables for ``input_size`` (stride 4, then halving per stage), or
+    building them from the input's size when ``dynamic``."""
     h, w = input_size[0] // 4, input_size[1] // 4
     stages = []
     for stage in layers:
-        stages.append(DeployStage(stage, h, w, ffn_layout, encoding))
+        stages.append(DeployStage(stage, h, w, ffn_layout, encoding, dynamic))
         h, w = (h + 1) // 2, (w + 1) // 2
     return nn.ModuleList(stages)
 
@@ -348,15 +379,15 @@ def _merge(ref: PatchMerging) -> nn.Module:
 
 
 class DeployRMT(nn.Module):
-    """Export-ready RMT for one input size; see the module docstring."""
+    """Export-ready RMT for one input size, or any (``dynamic``); see the module docstring."""
 
     def __init__(self, ref: RMT, input_size: tuple[int, int], ffn_layout: str = "conv",
-                 encoding: str = "generic") -> None:
+                 encoding: str = "generic", dynamic: bool = False) -> None:
         super().__init__()
         cfg = ref.cfg
-        self.cfg, self.input_size, self.encoding = cfg, input_size, encoding
+        self.cfg, self.input_size, self.encoding, self.dynamic = cfg, input_size, encoding, dynamic
         self.stem = deploy_stem(ref.patch_embed, encoding)
-        self.stages = deploy_stages(ref.layers, input_size, ffn_layout, encoding)
+        self.stages = deploy_stages(ref.layers, input_size, ffn_layout, encoding, dynamic)
         # BatchNorm over the projection channels, folded into the projection linear.
         pw, pb = fold_bn(ref.proj.weight.detach(), ref.proj.bias.detach(), ref.norm)
         self.proj = _linear(pw, pb)

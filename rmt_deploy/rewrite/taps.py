@@ -86,6 +86,13 @@ def scope_outputs(ops: list[GraphOp], graph_outputs: Iterable[str], taps: Iterab
         for name in op.outputs:
             producer[name] = i
     finals = set(graph_outputs)
+    # A dynamic-size graph reads the input's size inside scopes (Shape → Gather …); those
+    # integers are used outside the scope but are never a tap's activation.
+    sizes: set[str] = set()
+    for op in ops:
+        computed = [n for n in op.inputs if n in producer]
+        if op.op_type == "Shape" or (computed and all(n in sizes for n in computed)):
+            sizes.update(op.outputs)
     found: dict[str, list[str]] = {}
     for tap in taps:
         path = deploy_scope(tap)
@@ -94,6 +101,8 @@ def scope_outputs(ops: list[GraphOp], graph_outputs: Iterable[str], taps: Iterab
             if not _inside(op.scope, path):
                 continue
             for name in op.outputs:
+                if name in sizes:
+                    continue
                 if name in finals or any(not _inside(ops[u].scope, path) for u in users.get(name, [])):
                     chosen = name
         if chosen is None:

@@ -108,6 +108,7 @@ class Target:
     default_precision: str = "fp32"  # written when no precision flag is given
     always_fp32: bool = False  # FP32 written on every run: the baseline other precisions compare to
     dynamic_batch: bool = True  # supports --dynamic-batch (otherwise batch 1)
+    dynamic_size: bool = False  # supports --dynamic: height and width too (tables built in the graph)
     calibrated_int8: bool = False  # INT8 needs activation calibration on images
     calibrator: str = "nncf"  # what calibrates it: "nncf" (the int8 extra) or the backend's own flow
     statistics: tuple[str, ...] | None = None  # --statistic values its calibrator has (None: all)

@@ -11,6 +11,7 @@ import numpy as np
 from ..atomic import atomic_path
 from ..optional import require
 from ..quiet import quiet
+from ..sizes import SizeRange
 from .base import Exported, ExportRequest, Sources, Target
 from .onnx_opset import lower_opset
 from .runner import Runner
@@ -43,13 +44,14 @@ _COMPUTE_PROVIDERS = {"TensorrtExecutionProvider": "gpu", "CUDAExecutionProvider
 
 
 def export(model, path: Path, input_size: tuple[int, int], *, dynamic_batch: bool,
-           metadata: dict[str, str]) -> Path:
+           metadata: dict[str, str], size_range: SizeRange | None = None) -> Path:
     """Export ``model`` (the deploy form) to ``path`` as one self-contained ONNX file.
 
     The graph is simplified with onnxslim, then ``metadata`` is stored as metadata_props. A model in
     the ONNX Runtime encoding (``rewrite.fused``) is written at opset 23 and keeps its linear layers
     as MatMul on 4-D tokens: onnxslim's 2-D Gemm would add a Reshape pair (a copy) around each,
-    measured ~6% of RMT-T's time.
+    measured ~6% of RMT-T's time. With ``size_range`` (a dynamic deploy form) height and width are
+    dynamic too, each a multiple of 32 within the range; the batch is then dynamic as well.
     """
     import onnx
     import onnxslim
@@ -61,8 +63,9 @@ def export(model, path: Path, input_size: tuple[int, int], *, dynamic_batch: boo
     onnxruntime_ops = getattr(model, "encoding", "generic") == "onnxruntime"
 
     # A dynamic batch needs an example batch > 1: torch.export specialises sizes 0 and 1.
+    dynamic_batch = dynamic_batch or size_range is not None
     example = torch.zeros(2 if dynamic_batch else 1, 3, *input_size)
-    dynamic_shapes = {"x": {0: torch.export.Dim("batch", min=1, max=4096)}} if dynamic_batch else None
+    dynamic_shapes = {"x": _dynamic_dims(size_range)} if dynamic_batch else None
     raw = path.with_suffix(".raw.onnx")
     with _quiet_exporter():
         torch.onnx.export(model, (example,), str(raw), dynamo=True,
@@ -83,7 +86,21 @@ def export(model, path: Path, input_size: tuple[int, int], *, dynamic_batch: boo
     if dynamic_batch:
         for value in list(proto.graph.input) + list(proto.graph.output):
             value.type.tensor_type.shape.dim[0].dim_param = "batch"
+    if size_range is not None:
+        for i, name in ((2, "height"), (3, "width")):
+            proto.graph.input[0].type.tensor_type.shape.dim[i].dim_param = name
     return save(proto, path, metadata)
+
+
+def _dynamic_dims(size_range: SizeRange | None) -> dict:
+    """torch.export dimensions of the input: the batch, and height and width as multiples of 32."""
+    import torch
+
+    dims = {0: torch.export.Dim("batch", min=1, max=4096)}
+    if size_range is not None:
+        for axis, name in ((2, "height"), (3, "width")):
+            dims[axis] = 32 * torch.export.Dim(f"{name}_32", min=size_range.low // 32, max=size_range.high // 32)
+    return dims
 
 
 def output_names(model) -> tuple[str, ...]:
@@ -92,7 +109,7 @@ def output_names(model) -> tuple[str, ...]:
 
 
 def export_fp16(model, path: Path, input_size: tuple[int, int], *, dynamic_batch: bool,
-                metadata: dict[str, str]) -> Path:
+                metadata: dict[str, str], size_range: SizeRange | None = None) -> Path:
     """Like ``export``, in FP16 with FP32 inputs and outputs (see rmt_deploy.quant.fp16)."""
     import onnx
 
@@ -100,7 +117,7 @@ def export_fp16(model, path: Path, input_size: tuple[int, int], *, dynamic_batch
     from ..rewrite.taps import TAPS_KEY
 
     fp32 = path.with_suffix(".fp32.onnx")
-    export(model, fp32, input_size, dynamic_batch=dynamic_batch, metadata=metadata)
+    export(model, fp32, input_size, dynamic_batch=dynamic_batch, metadata=metadata, size_range=size_range)
     try:
         fp32_proto = onnx.load(str(fp32))
         taps = {p.key: p.value for p in fp32_proto.metadata_props if p.key == TAPS_KEY}
@@ -110,7 +127,8 @@ def export_fp16(model, path: Path, input_size: tuple[int, int], *, dynamic_batch
     return save(proto, path, {**taps, **metadata})  # the FP32 graph's tap map: same tensor names
 
 
-def export_for_calibration(model, input_size: tuple[int, int], *, dynamic_batch: bool, encoding: str = "generic"):
+def export_for_calibration(model, input_size: tuple[int, int], *, dynamic_batch: bool, encoding: str = "generic",
+                           size_range: SizeRange | None = None):
     """The reference ``model`` as the FP32 graph INT8 calibration takes (``quant.int8``): deploy
     form with the FFN as linear layers on tokens, loaded as an onnx.ModelProto. ``encoding``
     "onnxruntime" for the ONNX Runtime INT8 artifact (its attention stays float either way),
@@ -121,9 +139,10 @@ def export_for_calibration(model, input_size: tuple[int, int], *, dynamic_batch:
 
     from ..rewrite import to_deploy
 
-    deploy = to_deploy(model, input_size, ffn_layout="linear", encoding=encoding)
+    deploy = to_deploy(model, input_size, ffn_layout="linear", encoding=encoding, dynamic=size_range is not None)
     with tempfile.TemporaryDirectory(prefix="rmt-int8-") as tmp:
-        path = export(deploy, Path(tmp) / "fp32_tokens.onnx", input_size, dynamic_batch=dynamic_batch, metadata={})
+        path = export(deploy, Path(tmp) / "fp32_tokens.onnx", input_size, dynamic_batch=dynamic_batch, metadata={},
+                      size_range=size_range)
         return onnx.load(str(path))
 
 
@@ -317,6 +336,7 @@ class OnnxTarget(Target):
     name, title, aliases, suffix = "onnx", "ONNX", (), ".onnx"
     precisions = ("fp32", "int8", "fp16")
     always_fp32 = calibrated_int8 = True
+    dynamic_size = True
     encoding = "generic"  # rewrite.ENCODINGS: what the FP32 and INT8 graphs are exported in
 
     def unavailable_reason(self) -> str | None:

@@ -330,6 +330,7 @@ class OpenVINOTarget(Target):
     name, title, aliases, suffix = "openvino", "OpenVINO", ("ov", "ir"), ".xml"
     precisions, default_precision = ("fp16", "int8", "fp32"), "fp16"
     calibrated_int8, extra = True, "openvino"
+    dynamic_size = True
 
     def unavailable_reason(self) -> str | None:
         try:

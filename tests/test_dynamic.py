@@ -1,0 +1,141 @@
+"""--dynamic: one artifact for many input sizes, its tables built in the graph from the input's size."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from rmt_deploy.errors import UserInputError
+from rmt_deploy.jobs.export import run_export
+from rmt_deploy.jobs.plan import ExportOptions, plan
+from rmt_deploy.rewrite import to_deploy
+from rmt_deploy.sizes import SizeRange
+
+from .conftest import random_model, real_images
+from .test_cli import run
+
+SIZES = [(64, 64), (64, 128), (96, 64)]  # the verified size, then two non-square ones
+
+
+@pytest.mark.parametrize("name", ["rmt-t", "rmt-s", "rmt-b", "rmt-l"])
+def test_dynamic_deploy_form_matches_the_reference_at_every_size(name):
+    ref = random_model(name)
+    x = {size: torch.from_numpy(real_images(size, n=1)) for size in SIZES}
+    with torch.no_grad():
+        expected = {size: ref(x[size]) for size in SIZES}
+        for encoding in ("generic", "onnxruntime"):
+            dynamic = to_deploy(ref, SIZES[0], encoding=encoding, dynamic=True)
+            for size in SIZES:
+                assert (dynamic(x[size]) - expected[size]).abs().max() < 1e-4, (encoding, size)
+        # At the fixed form's own size the two compute the same floats.
+        assert torch.equal(dynamic(x[SIZES[1]]), to_deploy(ref, SIZES[1], encoding="onnxruntime")(x[SIZES[1]]))
+
+
+def test_built_tables_equal_the_stored_ones():
+    ref = random_model("rmt-t")
+    fixed, dynamic = to_deploy(ref, (96, 160)), to_deploy(ref, (32, 32), dynamic=True)
+    h, w = 24, 40
+    for stored, built in zip(fixed.stages, dynamic.stages):
+        for a, b in zip(stored.tables(h, w)[:2] + stored.tables(h, w)[2], built.tables(h, w)[:2] + built.tables(h, w)[2]):
+            assert torch.equal(a, b)
+        h, w = (h + 1) // 2, (w + 1) // 2
+
+
+def test_size_range_defaults_and_verified_sizes():
+    assert SizeRange.around((224, 224)) == SizeRange(96, 448)
+    assert SizeRange.around((64, 64)) == SizeRange(32, 128)
+    assert SizeRange(32, 128).verified_sizes((64, 96)) == [(32, 32), (32, 128), (64, 96), (128, 128)]  # by area
+    assert SizeRange(64, 128).holds((64, 96)) and not SizeRange(64, 128).holds((32, 96))
+
+
+@pytest.mark.parametrize("flags, message", [
+    (dict(min_size=64), "--min-size sets the range of a dynamic artifact; add --dynamic"),
+    (dict(dynamic=True, min_size=48), "--min-size 48 must be a multiple of 32"),
+    (dict(dynamic=True, min_size=256, max_size=128), "--min-size 256 is above --max-size 128"),
+    (dict(dynamic=True, targets=("coreml",)), "--dynamic: CoreML artifacts take one input size here"),
+    (dict(dynamic=True, targets=("trt",)), "drop --dynamic or --target trt"),
+])
+def test_bad_ranges_stop_before_any_work(flags, message, tmp_path):
+    with pytest.raises(UserInputError, match=message.replace("(", r"\(")):
+        plan(ExportOptions(out=tmp_path / "out", **flags))
+    assert not (tmp_path / "out").exists()
+
+
+def test_range_that_misses_the_verified_size_or_memory_is_refused(tmp_path):
+    with pytest.raises(UserInputError, match="--img-size 64x64 .* is outside --min-size 96 .. --max-size 128"):
+        run_export(ExportOptions(dynamic=True, min_size=96, max_size=128, out=tmp_path / "a"))
+    done = run("export", "--dynamic", "--max-size", "2048", "--out", str(tmp_path / "b"))  # the demo: 16.3 GiB
+    assert done.returncode == 2 and "--max-size 2048 needs about" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+@pytest.mark.slow
+def test_demo_exports_one_artifact_for_many_sizes(tmp_path):
+    """FP32 and INT8 for ONNX, ONNX Runtime and OpenVINO: verified at four sizes, runnable at others."""
+    import onnxruntime as ort
+
+    from rmt_deploy.bundled import bundled_weights
+    from rmt_deploy.model.checkpoint import load_model
+
+    out = tmp_path / "out"
+    report = run_export(ExportOptions(targets=("onnx", "onnxruntime", "openvino"), dynamic=True, int8=True, fp32=True,
+                                      min_size=32, max_size=128, bench_iters=0, calib_size=32, parity_samples=4,
+                                      out=out))
+    dyn = report["model"]["dynamic_size"]
+    assert dyn == {"min": 32, "max": 128, "verified_sizes": [[32, 32], [32, 128], [64, 64], [128, 128]]}
+    assert len(report["artifacts"]) == 6
+    for a in report["artifacts"]:
+        assert a["status"] == "ok", a
+        assert [p["size"] for p in a["parity_at_sizes"]] == [[32, 32], [32, 128], [128, 128]]
+        floor = {"fp32": 1.0 - 1e-6, "int8": 0.95}[a["precision"]]
+        assert all(p["cosine"] >= floor for p in a["parity_at_sizes"]), a["parity_at_sizes"]
+    assert "dynamic size: height and width 32–128" in (out / "report.md").read_text()
+
+    # At a size nobody verified, in a batch of two: the standard file still computes PyTorch's logits.
+    model = load_model(bundled_weights(), None).model
+    x = real_images((96, 64), n=2)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x)).numpy()
+    session = ort.InferenceSession(str(out / "model.onnx"))
+    assert session.get_inputs()[0].shape == ["batch", 3, "height", "width"]
+    meta = session.get_modelmeta().custom_metadata_map
+    assert meta["dynamic_size"] == "32-128" and meta["input_size"] == "64x64"
+    assert np.abs(session.run(None, {"input": x})[0] - expected).max() < 1e-4
+    assert json.loads(meta["mean"])  # predict's preprocessing is still recorded
+
+    # compare's taps are activations, not the size integers a dynamic graph reads inside each scope.
+    import rmt_deploy as rd
+
+    result = rd.compare(out / "model_int8.onnx", out=tmp_path / "compare")
+    assert 0 < result.tap("stages.2.blocks.1").rel_l2 < 0.1
+
+
+@pytest.mark.slow
+def test_demo_backbone_is_verified_per_map_at_detection_like_aspect_ratios(tmp_path):
+    report = run_export(ExportOptions(task="backbone", targets=("onnx", "openvino"), fp32=True, dynamic=True,
+                                      img_size=(64, 96), min_size=32, max_size=128, bench_iters=0, parity_samples=4,
+                                      out=tmp_path / "out"))
+    assert report["model"]["dynamic_size"]["verified_sizes"] == [[32, 32], [32, 128], [64, 96], [128, 128]]
+    for a in report["artifacts"]:
+        assert a["status"] == "ok", a
+        for parity in a["parity_at_sizes"]:
+            assert set(parity["outputs"]) == {"feat0", "feat1", "feat2", "feat3"} and parity["max_abs"] <= 1e-4, parity
+
+
+@pytest.mark.slow
+def test_rmt_t_dynamic_onnx_matches_pytorch_from_96_to_448(tmp_path):
+    import onnxruntime as ort
+
+    from rmt_deploy.targets.onnx import export
+
+    ref = random_model("rmt-t")
+    path = export(to_deploy(ref, (224, 224), dynamic=True), tmp_path / "model.onnx", (224, 224), dynamic_batch=True,
+                  metadata={}, size_range=SizeRange(96, 448))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for size in [(224, 224), (96, 448), (448, 448)]:
+        x = real_images(size, n=1)
+        with torch.no_grad():
+            expected = ref(torch.from_numpy(x)).numpy()
+        assert np.abs(session.run(None, {"input": x})[0] - expected).max() < 1e-4, size
