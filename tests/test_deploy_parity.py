@@ -77,15 +77,15 @@ def test_attention_rotation_matches_reference_block():
     """One MaSA block in isolation, both forms, so a failure points at the attention."""
     model = random_model("rmt-t")
     size = (64, 96)
-    deploy = to_deploy(model, size)
-    for stage_ref, stage_dep, stride in zip(model.layers, deploy.stages, (4, 8, 16, 32)):
-        h, w = size[0] // stride, size[1] // stride
-        x = torch.randn(2, h, w, stage_ref.blocks[0].retention.q_proj.in_features)
-        attn: DeployMaSA = stage_dep.blocks[0].attn
-        with torch.inference_mode():
-            ref = stage_ref.blocks[0].retention(x, stage_ref.Relpos)
-            got = attn(x, *stage_dep.tables())
-        np.testing.assert_allclose(got.numpy(), ref.numpy(), atol=1e-5)
+    for deploy in (to_deploy(model, size), to_deploy(model, (32, 32), dynamic=True)):
+        for stage_ref, stage_dep, stride in zip(model.layers, deploy.stages, (4, 8, 16, 32)):
+            h, w = size[0] // stride, size[1] // stride
+            x = torch.randn(2, h, w, stage_ref.blocks[0].retention.q_proj.in_features)
+            attn: DeployMaSA = stage_dep.blocks[0].attn
+            with torch.inference_mode():
+                ref = stage_ref.blocks[0].retention(x, stage_ref.Relpos)
+                got = attn(x, *stage_dep.tables(h, w))
+            np.testing.assert_allclose(got.numpy(), ref.numpy(), atol=1e-5)
 
 
 def test_table_and_attention_budgets_grow_with_size():
