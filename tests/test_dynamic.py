@@ -38,7 +38,8 @@ def test_built_tables_equal_the_stored_ones():
     fixed, dynamic = to_deploy(ref, (96, 160)), to_deploy(ref, (32, 32), dynamic=True)
     h, w = 24, 40
     for stored, built in zip(fixed.stages, dynamic.stages):
-        for a, b in zip(stored.tables(h, w)[:2] + stored.tables(h, w)[2], built.tables(h, w)[:2] + built.tables(h, w)[2]):
+        (s_sin, s_cos, s_masks), (b_sin, b_cos, b_masks) = stored.tables(h, w), built.tables(h, w)
+        for a, b in zip((s_sin, s_cos, *s_masks), (b_sin, b_cos, *b_masks)):
             assert torch.equal(a, b)
         h, w = (h + 1) // 2, (w + 1) // 2
 
@@ -55,7 +56,7 @@ def test_size_range_defaults_and_verified_sizes():
     (dict(dynamic=True, min_size=48), "--min-size 48 must be a multiple of 32"),
     (dict(dynamic=True, min_size=256, max_size=128), "--min-size 256 is above --max-size 128"),
     (dict(dynamic=True, targets=("coreml",)), "--dynamic: CoreML artifacts take one input size here"),
-    (dict(dynamic=True, targets=("trt",)), "drop --dynamic or --target trt"),
+    (dict(dynamic=True, targets=("executorch",)), "drop --dynamic or --target executorch"),
 ])
 def test_bad_ranges_stop_before_any_work(flags, message, tmp_path):
     with pytest.raises(UserInputError, match=message.replace("(", r"\(")):
@@ -139,3 +140,38 @@ def test_rmt_t_dynamic_onnx_matches_pytorch_from_96_to_448(tmp_path):
         with torch.no_grad():
             expected = ref(torch.from_numpy(x)).numpy()
         assert np.abs(session.run(None, {"input": x})[0] - expected).max() < 1e-4, size
+
+
+def test_tensorrt_profile_spans_the_batch_and_the_size_range():
+    from rmt_deploy.targets.trt_readiness import profile_shapes
+
+    assert profile_shapes([1, 3, 224, 224], {}) is None
+    assert profile_shapes([None, 3, 224, 224], {}) == ((1, 3, 224, 224), (1, 3, 224, 224), (32, 3, 224, 224))
+    meta = {"dynamic_size": "96-448", "input_size": "224x320"}
+    assert profile_shapes([None, 3, None, None], meta, (1, 2, 8)) == (
+        (1, 3, 96, 96), (2, 3, 224, 320), (8, 3, 448, 448))
+    assert profile_shapes([None, 3, None, None], {}) is None  # no recorded range: readiness reports the axes
+
+
+@pytest.mark.slow
+def test_tensorrt_and_fp16_onnx_take_the_range(tmp_path):
+    """TensorRT-ready FP16 and INT8 ONNX with the size range as their profile, parsed and built by
+    TensorRT-RTX here; the standard FP16 ONNX keeps its tables in FP32 and matches at every size."""
+    out = tmp_path / "out"
+    report = run_export(ExportOptions(targets=("onnx", "trt"), dynamic=True, fp16=True, int8=True, min_size=32,
+                                      max_size=128, bench_iters=0, calib_size=32, parity_samples=4, out=out))
+    by = {(a["target"], a["precision"]): a for a in report["artifacts"]}
+    fp16 = by["onnx", "fp16"]
+    assert fp16["status"] == "ok" and all(p["cosine"] > 0.9999 for p in fp16["parity_at_sizes"])
+    for precision in ("fp16", "int8"):
+        trt = by["trt", precision]
+        assert trt["readiness"]["status"] == "ready", trt["readiness"]
+        assert trt["readiness"]["profile"] == {"input": "input", "min": [1, 3, 32, 32], "opt": [1, 3, 64, 64],
+                                               "max": [32, 3, 128, 128]}
+        if trt["readiness"]["rtx_build"] is not None:  # TensorRT-RTX installed (the dev extra)
+            assert trt["readiness"]["rtx_build"]["status"] == "ok", trt["readiness"]["rtx_build"]
+        assert len(trt["onnx_parity_at_sizes"]) == 3
+        floor = 0.9999 if precision == "fp16" else 0.95  # INT8: calibrated at 64², the export's guard
+        assert all(p["cosine"] > floor for p in trt["onnx_parity_at_sizes"]), trt["onnx_parity_at_sizes"]
+    script = (out / "build_engine.sh").read_text()
+    assert script.count("--minShapes=input:1x3x32x32 --optShapes=input:1x3x64x64 --maxShapes=input:32x3x128x128") == 2

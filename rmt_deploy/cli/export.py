@@ -50,7 +50,7 @@ def export(
         show_default=False)] = None,
     dynamic_batch: Annotated[bool, typer.Option("--dynamic-batch/--no-dynamic-batch", help="Batch axis dynamic in the ONNX.")] = False,
     dynamic: Annotated[bool, typer.Option("--dynamic/--no-dynamic", help="One artifact for many input sizes: batch, "
-                                          "height and width dynamic (ONNX, ONNX Runtime, OpenVINO). --img-size is the "
+                                          "height and width dynamic (ONNX, ONNX Runtime, OpenVINO, TensorRT). --img-size is the "
                                           "size it is calibrated and timed at; it is also verified at the range's "
                                           "ends.")] = False,
     min_size: Annotated[Optional[int], typer.Option(

@@ -24,7 +24,22 @@ def quantize_qdq(model, samples: np.ndarray, input_name: str, policy: QuantPolic
     op_types = {n.op_type for n in model.graph.node}
     quantized = _quantize(model, samples, lambda x: {input_name: x}, policy, op_types - set(QUANTIZED_OPS))
     _unsigned_to_signed(quantized)
+    _shapes_read_float(quantized)
     return quantized
+
+
+def _shapes_read_float(model) -> None:
+    """A dynamic-size graph reads its sizes from tensors (Shape); NNCF rewires every consumer of a
+    quantized tensor, those Shape ops too. They read the float tensor again: its shape is the same,
+    and TensorRT takes Q/DQ only in front of the layers that compute in int8."""
+    producer = {o: n for n in model.graph.node for o in n.output}
+    for node in model.graph.node:
+        if node.op_type != "Shape":
+            continue
+        dq = producer.get(node.input[0])
+        q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+        if q is not None and q.op_type == "QuantizeLinear":
+            node.input[0] = q.input[0]
 
 
 def quantize_openvino(model, samples: np.ndarray, policy: QuantPolicy):

@@ -19,9 +19,45 @@ def to_fp16(model, keep_io_types: bool = True):
 
     with quiet("onnxruntime.transformers.float16"):
         half = convert_float_to_float16(model, keep_io_types=keep_io_types,
-                                        op_block_list=list(DEFAULT_OP_BLOCK_LIST) + list(FLOAT_OPS))
+                                        op_block_list=list(DEFAULT_OP_BLOCK_LIST) + list(FLOAT_OPS),
+                                        node_block_list=_size_dependent_nodes(model))
+    _drop_repeated_casts(half.graph)
     _sort_topologically(half.graph)  # the converter appends its input casts at the end
     return half
+
+
+def _size_dependent_nodes(model) -> list[str]:
+    """Names of the nodes that depend on the input's size but not on its values: a dynamic-size graph's
+    decay and rotary tables (rewrite.tables). They stay FP32: a rotary phase such as 4095 × 1.0 has
+    no FP16 value within a radian."""
+    valued = {i.name for i in model.graph.input}
+    for node in model.graph.node:
+        if node.op_type != "Shape" and any(name in valued for name in node.input):
+            valued.update(node.output)
+    sized = {o for n in model.graph.node if n.op_type == "Shape" for o in n.output}
+    names = []
+    for i, node in enumerate(model.graph.node):
+        if node.op_type == "Shape" or any(o in valued for o in node.output):
+            continue
+        if any(name in sized for name in node.input):
+            sized.update(node.output)
+            node.name = node.name or f"size_dependent_{i}"
+            names.append(node.name)
+    return names
+
+
+def _drop_repeated_casts(graph) -> None:
+    """The converter writes one Cast per blocked consumer of a tensor, all with the same output name;
+    keep the first (graph outputs must be produced once)."""
+    seen: set[str] = set()
+    kept = []
+    for node in graph.node:
+        if node.op_type == "Cast" and node.output[0] in seen:
+            continue
+        seen.update(node.output)
+        kept.append(node)
+    del graph.node[:]
+    graph.node.extend(kept)
 
 
 def _sort_topologically(graph) -> None:

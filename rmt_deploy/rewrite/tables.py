@@ -16,14 +16,16 @@ __all__ = ["rotary", "decay_1d", "whole_decay"]
 
 def rotary(angle: torch.Tensor, h, w) -> tuple[torch.Tensor, torch.Tensor]:
     """sin and cos of (h*w, len(angle)) phases: position i*w + j times each frequency."""
-    index = torch.arange(h * w, dtype=angle.dtype, device=angle.device)
+    # An integer Range, then a Cast, as the reference writes it: TensorRT's float Range fails to
+    # build inside an FP16 network.
+    index = torch.arange(h * w, device=angle.device).to(angle.dtype)
     phase = index[:, None] * angle[None, :]
     return torch.sin(phase), torch.cos(phase)
 
 
 def decay_1d(decay: torch.Tensor, n) -> torch.Tensor:
     """(heads, n, n): each head's decay rate times |i - j| along one axis."""
-    index = torch.arange(n, dtype=decay.dtype, device=decay.device)
+    index = torch.arange(n, device=decay.device).to(decay.dtype)
     return (index[:, None] - index[None, :]).abs() * decay[:, None, None]
 
 

@@ -72,6 +72,8 @@ class Sources(Protocol):
     def int8_qdq(self) -> Int8Graph: ...  # 8-bit weights, plain Q/DQ (TensorRT)
     def int8_openvino(self) -> Int8Graph: ...  # 7-bit weights, NNCF's OpenVINO backend
     def parity(self, runner: Runner, dynamic: bool) -> dict: ...  # logits vs PyTorch on the parity images
+    dynamic_size: bool  # --dynamic: one graph for many sizes
+    def parity_at_other_sizes(self, runner: Runner) -> list[dict]: ...  # --dynamic: at the range's ends too
 
 
 @dataclass

@@ -23,6 +23,7 @@ from ..atomic import atomic_path, write_text_atomic
 from ..errors import BackendUnavailable, UserInputError
 from .base import Exported, ExportRequest, Sources, Target, TargetOptions
 from .runner import Runner
+from .trt_readiness import profile_shapes
 
 __all__ = ["TARGET", "TensorRTTarget", "TensorRTOptions", "EngineSettings", "engine_unavailable_reason",
            "trtexec_command", "write_build_script", "build_engine", "describe", "sidecar_path", "BUILD_SCRIPT"]
@@ -97,24 +98,20 @@ def _compute_capability() -> str | None:
     return f"{props.major}.{props.minor}" if int(err) == 0 else None
 
 
-def _shape_arg(name: str, batch: int, rest: list[int]) -> str:
-    return f"{name}:{'x'.join(str(d) for d in [batch, *rest])}"
+def _shape_arg(name: str, shape: tuple[int, ...]) -> str:
+    return f"{name}:{'x'.join(str(d) for d in shape)}"
 
 
 def trtexec_command(onnx_name: str, engine_name: str, precision: str, input_name: str, input_shape: list,
-                    settings: EngineSettings) -> list[str]:
+                    settings: EngineSettings, metadata: dict[str, str] | None = None) -> list[str]:
     """The trtexec call equivalent to ``build_engine`` (for hosts with TensorRT but not this tool)."""
     cmd = ["trtexec", f"--onnx={onnx_name}", f"--saveEngine={engine_name}",
            f"--memPoolSize=workspace:{int(settings.workspace_gib * 1024)}M"]
-    if precision == "fp16":
-        cmd.append("--stronglyTyped")  # precision comes from the FP16 ONNX (required on TensorRT 11)
-    elif precision == "int8":
-        cmd.append("--stronglyTyped")  # explicit quantization: the Q/DQ nodes carry the precision
-    if input_shape[0] in (None, 0, -1):
-        rest = list(input_shape[1:])
-        cmd += [f"--minShapes={_shape_arg(input_name, settings.min_batch, rest)}",
-                f"--optShapes={_shape_arg(input_name, settings.opt_batch, rest)}",
-                f"--maxShapes={_shape_arg(input_name, settings.max_batch, rest)}"]
+    if precision in ("fp16", "int8"):  # the FP16 ONNX / the Q/DQ nodes carry the precision (TensorRT 11 needs it)
+        cmd.append("--stronglyTyped")
+    shapes = profile_shapes(input_shape, metadata or {}, (settings.min_batch, settings.opt_batch, settings.max_batch))
+    if shapes is not None:
+        cmd += [f"--{kind}Shapes={_shape_arg(input_name, shape)}" for kind, shape in zip(("min", "opt", "max"), shapes)]
     if settings.timing_cache:
         cmd.append(f"--timingCacheFile={settings.timing_cache}")
     if settings.dla_core is not None:
@@ -158,11 +155,11 @@ def build_engine(onnx_path: Path, engine_path: Path, settings: EngineSettings) -
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(settings.workspace_gib * (1 << 30)))
     inp = network.get_input(0)
     shape = list(inp.shape)
-    if shape[0] == -1:
+    shapes = profile_shapes(shape, _onnx_metadata(onnx_path), (settings.min_batch, settings.opt_batch,
+                                                               settings.max_batch))  # height, width too: --dynamic
+    if shapes is not None:
         profile = builder.create_optimization_profile()
-        rest = shape[1:]
-        profile.set_shape(inp.name, (settings.min_batch, *rest), (settings.opt_batch, *rest),
-                          (settings.max_batch, *rest))
+        profile.set_shape(inp.name, *shapes)
         config.add_optimization_profile(profile)
     if settings.dla_core is not None:
         config.default_device_type = trt.DeviceType.DLA
@@ -184,7 +181,7 @@ def build_engine(onnx_path: Path, engine_path: Path, settings: EngineSettings) -
             tmp.write_bytes(bytes(config.get_timing_cache().serialize()))
     sidecar = {"tensorrt": trt.__version__, "gpu": _gpu_name(), "compute_capability": _compute_capability(),
                "precision": _precision_of(onnx_path), "input": inp.name, "input_shape": shape,
-               "profile": [settings.min_batch, settings.opt_batch, settings.max_batch] if shape[0] == -1 else None,
+               "profile": None if shapes is None else [list(s) for s in shapes],  # min, opt, max input shapes
                "dla_core": settings.dla_core, "source_onnx": onnx_path.name,
                "source_onnx_sha256": hashlib.sha256(onnx_path.read_bytes()).hexdigest(),
                "build_seconds": round(time.perf_counter() - start, 2),
@@ -332,6 +329,7 @@ class TensorRTTarget(Target):
     name, title, aliases, suffix = "trt", "TensorRT", ("tensorrt", "engine"), ".engine"
     precisions, default_precision = ("fp16", "int8", "fp32"), "fp16"
     calibrated_int8, extra, needs = True, "trt", "nvidia-gpu"
+    dynamic_size = True  # height and width in the optimisation profile, from the artifact's dynamic_size
     options_type = TensorRTOptions
     gates_accuracy = False  # the engine's accuracy is the device's: gate it there with `rmt-deploy check`
     no_taps_reason = ("engines cannot be tapped here: marking outputs needs a GPU build and changes TensorRT's "
@@ -386,9 +384,11 @@ class TensorRTTarget(Target):
         # computes): fused kernels would saturate the full 8-bit grid on x86 CPUs without VNNI.
         with OnnxRuntimeRunner(onnx_path, request.threads, fuse_int8=False) as runner:
             fields["onnx_parity"] = sources.parity(runner, dynamic)
+            if sources.dynamic_size:  # --dynamic: also at the profile's ends
+                fields["onnx_parity_at_sizes"] = sources.parity_at_other_sizes(runner)
         info = describe_onnx(onnx_path)
         fields["trtexec"] = trtexec_command(onnx_path.name, request.path.name, precision, info["input_name"],
-                                            info["input_shape"], EngineSettings())
+                                            info["input_shape"], EngineSettings(), info["metadata"])
         if fields["readiness"]["status"] != "ready":
             onnx_path.unlink()
             return Exported(None, fields, "failed", "readiness",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-__all__ = ["readiness", "rtx_build", "TRT_ONNX_OPS", "TARGET_VERSIONS"]
+__all__ = ["readiness", "rtx_build", "profile_shapes", "TRT_ONNX_OPS", "TARGET_VERSIONS"]
 
 TARGET_VERSIONS = "TensorRT 10.x / 11.x"
 OPSET_RANGE = (9, 22)  # opsets TensorRT 10.x's parser accepts
@@ -40,6 +40,30 @@ _DTYPES = {1: "float32", 2: "uint8", 3: "int8", 6: "int32", 7: "int64", 9: "bool
            11: "double", 16: "bfloat16", 17: "float8e4m3", 22: "int4"}
 
 
+def profile_shapes(input_shape: list, metadata: dict[str, str], batch: tuple[int, int, int] = (1, 1, 32)
+                   ) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]] | None:
+    """(min, opt, max) input shapes of the optimisation profile, or None for a static input.
+
+    The batch axis, when dynamic, runs over ``batch``; height and width, when dynamic (``--dynamic``),
+    over the range in the artifact's metadata (``dynamic_size`` "lo-hi"), optimised for the verified
+    ``input_size``."""
+    dims = [d if isinstance(d, int) and d > 0 else None for d in input_shape]
+    if all(d is not None for d in dims):
+        return None
+    shapes = [list(dims), list(dims), list(dims)]
+    if dims[0] is None:
+        for shape, b in zip(shapes, batch):
+            shape[0] = b
+    if any(d is None for d in dims[2:]):
+        if not metadata.get("dynamic_size"):
+            return None  # a dynamic side without a recorded range: readiness reports it
+        low, high = (int(v) for v in metadata["dynamic_size"].split("-"))
+        opt = [int(v) for v in metadata["input_size"].split("x")]
+        for shape, sides in zip(shapes, ([low, low], opt, [high, high])):
+            shape[2:] = sides
+    return tuple(tuple(s) for s in shapes)
+
+
 def readiness(model, dynamic_batch: bool = False) -> dict:
     """Problems TensorRT would hit with ``model`` (an onnx.ModelProto); empty list: ready."""
     from ..quant.checks import tensorrt_problems
@@ -59,33 +83,35 @@ def readiness(model, dynamic_batch: bool = False) -> dict:
                          if v.type.tensor_type.elem_type not in _DTYPES})
     if bad_types:
         problems.append(f"tensors of types TensorRT does not support: {', '.join(bad_types[:5])}")
-    problems += _shape_problems(graph, dynamic_batch)
+    metadata = {p.key: p.value for p in model.metadata_props}
+    problems += _shape_problems(graph, dynamic_batch, bool(metadata.get("dynamic_size")))
     quantized = any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in graph.node)
     if quantized:
         problems += tensorrt_problems(model)
     return {"status": "ready" if not problems else "problems", "problems": problems, "checked_for": TARGET_VERSIONS,
             "opset": opset, "explicit_quantization": quantized,
-            "profile": _profile(graph) if dynamic_batch else None}
+            "profile": _profile(graph, metadata) if dynamic_batch else None}
 
 
-def _shape_problems(graph, dynamic_batch: bool) -> list[str]:
+def _shape_problems(graph, dynamic_batch: bool, dynamic_size: bool) -> list[str]:
     problems = []
     for value in graph.input:
         dims = value.type.tensor_type.shape.dim
         for axis, dim in enumerate(dims):
             if dim.HasField("dim_value"):
                 continue
-            if axis == 0 and dynamic_batch:
+            if (axis == 0 and dynamic_batch) or (axis in (2, 3) and dynamic_size):
                 continue  # covered by the optimisation profile written with the engine
             problems.append(f"input {value.name} axis {axis} is dynamic ({dim.dim_param or '?'}); only the batch "
-                            "axis may be, with an optimisation profile")
+                            "axis may be, with an optimisation profile (and height and width with --dynamic)")
     return problems
 
 
-def _profile(graph) -> dict:
+def _profile(graph, metadata: dict[str, str]) -> dict | None:
     value = graph.input[0]
-    rest = [d.dim_value for d in value.type.tensor_type.shape.dim][1:]
-    return {"input": value.name, "min": [1, *rest], "opt": [1, *rest], "max": [32, *rest]}
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim]
+    shapes = profile_shapes(dims, metadata)
+    return None if shapes is None else {"input": value.name, **dict(zip(("min", "opt", "max"), map(list, shapes)))}
 
 
 def rtx_build(path: Path) -> dict | None:
@@ -104,10 +130,10 @@ def rtx_build(path: Path) -> dict | None:
     built = None
     if parsed:
         config = builder.create_builder_config()
-        if network.get_input(0).shape[0] == -1:
+        shapes = profile_shapes(list(network.get_input(0).shape), _metadata(path))
+        if shapes is not None:
             profile = builder.create_optimization_profile()
-            shape = tuple(network.get_input(0).shape)[1:]
-            profile.set_shape(network.get_input(0).name, (1, *shape), (1, *shape), (32, *shape))
+            profile.set_shape(network.get_input(0).name, *shapes)
             config.add_optimization_profile(profile)
         plan = builder.build_serialized_network(network, config)
         built = plan is not None and plan.nbytes > 0
@@ -115,3 +141,9 @@ def rtx_build(path: Path) -> dict | None:
             "built": built, "layers": network.num_layers if parsed else None, "errors": errors[:5],
             "seconds": round(time.perf_counter() - start, 2),
             "status": "ok" if parsed and built else "failed"}
+
+
+def _metadata(path: Path) -> dict[str, str]:
+    import onnx
+
+    return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
