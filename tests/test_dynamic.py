@@ -163,6 +163,12 @@ def test_tensorrt_and_fp16_onnx_take_the_range(tmp_path):
     by = {(a["target"], a["precision"]): a for a in report["artifacts"]}
     fp16 = by["onnx", "fp16"]
     assert fp16["status"] == "ok" and all(p["cosine"] > 0.9999 for p in fp16["parity_at_sizes"])
+    # The rotary phase reaches Sin and Cos in FP32, with no FP16 round trip a runtime would honour.
+    import onnx
+
+    graph = onnx.load(str(out / "model_fp16.onnx")).graph
+    producer = {o: n for n in graph.node for o in n.output}
+    assert {producer[n.input[0]].op_type for n in graph.node if n.op_type in ("Sin", "Cos")} == {"Mul"}
     for precision in ("fp16", "int8"):
         trt = by["trt", precision]
         assert trt["readiness"]["status"] == "ready", trt["readiness"]

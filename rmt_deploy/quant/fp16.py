@@ -17,11 +17,13 @@ def to_fp16(model, keep_io_types: bool = True):
     """Return an FP16 copy of ``model`` (onnx.ModelProto); inputs/outputs stay FP32 by default."""
     from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
+    blocked = _size_dependent_nodes(model)
     with quiet("onnxruntime.transformers.float16"):
         half = convert_float_to_float16(model, keep_io_types=keep_io_types,
                                         op_block_list=list(DEFAULT_OP_BLOCK_LIST) + list(FLOAT_OPS),
-                                        node_block_list=_size_dependent_nodes(model))
+                                        node_block_list=blocked)
     _drop_repeated_casts(half.graph)
+    _skip_round_trips(half.graph, set(blocked))
     _sort_topologically(half.graph)  # the converter appends its input casts at the end
     return half
 
@@ -44,6 +46,37 @@ def _size_dependent_nodes(model) -> list[str]:
             node.name = node.name or f"size_dependent_{i}"
             names.append(node.name)
     return names
+
+
+def _skip_round_trips(graph, blocked: set[str]) -> None:
+    """Between two FP32 nodes of the table subgraph the converter still writes Cast(fp16) → Cast(fp32):
+    a position index above 2048 or a phase would lose its value there. Their consumers read the FP32
+    tensor instead, and the casts that no longer feed anything are removed."""
+    producer = {o: n for n in graph.node for o in n.output}
+    bypass = {}
+    for node in graph.node:
+        inner = producer.get(node.input[0]) if node.op_type == "Cast" and _cast_to(node) == 1 else None
+        if inner is None or inner.op_type != "Cast" or _cast_to(inner) != 10:
+            continue
+        source = producer.get(inner.input[0])
+        if source is not None and source.name in blocked:
+            bypass[node.output[0]] = inner.input[0]
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            if name in bypass:
+                node.input[i] = bypass[name]
+    outputs = {o.name for o in graph.output}
+    while True:
+        used = {name for n in graph.node for name in n.input} | outputs
+        dead = [n for n in graph.node if n.op_type == "Cast" and n.output[0] not in used]
+        if not dead:
+            return
+        for n in dead:
+            graph.node.remove(n)
+
+
+def _cast_to(node) -> int | None:
+    return next((a.i for a in node.attribute if a.name == "to"), None)
 
 
 def _drop_repeated_casts(graph) -> None:
