@@ -5,8 +5,9 @@ from dataclasses import dataclass
 
 from .errors import UserInputError
 
-__all__ = ["parse_img_size", "check_side", "SizeRange", "MAX_SIDE"]
+__all__ = ["parse_img_size", "parse_sizes", "check_side", "SizeRange", "InputSizes", "MAX_SIDE", "ENUMERATED_KEY"]
 
+ENUMERATED_KEY = "input_sizes"  # artifact metadata: the only (H, W) it takes, "32x32,32x128,64x64" (Core ML)
 MAX_SIDE = 2048  # a sanity bound; the real limit depends on the variant (jobs.prepare._check_size)
 
 
@@ -27,6 +28,20 @@ def parse_img_size(text: str) -> tuple[int, int]:
             raise UserInputError(f"--img-size {text}: {side} is not a multiple of 32 (RMT downsamples "
                                  f"by 32); use {near}")
     return h, w
+
+
+def parse_sizes(text: str, flag: str = "--size") -> tuple[tuple[int, int], ...]:
+    """'224,288x384' → ((224, 224), (288, 384)): comma-separated sizes, each like ``--img-size``."""
+    parts = [p for p in text.split(",") if p.strip()]
+    if not parts:
+        raise UserInputError(f"{flag} '{text}' names no size; use e.g. 224,288x384")
+    sizes = []
+    for part in parts:
+        try:
+            sizes.append(parse_img_size(part))
+        except UserInputError as e:
+            raise UserInputError(str(e).replace("--img-size", flag, 1)) from None
+    return tuple(dict.fromkeys(sizes))
 
 
 def check_side(flag: str, side: int) -> int:
@@ -60,3 +75,40 @@ class SizeRange:
     def around(cls, size: tuple[int, int]) -> SizeRange:
         """The default range for ``--dynamic``: half the short side to twice the long side."""
         return cls(max(32, min(size) // 2 // 32 * 32), min(MAX_SIDE, 2 * max(size)))
+
+
+@dataclass(frozen=True)
+class InputSizes:
+    """The (H, W) one artifact takes: a range (``--dynamic``), enumerated sizes (Core ML) or one size."""
+
+    size: tuple[int, int]  # what it was verified and tuned at
+    size_range: SizeRange | None = None
+    enumerated: tuple[tuple[int, int], ...] = ()
+
+    def holds(self, size: tuple[int, int]) -> bool:
+        if self.enumerated:
+            return tuple(size) in self.enumerated
+        if self.size_range is not None:
+            return self.size_range.holds(size)
+        return tuple(size) == self.size
+
+    def __str__(self) -> str:
+        if self.enumerated:
+            return "one of " + ", ".join(f"{h}x{w}" for h, w in self.enumerated)
+        if self.size_range is not None:
+            return f"each side {self.size_range.low}–{self.size_range.high}, a multiple of 32"
+        return f"only {self.size[0]}x{self.size[1]}"
+
+    @classmethod
+    def of(cls, metadata: dict, size: tuple[int, int]) -> InputSizes:
+        """From an artifact's metadata (``dynamic_size`` "lo-hi", Core ML's ``input_sizes``)."""
+        enumerated = tuple(parse_img_size(s) for s in metadata.get(ENUMERATED_KEY, "").split(",") if s)
+        low_high = metadata.get("dynamic_size")
+        size_range = SizeRange(*(int(v) for v in low_high.split("-"))) if low_high else None
+        return cls(tuple(size), size_range, enumerated)
+
+    def check(self, size: tuple[int, int], what: str, fix: str) -> None:
+        """UserInputError naming the sizes taken when ``size`` is not one of them."""
+        if not self.holds(size):
+            raise UserInputError(f"{what}: {size[0]}x{size[1]} is outside the sizes this artifact takes "
+                                 f"({self}); {fix}")

@@ -161,3 +161,30 @@ def test_predict_matches_pytorch_on_every_compute_unit(tmp_path):
         with coreml.CoreMLRunner(path, unit) as runner:
             parity = compare_logits(ref, runner.infer({"input": x})["logits"])
         assert parity["cosine"] >= FP16_COSINE and parity["top1_agreement"] == 1.0, unit
+
+
+@pytest.mark.slow
+def test_dynamic_package_takes_its_enumerated_sizes(tmp_path):
+    """export --dynamic: one package with enumerated shapes, its tables built in FP32 from the input's
+    size (positions past 2048 have no exact FP16 value), checked by the numpy evaluator at two sizes."""
+    ref = random_model("rmt-t")
+    deploy = to_deploy(ref, (64, 64), dynamic=True).eval()
+    path = tmp_path / "dynamic.mlpackage"
+    sizes = [(32, 128), (64, 64), (128, 64)]
+    coreml.export(deploy, path, (64, 64), precision="fp16", metadata=METADATA,
+                  settings=coreml.CoreMLSettings(), sizes=sizes)
+    info = coreml.describe(path)
+    assert info["metadata"]["input_sizes"] == "32x128,64x64,128x64" and info["input_shape"] == [1, 3, 64, 64]
+    facts = coreml.inspect_graph(path)
+    assert facts["status"] == "ok" and facts["max_rank"] <= 5
+    function = load_program(path).functions["main"]
+    tables = [op for op in function.operations if op.op_type in ("sin", "cos", "range_1d")]
+    assert tables and all(coremltools.converters.mil.mil.types.builtin_to_string(op.outputs[0].dtype)
+                          in ("fp32", "int32") for op in tables)
+    for size in [(32, 128), (128, 64)]:
+        x = real_images(size, 1)
+        with torch.no_grad():
+            expected = ref(torch.from_numpy(x)).numpy()
+        with coreml.TARGET.load(path) as runner:
+            parity = compare_logits(expected, runner.infer({"input": x})["logits"])
+        assert parity["cosine"] >= FP16_COSINE and parity["top1_agreement"] == 1.0, (size, parity)

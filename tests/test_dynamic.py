@@ -11,7 +11,7 @@ from rmt_deploy.errors import UserInputError
 from rmt_deploy.jobs.export import run_export
 from rmt_deploy.jobs.plan import ExportOptions, plan
 from rmt_deploy.rewrite import to_deploy
-from rmt_deploy.sizes import SizeRange
+from rmt_deploy.sizes import InputSizes, SizeRange, parse_sizes
 
 from .conftest import random_model, real_images
 from .test_cli import run
@@ -51,11 +51,24 @@ def test_size_range_defaults_and_verified_sizes():
     assert SizeRange(64, 128).holds((64, 96)) and not SizeRange(64, 128).holds((32, 96))
 
 
+def test_sizes_an_artifact_takes():
+    assert parse_sizes("224, 288x384,224") == ((224, 224), (288, 384))
+    with pytest.raises(UserInputError, match="--size 100: 100 is not a multiple of 32"):
+        parse_sizes("224,100")
+    ranged = InputSizes.of({"dynamic_size": "96-448"}, (224, 224))
+    assert ranged.holds((96, 448)) and not ranged.holds((64, 224)) and not ranged.holds((100, 224))
+    listed = InputSizes.of({"dynamic_size": "32-128", "input_sizes": "32x32,64x64"}, (64, 64))
+    assert listed.holds((32, 32)) and not listed.holds((96, 96))  # Core ML: only the enumerated ones
+    with pytest.raises(UserInputError, match=r"--size: 96x96 is outside the sizes this artifact takes "
+                                             r"\(one of 32x32, 64x64\); re-export"):
+        listed.check((96, 96), "--size", "re-export")
+    assert str(InputSizes.of({}, (64, 96))) == "only 64x96" and not InputSizes.of({}, (64, 96)).holds((96, 64))
+
+
 @pytest.mark.parametrize("flags, message", [
     (dict(min_size=64), "--min-size sets the range of a dynamic artifact; add --dynamic"),
     (dict(dynamic=True, min_size=48), "--min-size 48 must be a multiple of 32"),
     (dict(dynamic=True, min_size=256, max_size=128), "--min-size 256 is above --max-size 128"),
-    (dict(dynamic=True, targets=("coreml",)), "--dynamic: CoreML artifacts take one input size here"),
     (dict(dynamic=True, targets=("executorch",)), "drop --dynamic or --target executorch"),
 ])
 def test_bad_ranges_stop_before_any_work(flags, message, tmp_path):
@@ -94,6 +107,21 @@ def test_demo_exports_one_artifact_for_many_sizes(tmp_path):
         assert all(p["cosine"] >= floor for p in a["parity_at_sizes"]), a["parity_at_sizes"]
     assert "dynamic size: height and width 32–128" in (out / "report.md").read_text()
 
+    # bench --size: any size in the range, one cell per size and batch; outside it, one line and exit 2.
+    done = run("bench", str(out / "model.onnx"), "--size", "64,32x96", "--batch", "1,2", "--iters", "2",
+               "--min-time", "0", "--no-reference", "--out", str(tmp_path / "bench"), "--json")
+    assert done.returncode == 0, done.stderr
+    cells = json.loads(done.stdout)["artifacts"][0]["benchmarks"]
+    assert [(c["size"], c["batch"], c["status"]) for c in cells] == [
+        ([64, 64], 1, "ok"), ([64, 64], 2, "ok"), ([32, 96], 1, "ok"), ([32, 96], 2, "ok")]
+    for args in (["--size", "256"], ["--from", str(out), "--size", "32x160"]):
+        files = [] if "--from" in args else [str(out / "model_int8.onnx")]
+        before = (out / "report.json").read_text()
+        done = run("bench", *files, *args, "--out", str(tmp_path / "never"))
+        assert done.returncode == 2 and "each side 32–128, a multiple of 32" in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr and not (tmp_path / "never").exists()
+        assert (out / "report.json").read_text() == before
+
     # At a size nobody verified, in a batch of two: the standard file still computes PyTorch's logits.
     model = load_model(bundled_weights(), None).model
     x = real_images((96, 64), n=2)
@@ -116,11 +144,13 @@ def test_demo_exports_one_artifact_for_many_sizes(tmp_path):
 @pytest.mark.slow
 def test_demo_backbone_is_verified_per_map_at_detection_like_aspect_ratios(tmp_path):
     report = run_export(ExportOptions(task="backbone", targets=("onnx", "openvino"), fp32=True, dynamic=True,
-                                      img_size=(64, 96), min_size=32, max_size=128, bench_iters=0, parity_samples=4,
-                                      out=tmp_path / "out"))
+                                      img_size=(64, 96), min_size=32, max_size=128, bench_iters=3, bench_warmup=1,
+                                      parity_samples=4, out=tmp_path / "out"))
     assert report["model"]["dynamic_size"]["verified_sizes"] == [[32, 32], [32, 128], [64, 96], [128, 128]]
     for a in report["artifacts"]:
         assert a["status"] == "ok", a
+        assert [t["size"] for t in a["latency_at_sizes"]] == [[32, 32], [32, 128], [128, 128]]
+        assert all(t["p50"] > 0 and t["iterations"] == 3 for t in a["latency_at_sizes"])
         for parity in a["parity_at_sizes"]:
             assert set(parity["outputs"]) == {"feat0", "feat1", "feat2", "feat3"} and parity["max_abs"] <= 1e-4, parity
 

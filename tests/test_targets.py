@@ -37,7 +37,7 @@ class SmallSources:
             self.reference = self.model(torch.from_numpy(self.x)).numpy()
         self.built: list[str] = []
         self.statistic = "minmax"
-        self.dynamic_size = False  # one size: no parity at other sizes
+        self.dynamic_size, self.sizes = False, [SIZE]  # one size: no parity at other sizes
 
     def deploy_form(self, encoding: str):
         self.built.append(f"{encoding}_form")
@@ -57,7 +57,7 @@ class SmallSources:
 
     int8_qdq = int8_openvino = int8_onnx
 
-    def parity_at_other_sizes(self, runner) -> list[dict]:
+    def parity_at_other_sizes(self, runner, dynamic: bool) -> list[dict]:
         return []
 
     def parity(self, runner, dynamic: bool) -> dict:

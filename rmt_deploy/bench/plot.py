@@ -39,7 +39,7 @@ def figure(report: dict):
     compared = [a for a in report["artifacts"] if (a.get("parity") or {}).get("cosine") is not None]
     if not timed and not compared:
         return None
-    batched = [a for a in timed if len([b for b in a.get("benchmarks", []) if b.get("latency_ms")]) > 1]
+    batched = [a for a in timed if len(_by_batch_runs(a, report)) > 1]
     import matplotlib
 
     matplotlib.use("Agg")
@@ -120,10 +120,16 @@ def _limits(rows: list[dict], report: dict) -> dict[str, float]:
     return {p: v for p, v in recorded.items() if p in shown}
 
 
+def _by_batch_runs(artifact: dict, report: dict) -> list[dict]:
+    """The timed cells at the verified input size (``bench --size`` may add others)."""
+    size = list((report.get("model") or {}).get("input_size") or [])
+    return [b for b in artifact.get("benchmarks", []) if b.get("latency_ms") and b.get("size", size) in (size, [])]
+
+
 def _by_batch(ax, rows: list[dict], color: dict, report: dict) -> None:
     batches: set[int] = set()
     for a in rows:
-        runs = [b for b in a.get("benchmarks", []) if b.get("latency_ms")]
+        runs = _by_batch_runs(a, report)
         batches.update(b["batch"] for b in runs)
         ax.plot([b["batch"] for b in runs], [b["latency_ms"]["p50"] for b in runs], marker="o",
                 color=color.get(_label(a)), label=_label(a))

@@ -117,8 +117,10 @@ def render_markdown(report: dict, has_plot: bool = False) -> str:
     if model.get("dynamic_size"):
         dyn = model["dynamic_size"]
         checked = ", ".join("x".join(map(str, s)) for s in dyn["verified_sizes"])
+        enumerated = any(a["target"] == "coreml" for a in report["artifacts"])
         lines.append(f"- dynamic size: height and width {dyn['min']}–{dyn['max']} (multiples of 32); every artifact "
-                     f"verified at {checked}")
+                     f"verified at {checked}" + ("; Core ML packages take exactly these sizes (enumerated shapes)"
+                                                 if enumerated else ""))
     if model.get("checkpoint"):
         lines.append(f"- checkpoint: `{model['checkpoint']}` (sha256 `{(model.get('sha256') or '')[:16]}…`)")
     if ver.get("images"):
@@ -138,6 +140,7 @@ def render_markdown(report: dict, has_plot: bool = False) -> str:
             f"{_fmt(parity.get('cosine'), 6)} | {_fmt(acc.get('top1'))} | {_fmt(acc.get('drop'), 2)} | "
             f"{_fmt(None if agreement is None else agreement * 100, 2, '%')} | {_fmt(lat.get('p50'))} | {_fmt(lat.get('p90'))} |")
     lines += _feature_lines(report)
+    lines += _size_lines(report)
     lines += _matrix_lines(report)
     lines += ["", "## How to read this", "",
               "- **max abs diff / cosine**: artifact logits (backbones: the worst feature map) vs the PyTorch FP32 reference on the same "
@@ -157,6 +160,24 @@ def render_markdown(report: dict, has_plot: bool = False) -> str:
               f"- CPU features: {', '.join(isa['isa']) or 'unknown'}; int8 accumulation: {isa['int8_accumulation']}",
               f"- {pkgs}", ""]
     return "\n".join(lines)
+
+
+def _size_lines(report: dict) -> list[str]:
+    """--dynamic: each artifact's parity (worst cosine / max abs diff) and batch-1 latency at every verified size."""
+    rows = [a for a in report["artifacts"] if a.get("parity_at_sizes")]
+    if not rows:
+        return []
+    lines = ["", "## At every verified size (worst image cosine / max abs diff vs PyTorch FP32, p50 ms)", "",
+             "| target | precision | size | cosine | max abs diff | p50 ms |", "|---|---|---:|---:|---:|---:|"]
+    for a in rows:
+        timed = {tuple(t["size"]): t.get("p50") for t in a.get("latency_at_sizes") or []}
+        at = [{**(a.get("parity") or {}), "size": report["model"]["input_size"],
+               "p50": (a.get("latency_ms") or {}).get("p50")}]
+        at += [{**p, "p50": timed.get(tuple(p["size"]))} for p in a["parity_at_sizes"]]
+        for p in sorted(at, key=lambda p: (p["size"][0] * p["size"][1], p["size"])):
+            lines.append(f"| {a['target']} | {a['precision']} | {p['size'][0]}x{p['size'][1]} | "
+                         f"{_fmt(p.get('cosine'), 6)} | {_sci(p.get('max_abs'))} | {_fmt(p.get('p50'))} |")
+    return lines
 
 
 def _feature_lines(report: dict) -> list[str]:
@@ -179,8 +200,8 @@ def _matrix_lines(report: dict) -> list[str]:
     if not rows:
         return []
     lines = ["", "## Benchmark matrix", "",
-             "| target | precision | runtime | batch | status | size | top-1 | drop | agreement | p50 ms | p99 ms | img/s | load s | peak RSS |",
-             "|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| target | precision | runtime | input | batch | status | size | top-1 | drop | agreement | p50 ms | p99 ms | img/s | load s | peak RSS |",
+             "|---|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for a in rows:
         acc = a.get("accuracy") or {}
         size_mb = f"{a['size_bytes'] / 1e6:.1f} MB" if a.get("size_bytes") else "—"
@@ -190,12 +211,17 @@ def _matrix_lines(report: dict) -> list[str]:
             lat = b.get("latency_ms") or {}
             status = status_text(b) + (f" ⚠ noisy (cv {lat['cv']:.0%})" if lat.get("noisy") else "")
             lines.append(
-                f"| {a['target']} | {a['precision']} | {b.get('runtime', '—')} | {b['batch']} | {status} | {size_mb} | "
+                f"| {a['target']} | {a['precision']} | {b.get('runtime', '—')} | {_input(b)} | {b['batch']} | {status} | "
+                f"{size_mb} | "
                 f"{_fmt(acc.get('top1'))} | "
                 f"{_fmt(acc.get('drop'))} | {_fmt(None if agreement is None else agreement * 100, 2, '%')} | "
                 f"{_fmt(lat.get('p50'))} | {_fmt(lat.get('p99'))} | {_fmt(b.get('throughput'), 1)} | "
                 f"{_fmt(a.get('load_seconds'))} | {rss} |")
     return lines
+
+
+def _input(cell: dict) -> str:
+    return f"{cell['size'][0]}x{cell['size'][1]}" if cell.get("size") else "—"
 
 
 def _latency_note(report: dict) -> str:

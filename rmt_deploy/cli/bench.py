@@ -36,6 +36,10 @@ def bench(
     from_dir: Annotated[Optional[Path], typer.Option("--from", help="Export folder: benchmark its artifacts "
                                                      "and update its report.", show_default=False)] = None,
     batch: Annotated[str, typer.Option("--batch", help="Batch sizes, comma-separated.")] = "1",
+    size: Annotated[Optional[str], typer.Option("--size", help="Input sizes to time, comma-separated HxW "
+                                                "(e.g. 224,288x384); each must be one the artifact takes "
+                                                "(export --dynamic). Default: the size it was verified at.",
+                                                show_default=False)] = None,
     threads: ThreadsOpt = None,
     iters: Annotated[int, typer.Option("--iters", help="Minimum timed runs per cell.")] = 30,
     min_time: Annotated[float, typer.Option("--min-time", help="Minimum seconds of timed runs per cell.")] = 1.0,
@@ -53,11 +57,13 @@ def bench(
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Benchmark artifacts across batch sizes: latency, throughput, load time, memory, accuracy."""
+    """Benchmark artifacts across batch and input sizes: latency, throughput, load time, memory, accuracy."""
     with errors_to_exit():
         from ..jobs.bench import BenchOptions, parse_batches, run_bench
+        from ..sizes import parse_sizes
 
         opts = BenchOptions(artifacts=tuple(artifacts or ()), from_dir=from_dir, batches=parse_batches(batch),
+                            sizes=parse_sizes(size) if size is not None else (),
                             threads=threads, min_iters=iters, min_seconds=min_time, warmup=warmup,
                             eval_dir=eval_dir, out=out_dir, reference=not no_reference, device=device,
                             hint=hint.strip().lower(), execution=execution.strip().lower())
@@ -70,7 +76,9 @@ def bench(
 
 def _matrix(out: Console, report: dict) -> None:
     table = Table(title="benchmark matrix", title_justify="left")
-    for col in ("target", "prec.", "runtime", "batch", "status", "top-1", "drop", "p50 ms", "p99 ms", "img/s"):
+    sizes = len((report.get("bench") or {}).get("sizes") or ()) > 1
+    for col in ("target", "prec.", "runtime", *(("input",) if sizes else ()), "batch", "status", "top-1", "drop",
+                "p50 ms", "p99 ms", "img/s"):
         table.add_column(col, justify="left" if col in ("target", "prec.", "runtime", "status") else "right",
                          no_wrap=True)
     notes = []
@@ -82,7 +90,8 @@ def _matrix(out: Console, report: dict) -> None:
             if b.get("reason"):
                 notes.append(f"{a['target']}/{a['precision']} batch {b['batch']}: {b['reason']}")
             runtime = (b.get("runtime") or "").replace("onnxruntime ", "ort ").replace("ExecutionProvider", "")
-            table.add_row(a["target"], a["precision"], runtime.split(" eager")[0], str(b["batch"]), status,
+            shape = (f"{b['size'][0]}x{b['size'][1]}" if b.get("size") else "—",) if sizes else ()
+            table.add_row(a["target"], a["precision"], runtime.split(" eager")[0], *shape, str(b["batch"]), status,
                           f"{acc['top1']:.2f}" if acc.get("top1") is not None else "—",
                           f"{acc['drop']:.2f}" if acc.get("drop") is not None else "—",
                           f"{lat['p50']:.2f}" if lat else "—", f"{lat['p99']:.2f}" if lat else "—",

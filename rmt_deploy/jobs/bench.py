@@ -1,7 +1,7 @@
-"""`rmt-deploy bench`: latency across batch sizes (and accuracy) for exported artifacts.
+"""`rmt-deploy bench`: latency across batch and input sizes (and accuracy) for exported artifacts.
 
 Artifacts come from an export folder (``--from``: its report.json is updated in place) or
-as files (a new report in ``--out``). Each (artifact, batch) cell is measured on its own:
+as files (a new report in ``--out``). Each (artifact, size, batch) cell is measured on its own:
 a failure is recorded with its reason and the rest still run. The PyTorch reference is
 timed last, because its OpenMP threads keep spinning after each call and would slow the
 runtime measured next.
@@ -28,6 +28,7 @@ from ..data.images import Preprocess, open_image_set
 from ..errors import UserInputError
 from ..model.variants import VARIANTS
 from ..outdir import REPORT_JSON, writing
+from ..sizes import InputSizes
 from ..targets import TARGETS, Target, check_execution, target_for_path
 from ..targets.openvino import HINTS, check_device
 
@@ -41,6 +42,7 @@ class BenchOptions:
     artifacts: tuple[Path, ...] = ()
     from_dir: Path | None = None
     batches: tuple[int, ...] = (1,)
+    sizes: tuple[tuple[int, int], ...] = ()  # input (H, W) to time; empty: the size each artifact was verified at
     threads: int | None = None  # None: all cores
     min_iters: int = 30
     min_seconds: float = 1.0
@@ -125,6 +127,8 @@ def run_bench(opts: BenchOptions, progress) -> dict:
         report, folder, base = _from_files(opts.artifacts), None, Path.cwd()
     model = report["model"]
     size = tuple(model["input_size"])
+    sizes = opts.sizes or (size,)
+    _check_sizes(report["artifacts"], base, sizes)
     # Evaluation batches are sized from the attention footprint; artifacts without our
     # metadata get the largest official variant's estimate (the most conservative).
     cfg = VARIANTS.get(model.get("variant") or "", VARIANTS["rmt-l"])
@@ -134,11 +138,13 @@ def run_bench(opts: BenchOptions, progress) -> dict:
         if entry["status"] != "ok" or not entry.get("path"):
             continue
         path = Path(entry["path"]) if Path(entry["path"]).is_absolute() else base / entry["path"]
-        _bench_artifact(entry, path, size, cfg, opts, eval_set, progress)
-    report["reference_runs"] = _bench_reference(ref_model, size, opts, eval_set, progress) if opts.reference else []
+        _bench_artifact(entry, path, size, sizes, cfg, opts, eval_set, progress)
+    report["reference_runs"] = (_bench_reference(ref_model, size, sizes, opts, eval_set, progress)
+                                if opts.reference else [])
 
     report.update(**stamp(), environment=environment(),
-                  bench={"batches": list(opts.batches), "threads": opts.threads or os.cpu_count(),
+                  bench={"batches": list(opts.batches), "sizes": [list(s) for s in sizes],
+                         "threads": opts.threads or os.cpu_count(),
                          "min_iters": opts.min_iters, "min_seconds": opts.min_seconds, "warmup": opts.warmup})
     report.setdefault("verification", None)
     if eval_set is not None:
@@ -151,6 +157,22 @@ def run_bench(opts: BenchOptions, progress) -> dict:
         with writing(opts.out) as tmp:
             write_report(tmp, report)
     return report
+
+
+def _check_sizes(artifacts: list[dict], base: Path, sizes) -> None:
+    """Every --size must be one each artifact takes (its range, enumerated sizes or its one size)."""
+    for entry in artifacts:
+        if entry["status"] != "ok" or not entry.get("path"):
+            continue
+        path = Path(entry["path"]) if Path(entry["path"]).is_absolute() else base / entry["path"]
+        try:
+            info = TARGETS[entry["target"]].describe(path)
+        except Exception:  # noqa: BLE001 — recorded as a failed cell when it is benchmarked
+            continue
+        taken = InputSizes.of(info["metadata"], tuple(info["input_shape"][2:]))
+        for size in sizes:
+            taken.check(size, f"--size for {path.name}",
+                        "choose sizes it takes, or export with --dynamic --min-size/--max-size around them")
 
 
 def _prepare_eval(opts: BenchOptions, model: dict, cfg, progress):
@@ -179,8 +201,9 @@ def _prepare_eval(opts: BenchOptions, model: dict, cfg, progress):
     return eval_set, ref_model
 
 
-def _bench_artifact(entry: dict, path: Path, size, cfg, opts: BenchOptions, eval_set, progress) -> None:
-    """Every runtime the target offers here (e.g. ONNX Runtime CPU and CUDA) × every batch."""
+def _bench_artifact(entry: dict, path: Path, size, sizes, cfg, opts: BenchOptions, eval_set, progress) -> None:
+    """Every runtime the target offers here (e.g. ONNX Runtime CPU and CUDA) × every size × every batch;
+    the artifact's ``latency_ms`` is batch 1 at ``size``, the size it was verified at."""
     target = TARGETS[entry["target"]]
     entry["benchmarks"] = cells = []
     try:
@@ -188,25 +211,25 @@ def _bench_artifact(entry: dict, path: Path, size, cfg, opts: BenchOptions, eval
         runtimes = target.runtimes(opts.device)
         warning = int8_cpu_warning(path, entry["target"])
     except Exception as e:  # noqa: BLE001 — one broken artifact must not stop the matrix
-        cells.extend(_failed(b, e) for b in opts.batches)
+        cells.extend({**_failed(b, e), "size": list(s)} for s in sizes for b in opts.batches)
         return
     if warning:
         entry["cpu_warning"] = warning
         progress.log(warning)
     if not runtimes:  # e.g. CoreML off macOS
         reason = target.no_runtime_reason()
-        cells.extend({"batch": b, "runtime": "none here", "status": "skipped", "stage": None, "reason": reason}
-                     for b in opts.batches)
+        cells.extend({"batch": b, "size": list(s), "runtime": "none here", "status": "skipped", "stage": None,
+                      "reason": reason} for s in sizes for b in opts.batches)
     for i, runtime in enumerate(runtimes):
         first = i == 0  # accuracy, load time and memory are reported for the first runtime
-        _bench_runtime(entry, target, path, runtime, info, size, cfg, opts, eval_set if first else None,
+        _bench_runtime(entry, target, path, runtime, info, sizes, cfg, opts, eval_set if first else None,
                        first, progress)
-    ok1 = next((c for c in cells if c["batch"] == 1 and c["status"] == "ok"), None)
+    ok1 = next((c for c in cells if c["batch"] == 1 and c["size"] == list(size) and c["status"] == "ok"), None)
     if ok1:
         entry["latency_ms"] = ok1["latency_ms"]
 
 
-def _bench_runtime(entry, target: Target, path: Path, runtime: str, info: dict, size, cfg, opts: BenchOptions,
+def _bench_runtime(entry, target: Target, path: Path, runtime: str, info: dict, sizes, cfg, opts: BenchOptions,
                    eval_set, first: bool, progress) -> None:
     cells = entry["benchmarks"]
     try:
@@ -216,12 +239,13 @@ def _bench_runtime(entry, target: Target, path: Path, runtime: str, info: dict, 
         runner.activate()
         load_seconds = round(time.perf_counter() - start, 3)
     except Exception as e:  # noqa: BLE001
-        cells.extend({**_failed(b, e), "runtime": runtime} for b in opts.batches)
+        cells.extend({**_failed(b, e), "size": list(s), "runtime": runtime} for s in sizes for b in opts.batches)
         return
     try:
         fixed = None if info["dynamic_batch"] else info["input_shape"][0]
-        for batch in opts.batches:
-            cells.append(_bench_cell(entry, runner, info, size, batch, fixed, opts, progress))
+        for size in sizes:
+            for batch in opts.batches:
+                cells.append(_bench_cell(entry, runner, info, size, batch, fixed, opts, progress))
         if eval_set is not None:
             with progress.bar(f"Evaluating {entry['target']}/{entry['precision']}", len(eval_set.images)) as advance:
                 logits = eval_set.logits(lambda x: runner_logits(runner, x, fixed is None, cfg), advance)
@@ -239,7 +263,7 @@ def _bench_runtime(entry, target: Target, path: Path, runtime: str, info: dict, 
 
 
 def _bench_cell(entry, runner, info, size, batch: int, fixed: int | None, opts: BenchOptions, progress) -> dict:
-    cell = {"batch": batch, "runtime": runner.name, "status": "ok", "stage": None, "reason": None}
+    cell = {"batch": batch, "size": list(size), "runtime": runner.name, "status": "ok", "stage": None, "reason": None}
     if fixed is not None and batch != fixed:
         return {**cell, "status": "skipped",
                 "reason": f"model has a fixed batch of {fixed}; export with --dynamic-batch"}
@@ -250,7 +274,8 @@ def _bench_cell(entry, runner, info, size, batch: int, fixed: int | None, opts: 
         return runner.last_inference_s
 
     try:
-        with progress.step(f"Timing {entry['target']}/{entry['precision']} on {runner.name}, batch {batch}"):
+        with progress.step(f"Timing {entry['target']}/{entry['precision']} on {runner.name}, "
+                           f"{size[0]}x{size[1]} batch {batch}"):
             lat = measure(call, opts.warmup, opts.min_iters, opts.min_seconds)
         cell["throughput"] = round(batch * 1000.0 / lat["p50"], 2)
         if opts.hint == "throughput":  # parallel requests, not 1 / latency
@@ -261,7 +286,7 @@ def _bench_cell(entry, runner, info, size, batch: int, fixed: int | None, opts: 
             else:
                 cell["async"], cell["throughput"] = parallel, parallel["images_per_s"]
     except Exception as e:  # noqa: BLE001
-        return {**cell, **_failed(batch, e)}
+        return {**cell, **_failed(batch, e)}  # keeps the cell's size
     return {**cell, "latency_ms": latency_entry(lat, runner, opts.threads, batch)}
 
 
@@ -276,33 +301,33 @@ def _failed(batch: int, e: BaseException) -> dict:
     return {"batch": batch, "status": "failed", "stage": "benchmark", "reason": failure_reason(e)}
 
 
-def _bench_reference(model, size, opts: BenchOptions, eval_set, progress) -> list[dict]:
+def _bench_reference(model, size, sizes, opts: BenchOptions, eval_set, progress) -> list[dict]:
     if model is None:
         return []
     import torch
 
     torch.set_num_threads(opts.threads or os.cpu_count())
     cells = []
-    for batch in opts.batches:
-        def call(x=torch.randn(batch, 3, *size)) -> None:
+    for shape, batch in ((s, b) for s in sizes for b in opts.batches):
+        def call(x=torch.randn(batch, 3, *shape)) -> None:
             with torch.inference_mode():
                 model(x)
 
         try:
-            with progress.step(f"Timing PyTorch reference batch {batch}"):
+            with progress.step(f"Timing PyTorch reference {shape[0]}x{shape[1]} batch {batch}"):
                 lat = measure(call, opts.warmup, opts.min_iters, opts.min_seconds)
-            cells.append({"batch": batch, "status": "ok", "stage": None, "reason": None,
+            cells.append({"batch": batch, "size": list(shape), "status": "ok", "stage": None, "reason": None,
                           "runtime": f"pytorch {torch.__version__} eager",
                           "latency_ms": {**lat, "runtime": f"pytorch {torch.__version__} eager",
                                          "device": "cpu", "threads": opts.threads or os.cpu_count(),
                                          "batch": batch},
                           "throughput": round(batch * 1000.0 / lat["p50"], 2)})
         except Exception as e:  # noqa: BLE001
-            cells.append(_failed(batch, e))
+            cells.append({**_failed(batch, e), "size": list(shape)})
     accuracy = None
     if eval_set is not None and eval_set.reference is not None:
         accuracy = accuracy_entry(eval_set.reference, eval_set)
-    ok1 = next((c for c in cells if c["batch"] == 1 and c["status"] == "ok"), None)
+    ok1 = next((c for c in cells if c["batch"] == 1 and c["size"] == list(size) and c["status"] == "ok"), None)
     entry = Artifact("pytorch", "fp32", accuracy=Accuracy.from_dict(accuracy),
                      latency_ms=Latency.from_dict(ok1["latency_ms"]) if ok1 else None, details={"benchmarks": cells})
     return [entry.to_dict()]

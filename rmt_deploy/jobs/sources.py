@@ -37,6 +37,7 @@ class ExportSources:
         self.deploy, self.size, self.calib = prepared.deploy, prepared.size, prepared.calib
         self.statistic = opts.statistic
         self.dynamic_size = prepared.size_range is not None  # one graph for many sizes (--dynamic)
+        self.sizes = prepared.size_range.verified_sizes(self.size) if self.dynamic_size else [self.size]
         self._cache: dict = {}
 
     def once(self, key, build):
@@ -151,12 +152,12 @@ class ExportSources:
         ref, got = self.prepared.ref_parity, self.parity_outputs(runner, dynamic)
         return compare_features(ref, got) if isinstance(ref, dict) else compare_logits(ref, got)
 
-    def parity_at_other_sizes(self, runner) -> list[dict]:
+    def parity_at_other_sizes(self, runner, dynamic: bool) -> list[dict]:
         """A dynamic artifact's parity at each other size it is checked at: {"size": [h, w], ...parity}."""
         found = []
         for size, x, ref in self.prepared.other_sizes:
-            got = (runner_outputs(runner, x, True, self.deploy.cfg) if isinstance(ref, dict)
-                   else self.logits(runner, x, True))
+            got = (runner_outputs(runner, x, dynamic, self.deploy.cfg) if isinstance(ref, dict)
+                   else self.logits(runner, x, dynamic))
             found.append({"size": list(size), **(compare_features(ref, got) if isinstance(ref, dict)
                                                  else compare_logits(ref, got))})
         return found

@@ -37,7 +37,7 @@ def verify(target: Target, entry: Artifact, path: Path, sources: ExportSources, 
             entry.parity = Parity.from_dict(sources.parity(runner, dynamic))
         if sources.prepared.other_sizes:
             with progress.step(f"Verifying {label} at {len(sources.prepared.other_sizes)} other sizes"):
-                entry.details["parity_at_sizes"] = sources.parity_at_other_sizes(runner)
+                entry.details["parity_at_sizes"] = sources.parity_at_other_sizes(runner, dynamic)
         eval_set = prepared.eval_set
         if eval_set is not None:
             with progress.bar(f"Evaluating {label}", len(eval_set.images)) as advance:
@@ -47,20 +47,28 @@ def verify(target: Target, entry: Artifact, path: Path, sources: ExportSources, 
             entry.details["latency_skipped"] = target.no_runtime_reason()
         elif opts.bench_iters > 0:
             with progress.step(f"Timing {label} ({opts.bench_iters} runs)"):
-                feeds = {runner.input_names()[0]: prepared.x_parity[:1]}
-
-                def one_call() -> float:
-                    runner.infer(feeds)
-                    return runner.last_inference_s
-
-                measured = measure(one_call, opts.bench_warmup, opts.bench_iters)
+                measured = _time(runner, prepared.x_parity[:1], opts)
             entry.latency_ms = Latency.from_dict(latency_entry(measured, runner, opts.threads, 1))
+            if prepared.other_sizes:  # --dynamic: batch 1 at each other verified size too
+                with progress.step(f"Timing {label} at {len(prepared.other_sizes)} other sizes"):
+                    entry.details["latency_at_sizes"] = [{"size": list(size), **_time(runner, x[:1], opts)}
+                                                         for size, x, _ in prepared.other_sizes]
     _at_runtime_default(target, entry, path, sources, opts, dynamic)
     failure = judge(entry.precision, entry.parity, execution, opts.atol)
     for other in entry.details.get("parity_at_sizes", []):
         failure = failure or _at_size(other, judge(entry.precision, Parity.from_dict(other), execution, opts.atol))
     if failure:
         entry.fail("validation", failure)
+
+
+def _time(runner, x, opts: ExportOptions) -> dict:
+    feeds = {runner.input_names()[0]: x}
+
+    def one_call() -> float:
+        runner.infer(feeds)
+        return runner.last_inference_s
+
+    return measure(one_call, opts.bench_warmup, opts.bench_iters)
 
 
 def _at_size(parity: dict, failure: str | None) -> str | None:

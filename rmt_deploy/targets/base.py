@@ -73,7 +73,8 @@ class Sources(Protocol):
     def int8_openvino(self) -> Int8Graph: ...  # 7-bit weights, NNCF's OpenVINO backend
     def parity(self, runner: Runner, dynamic: bool) -> dict: ...  # logits vs PyTorch on the parity images
     dynamic_size: bool  # --dynamic: one graph for many sizes
-    def parity_at_other_sizes(self, runner: Runner) -> list[dict]: ...  # --dynamic: at the range's ends too
+    sizes: list[tuple[int, int]]  # the (H, W) verified: [size], or with --dynamic the range's ends too
+    def parity_at_other_sizes(self, runner: Runner, dynamic: bool) -> list[dict]: ...  # --dynamic: the other sizes
 
 
 @dataclass

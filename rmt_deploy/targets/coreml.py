@@ -23,53 +23,16 @@ from ..errors import BackendUnavailable, UserInputError
 from ..quiet import quiet
 from .base import Exported, ExportRequest, Sources, Target, TargetOptions
 from .coreml_mil import tap_map
+from .coreml_settings import MIN_TARGETS, CoreMLSettings
+from .coreml_shapes import SIZES_KEY, fp16_except_tables, format_sizes, input_shape
 from .runner import Runner
 
 __all__ = ["TARGET", "CoreMLTarget", "CoreMLSettings", "export", "describe", "inspect_graph", "require_coremltools", "MilNumpyRunner", "CoreMLRunner", "MIN_TARGETS",
            "COMPUTE_UNITS", "TENSOR_INPUT", "IMAGE_INPUT", "OUTPUT_NAME"]
 
 TENSOR_INPUT, IMAGE_INPUT, OUTPUT_NAME = "input", "image", "logits"
-# Deployment targets a user may name; ML programs start at iOS15, INT8 weights need iOS16.
-MIN_TARGETS = ("iOS15", "iOS16", "iOS17", "iOS18", "macOS12", "macOS13", "macOS14", "macOS15")
-_INT8_WEIGHTS_FROM = {"iOS": 16, "macOS": 13}
-_W8A8_FROM = {"iOS": 17, "macOS": 14}
 COMPUTE_UNITS = ("CPU_ONLY", "CPU_AND_GPU", "ALL")  # what `bench` times on macOS
 _LOGGERS = ("coremltools",)
-
-
-@dataclass(frozen=True)
-class CoreMLSettings(TargetOptions):
-    """What ``export --target coreml`` accepts beyond the shared options."""
-
-    KEYS: ClassVar = {"image-input": ("image_input", (bool,)), "min-target": ("min_target", (str,)),
-                      "w8a8": ("w8a8", (bool,)), "license": ("license", (str,))}
-    FLAGS: ClassVar = "--image-input, --min-target, --w8a8 and --license"
-
-    image_input: bool = False  # ImageType input (0–255 RGB) with the normalisation baked in
-    min_target: str = "iOS16"
-    w8a8: bool = False  # with INT8: activations too (needs predict to calibrate: macOS only)
-    license: str = ""
-
-    def check(self, precisions: tuple[str, ...]) -> None:
-        """Raise UserInputError for combinations that cannot work, before any work starts."""
-        if self.min_target not in MIN_TARGETS:
-            raise UserInputError(f"--min-target {self.min_target!r} is unknown; choose from {', '.join(MIN_TARGETS)}")
-        if "int8" in precisions and not _at_least(self.min_target, _INT8_WEIGHTS_FROM):
-            raise UserInputError(f"CoreML INT8 weights need --min-target iOS16 / macOS13 or newer "
-                                 f"(got {self.min_target})")
-        if self.w8a8:
-            if "int8" not in precisions:
-                raise UserInputError("--w8a8 quantizes activations on top of INT8 weights; add --int8")
-            if not _at_least(self.min_target, _W8A8_FROM):
-                raise UserInputError(f"--w8a8 needs --min-target iOS17 / macOS14 or newer (got {self.min_target})")
-            if platform.system() != "Darwin":
-                raise UserInputError("--w8a8 calibrates activations with Core ML predict, which runs only on "
-                                     "macOS; use --int8 alone (INT8 weights) here, or run this export on a Mac")
-
-
-def _at_least(target: str, first: dict[str, int]) -> bool:
-    os_name = target.rstrip("0123456789")
-    return int(target[len(os_name):]) >= first[os_name]
 
 
 def require_coremltools():
@@ -111,12 +74,14 @@ def _normalizing(model, mean, std):
 
 
 def export(model, path: Path, input_size: tuple[int, int], *, precision: str,
-           metadata: dict[str, str], settings: CoreMLSettings, calibration: np.ndarray | None = None) -> Path:
+           metadata: dict[str, str], settings: CoreMLSettings, calibration: np.ndarray | None = None,
+           sizes: list[tuple[int, int]] | None = None) -> Path:
     """Convert the deploy form to an ML program at ``path`` (.mlpackage, a folder).
 
     ``precision``: "fp16" (FP16 compute), "fp32", or "int8" (INT8 per-channel symmetric
     weights, FP16 compute; with ``settings.w8a8`` also INT8 activations calibrated on
-    ``calibration`` through Core ML predict, macOS only).
+    ``calibration`` through Core ML predict, macOS only). ``sizes``: the (H, W) a dynamic deploy
+    form takes, as enumerated shapes (``coreml_shapes``); ``input_size`` is the default.
     """
     import torch
 
@@ -125,7 +90,8 @@ def export(model, path: Path, input_size: tuple[int, int], *, precision: str,
     ct = require_coremltools()
     settings.check((precision,))
     mean, std = json.loads(metadata["mean"]), json.loads(metadata["std"])
-    shape = (1, 3, *input_size)
+    sizes = sizes or [input_size]
+    shape = input_shape(ct, sizes, input_size)
     if settings.image_input:
         net = _normalizing(model, mean, std).eval()
         inputs = [ct.ImageType(name=IMAGE_INPUT, shape=shape, scale=1.0 / 255.0, bias=[0.0, 0.0, 0.0],
@@ -134,22 +100,29 @@ def export(model, path: Path, input_size: tuple[int, int], *, precision: str,
         net = model.eval()
         inputs = [ct.TensorType(name=TENSOR_INPUT, shape=shape, dtype=np.float32)]
     with torch.no_grad():
-        traced = torch.jit.trace(net, torch.zeros(shape), check_trace=False)
+        traced = torch.jit.trace(net, torch.zeros(1, 3, *input_size), check_trace=False)
     with _silenced():
         mlmodel = ct.convert(traced, inputs=inputs,
                              outputs=[ct.TensorType(name=name, dtype=np.float32) for name in output_names(model)],
                              convert_to="mlprogram",
-                             compute_precision=ct.precision.FLOAT32 if precision == "fp32" else ct.precision.FLOAT16,
+                             compute_precision=_compute_precision(ct, precision, len(sizes) > 1),
                              minimum_deployment_target=getattr(ct.target, settings.min_target))
-        metadata = {**metadata, **tap_map(mlmodel._mil_program, getattr(model, "cfg", None))}
+        metadata = {**metadata, **tap_map(mlmodel._mil_program, getattr(model, "cfg", None)),
+                    **({SIZES_KEY: format_sizes(sizes)} if len(sizes) > 1 else {})}
         if precision == "int8":
             if settings.w8a8:
                 mlmodel = _quantize_activations(ct, mlmodel, calibration, settings)
             mlmodel = _quantize_weights(ct, mlmodel)
-    _describe_model(mlmodel, {**metadata, "precision": precision}, settings, input_size)
+    _describe_model(mlmodel, {**metadata, "precision": precision}, settings, input_size, sizes)
     with atomic_path(path) as tmp, _silenced():  # the temp name keeps .mlpackage: Core ML insists on it
         mlmodel.save(str(tmp))
     return path
+
+
+def _compute_precision(ct, precision: str, flexible: bool):
+    if precision == "fp32":
+        return ct.precision.FLOAT32
+    return fp16_except_tables(ct) if flexible else ct.precision.FLOAT16
 
 
 def _quantize_weights(ct, mlmodel):
@@ -176,20 +149,21 @@ def _quantize_activations(ct, mlmodel, calibration: np.ndarray | None, settings:
     return linear_quantize_activations(mlmodel, config, samples)
 
 
-def _describe_model(mlmodel, metadata: dict[str, str], settings: CoreMLSettings, size) -> None:
+def _describe_model(mlmodel, metadata: dict[str, str], settings: CoreMLSettings, size, sizes) -> None:
     """What Xcode shows: description, author, licence, version, input/output help, our metadata."""
     arch, backbone = metadata.get("arch", "RMT"), metadata.get("task") == "backbone"
     what = "backbone (feature maps)" if backbone else f"image classifier ({metadata['num_classes']} classes)"
-    mlmodel.short_description = (f"{arch} {what}, {size[0]}x{size[1]}, "
+    shown = f"HxW one of {format_sizes(sizes)}" if len(sizes) > 1 else f"{size[0]}x{size[1]}"
+    mlmodel.short_description = (f"{arch} {what}, {shown}, "
                                  f"exported by rmt-deploy {metadata.get('rmt_deploy.version', '')}")
     mlmodel.author = "rmt-deploy"
     mlmodel.license = settings.license or metadata.get("license", "") or "unspecified"
     mlmodel.version = metadata.get("rmt_deploy.version", "")
     if settings.image_input:
-        mlmodel.input_description[IMAGE_INPUT] = (f"RGB image, {size[1]}x{size[0]} (WxH), resized and centre-cropped "
+        mlmodel.input_description[IMAGE_INPUT] = (f"RGB image, {shown} (HxW), resized and centre-cropped "
                                                   "like the training data; normalisation is built in")
     else:
-        mlmodel.input_description[TENSOR_INPUT] = (f"float32 NCHW 1x3x{size[0]}x{size[1]}, RGB normalised with "
+        mlmodel.input_description[TENSOR_INPUT] = (f"float32 NCHW 1x3xHxW, {shown}, RGB normalised with "
                                                    f"mean {metadata['mean']} and std {metadata['std']}")
     if backbone:
         for out in json.loads(metadata["outputs"]):
@@ -354,7 +328,7 @@ def render_graph(entry: dict) -> list[str]:
 class CoreMLTarget(Target):
     name, title, aliases, suffix = "coreml", "CoreML", ("mlpackage", "mlprogram"), ".mlpackage"
     precisions, default_precision = ("fp16", "fp32", "int8"), "fp16"
-    extra, needs, dynamic_batch = "coreml", "macos", False
+    extra, needs, dynamic_batch, dynamic_size = "coreml", "macos", False, True
     options_type = CoreMLSettings
 
     def unavailable_reason(self) -> str | None:
@@ -386,7 +360,7 @@ class CoreMLTarget(Target):
             request.metadata["quantization"] = "int8 weights (per-channel symmetric), fp16 compute"
         with sources.progress.step(f"Converting to CoreML {what} ML program ({settings.min_target}, batch 1)"):
             export(sources.deploy, request.path, sources.size, precision=precision, metadata=request.metadata,
-                   settings=settings, calibration=sources.calib)
+                   settings=settings, calibration=sources.calib, sizes=sources.sizes)
         return Exported(request.path, fields)
 
     def inspect(self, path: Path) -> dict:

@@ -100,8 +100,8 @@ def _run(op, values: dict) -> tuple:
     try:
         result = op.value_inference()
     finally:
-        for var in bound:
-            var._sym_val = None
+        for var, declared in bound:
+            var._sym_val, var._sym_type = None, declared
     return result if isinstance(result, tuple) else (result,)
 
 
@@ -123,8 +123,10 @@ def _value(var, values: dict):
 def _bind(op, values: dict) -> list:
     """Give each runtime input a value so coremltools' ``value_inference`` can read ``.val``.
 
-    The value goes into a float32 tensor type of the same shape, so the reference code
-    computes in float32 whatever the declared dtype (rounding happens afterwards).
+    The value goes into a tensor type of its own concrete shape — a flexible-shape program
+    declares symbolic dims, which the reference code reads from the type — and float values
+    into a float32 type, so the reference computes in float32 whatever the declared dtype
+    (rounding happens afterwards). Returns (var, declared type) pairs to restore.
     """
     from coremltools.converters.mil.mil import types
 
@@ -132,11 +134,14 @@ def _bind(op, values: dict) -> list:
     for var in op.get_flattened_inputs():
         if var.val is not None:
             continue
-        value = values[var.name]
-        holder = types.tensor(types.fp32, value.shape)() if value.dtype == np.float32 else var.sym_type()
-        holder.val = value
-        var._sym_val = holder
-        bound.append(var)
+        value = np.asarray(values[var.name])
+        scalar = types.tensor(var.dtype, (1,)).get_primitive() if value.ndim == 0 else None
+        element = types.fp32 if value.dtype == np.float32 else var.dtype
+        holder_type = scalar if scalar is not None else types.tensor(element, value.shape)
+        holder = holder_type()
+        holder.val = value[()] if value.ndim == 0 else value
+        bound.append((var, var._sym_type))
+        var._sym_type, var._sym_val = holder_type, holder
     return bound
 
 
@@ -243,6 +248,10 @@ def _cast(op, get) -> tuple:
     return (np.asarray(get("x")).astype(target),)
 
 
-_OWN: dict[str, Callable] = {"conv": _conv, "gelu": _gelu, "silu": _silu, "layer_norm": _layer_norm, "cast": _cast,
+def _shape(op, get) -> tuple:
+    return (np.array(np.shape(get("x")), dtype=np.int32),)
+
+
+_OWN: dict[str, Callable] = {"shape": _shape, "conv": _conv, "gelu": _gelu, "silu": _silu, "layer_norm": _layer_norm, "cast": _cast,
                          "reduce_mean": _reduce(np.mean), "reduce_sum": _reduce(np.sum),
                          "reduce_max": _reduce(np.max), "reduce_min": _reduce(np.min)}

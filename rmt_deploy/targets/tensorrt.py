@@ -385,7 +385,7 @@ class TensorRTTarget(Target):
         with OnnxRuntimeRunner(onnx_path, request.threads, fuse_int8=False) as runner:
             fields["onnx_parity"] = sources.parity(runner, dynamic)
             if sources.dynamic_size:  # --dynamic: also at the profile's ends
-                fields["onnx_parity_at_sizes"] = sources.parity_at_other_sizes(runner)
+                fields["onnx_parity_at_sizes"] = sources.parity_at_other_sizes(runner, dynamic)
         info = describe_onnx(onnx_path)
         fields["trtexec"] = trtexec_command(onnx_path.name, request.path.name, precision, info["input_name"],
                                             info["input_shape"], EngineSettings(), info["metadata"])
