@@ -46,7 +46,8 @@ def export(weights: str | Path | None = None, *, targets: Sequence[str] | str = 
            int8: bool = False, fp16: bool = False, fp32: bool = False, arch: str | None = None,
            img_size: str | int | tuple[int, int] | None = None, task: str = "classify",
            out_indices: str | Sequence[int] | None = None, dynamic_batch: bool = False, dynamic: bool = False,
-           min_size: int | None = None, max_size: int | None = None, preset: str | Path | None = None,
+           min_size: int | None = None, max_size: int | None = None, resize: str | None = None,
+           resize_scale: str | Sequence[int] | None = None, preset: str | Path | None = None,
            eval: str | Path | None = None, label_map: str | Path | None = None, calib: str | Path | None = None,
            calib_size: int = 256, max_drop: float | None = None, min_cosine: float | None = None,
            statistic: str = "minmax", parity_samples: int = 16,
@@ -59,7 +60,8 @@ def export(weights: str | Path | None = None, *, targets: Sequence[str] | str = 
     ``weights=None`` uses the bundled demo checkpoint. ``task="backbone"`` exports the feature maps
     of a detection/segmentation (or classification) checkpoint's backbone. ``dynamic=True`` writes one artifact
     for every height and width from ``min_size`` to ``max_size`` (multiples of 32), verified at both ends and at
-    ``img_size``. With ``preset``, the preset's values apply
+    ``img_size``; ``resize="mmdet"`` (backbones, with ``dynamic``) records mmdet's own test resize, which
+    ``load`` then applies to each image. With ``preset``, the preset's values apply
     to every argument not passed (``int8=False`` turns a preset's INT8 off, like ``--no-int8``).
     The report is also written to ``out``.
 
@@ -76,7 +78,7 @@ def export(weights: str | Path | None = None, *, targets: Sequence[str] | str = 
 
     flags = dict(weights=weights, targets=targets, out=out, int8=int8, fp16=fp16, fp32=fp32, arch=arch,
                  img_size=img_size, task=task, out_indices=out_indices, dynamic_batch=dynamic_batch, dynamic=dynamic,
-                 min_size=min_size, max_size=max_size, eval_dir=eval,
+                 min_size=min_size, max_size=max_size, resize=resize, resize_scale=resize_scale, eval_dir=eval,
                  label_map=label_map, calib=calib, calib_size=calib_size, max_drop=max_drop, min_cosine=min_cosine,
                  statistic=statistic, parity_samples=parity_samples, atol=atol, bench_iters=bench_iters, threads=threads, strict=strict, image_input=image_input,
                  min_target=min_target, w8a8=w8a8, license=license, require_engine=require_engine, delegate=delegate)

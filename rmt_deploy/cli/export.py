@@ -50,7 +50,8 @@ def export(
         show_default=False)] = None,
     dynamic_batch: Annotated[bool, typer.Option("--dynamic-batch/--no-dynamic-batch", help="Batch axis dynamic in the ONNX.")] = False,
     dynamic: Annotated[bool, typer.Option("--dynamic/--no-dynamic", help="One artifact for many input sizes: batch, "
-                                          "height and width dynamic (ONNX, ONNX Runtime, OpenVINO, TensorRT). --img-size is the "
+                                          "height and width dynamic (ONNX, ONNX Runtime, OpenVINO, TensorRT; Core ML: enumerated "
+                                          "sizes). --img-size is the "
                                           "size it is calibrated and timed at; it is also verified at the range's "
                                           "ends.")] = False,
     min_size: Annotated[Optional[int], typer.Option(
@@ -59,6 +60,13 @@ def export(
     max_size: Annotated[Optional[int], typer.Option(
         "--max-size", help="With --dynamic: the largest height and width (multiple of 32; default twice the "
                            "long side of --img-size).", show_default=False)] = None,
+    resize: Annotated[Optional[str], typer.Option(
+        "--resize", help="With --task backbone: letterbox (default: fit into --img-size, pad bottom/right) or mmdet "
+                         "(with --dynamic: mmdet's test resize, each image at its own size padded to a multiple "
+                         "of 32; recorded in the artifact).", show_default=False)] = None,
+    resize_scale: Annotated[Optional[str], typer.Option(
+        "--resize-scale", help="With --resize mmdet: the long and short edge limits, LONGxSHORT (default 1333x800).",
+        show_default=False)] = None,
     target: TargetOpt = ["onnx"],  # noqa: B006 — typer reads the default
     out_dir: OutOpt = Path("rmt-deploy-out"),
     int8: Annotated[bool, typer.Option("--int8/--no-int8", help="Write an INT8 model (ONNX, TensorRT, OpenVINO: "
@@ -131,7 +139,8 @@ def export(
 
         flags = dict(
             weights=weights, arch=arch, img_size=img_size, task=task, out_indices=out_indices,
-            dynamic_batch=dynamic_batch, dynamic=dynamic, min_size=min_size, max_size=max_size, targets=target,
+            dynamic_batch=dynamic_batch, dynamic=dynamic, min_size=min_size, max_size=max_size, resize=resize,
+            resize_scale=resize_scale, targets=target,
             out=out_dir,
             eval_dir=eval_dir, label_map=label_map, parity_samples=parity_samples, atol=atol, bench_iters=bench_iters,
             threads=threads, strict=strict, int8=int8, fp16=fp16, fp32=fp32, calib=calib, calib_size=calib_size,

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserInputError
+from .mmdet import DEFAULT_SCALE, resize_and_pad
 
 __all__ = ["IMAGE_SUFFIXES", "RESIZE_MODES", "ImageSet", "Preprocess", "open_image_set", "load_batch", "iter_batches"]
 
@@ -18,7 +19,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-RESIZE_MODES = ("crop", "letterbox")
+RESIZE_MODES = ("crop", "letterbox", "mmdet")
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,9 @@ class Preprocess:
     - ``letterbox`` (detection / segmentation backbones): resize keeping aspect to fit inside
       ``size``, normalise, pad bottom and right with zeros — what mmdet's keep-ratio Resize
       followed by Pad does (its padding is 0 after normalisation); ``crop_pct`` is unused.
+    - ``mmdet`` (backbones of a ``--dynamic`` artifact): mmdet's own test resize (``data.mmdet``):
+      fit ``scale`` (long, short edge limits), pad to a multiple of ``size_divisor``. Each image
+      gets its own size; ``size`` is only the size the artifact was verified at.
     """
 
     size: tuple[int, int]  # (H, W)
@@ -38,6 +42,8 @@ class Preprocess:
     std: tuple[float, float, float] = IMAGENET_STD
     interpolation: str = "bicubic"
     resize: str = "crop"
+    scale: tuple[int, int] = DEFAULT_SCALE  # mmdet only: (long edge limit, short edge limit)
+    size_divisor: int = 32  # mmdet only
 
     def __post_init__(self) -> None:
         if self.resize not in RESIZE_MODES:
@@ -51,6 +57,8 @@ class Preprocess:
                     "nearest": Image.NEAREST}[self.interpolation]
         image = _to_rgb(image)
         h, w = self.size
+        if self.resize == "mmdet":
+            return resize_and_pad(np.asarray(image), self.mean, self.std, self.scale, self.size_divisor)
         if self.resize == "letterbox":
             return self._letterbox(image, resample)
         scale = max(h / image.height, w / image.width) / self.crop_pct

@@ -162,7 +162,7 @@ def _report(job: Plan, prepared: Prepared, entries: list[dict]) -> dict:
             "checkpoint": str(job.weights.resolve()),
             "checkpoint_entry": loaded.checkpoint.source_key,
             "sha256": loaded.sha256,
-            "preprocess": prepared.pre.to_dict(),
+            "preprocess": (prepared.resize or prepared.pre).to_dict(),
             "class_names": prepared.classes,
             # One image's decay tables and attention matrices at run time (the size limit's estimate).
             "run_memory_mb": round(run_memory_bytes(loaded.model.cfg, prepared.size) / 1e6, 1),
@@ -186,7 +186,7 @@ def _dynamic_entry(prepared: Prepared) -> dict:
     """--dynamic: the sizes each side may take and where every artifact was checked."""
     size_range = prepared.size_range
     return {"dynamic_size": {"min": size_range.low, "max": size_range.high,
-                             "verified_sizes": [list(s) for s in size_range.verified_sizes(prepared.size)]}}
+                             "verified_sizes": [list(s) for s in prepared.verified_sizes]}}
 
 
 def _backbone_entry(loaded, deploy) -> dict:

@@ -36,6 +36,10 @@ class ExportOptions:
     dynamic: bool = False
     min_size: int | None = None
     max_size: int | None = None
+    # Backbones: how images become inputs. "letterbox" (default): fit into --img-size, pad; "mmdet"
+    # (with --dynamic): mmdet's own test resize, each image at its own padded size (data.mmdet).
+    resize: str | None = None
+    resize_scale: tuple[int, int] | None = None  # mmdet: (long, short) edge limits; None: (1333, 800)
     targets: tuple[str, ...] = ("onnx",)
     out: Path = Path("rmt-deploy-out")
     eval_dir: Path | None = None  # None: bundled calib/val
@@ -109,6 +113,9 @@ def options_from_flags(flags: dict, preset: str | Path | None = None, given: fro
     size = flags.get("img_size")
     if size is not None:  # 224, "256x320", (256, 320): validated like the flag
         flags["img_size"] = parse_img_size("x".join(map(str, size)) if isinstance(size, (tuple, list)) else str(size))
+    scale = flags.get("resize_scale")
+    if scale is not None:
+        flags["resize_scale"] = parse_resize_scale(scale)
     indices = flags.get("out_indices")
     if isinstance(indices, str):  # "1,2,3", as the flag takes it
         from ..model.dense import parse_out_indices
@@ -150,6 +157,9 @@ def plan(opts: ExportOptions) -> Plan:
             able = ", ".join(t.name for t in TARGETS.values() if t.dynamic_size)
             raise UserInputError(f"--dynamic: {target.title or target.name} artifacts take one input size here "
                                  f"(dynamic sizes: {able}); drop --dynamic or --target {target.name}")
+        if opts.resize == "mmdet" and target.name == "coreml":
+            raise UserInputError("--resize mmdet gives each image its own size, but a Core ML package takes only "
+                                 "its enumerated sizes; export Core ML without --resize mmdet (letterbox)")
         dynamic = (opts.dynamic_batch or opts.dynamic) and target.dynamic_batch
         cells += [Cell(target, p, options, dynamic) for p in precisions]
     calibrate = any(c.target.needs_calibration(c.precision, c.options) for c in cells)
@@ -201,8 +211,41 @@ def _check_numbers(opts: ExportOptions) -> None:
     elif opts.out_indices is not None:
         raise UserInputError("--out-indices selects backbone feature maps; add --task backbone")
     _check_size_range(opts)
+    _check_resize(opts)
     if opts.statistic not in STATISTICS:
         raise UserInputError(f"--statistic {opts.statistic!r} is unknown; choose from {', '.join(STATISTICS)}")
+
+
+RESIZES = ("letterbox", "mmdet")
+
+
+def parse_resize_scale(value) -> tuple[int, int]:
+    """'1333x800' (or a pair) → (long, short) edge limits."""
+    text = "x".join(map(str, value)) if isinstance(value, (tuple, list)) else str(value)
+    try:
+        long_side, short_side = sorted((int(v) for v in text.lower().replace("×", "x").split("x")), reverse=True)
+    except ValueError:
+        raise UserInputError(f"--resize-scale '{text}' is not LONGxSHORT edge limits; use e.g. 1333x800") from None
+    if not 32 <= short_side <= long_side <= 4096:
+        raise UserInputError(f"--resize-scale {text}: edge limits must be between 32 and 4096, e.g. 1333x800")
+    return long_side, short_side
+
+
+def _check_resize(opts: ExportOptions) -> None:
+    if opts.resize is None:
+        if opts.resize_scale is not None:
+            raise UserInputError("--resize-scale sets mmdet's edge limits; add --resize mmdet")
+        return
+    if opts.resize not in RESIZES:
+        raise UserInputError(f"--resize {opts.resize!r} is unknown; choose from {', '.join(RESIZES)}")
+    if opts.task != "backbone":
+        raise UserInputError("--resize is how a backbone's images are sized; classifiers resize and centre-crop "
+                             "(add --task backbone or drop --resize)")
+    if opts.resize == "letterbox" and opts.resize_scale is not None:
+        raise UserInputError("--resize-scale sets mmdet's edge limits; use it with --resize mmdet")
+    if opts.resize == "mmdet" and not opts.dynamic:
+        raise UserInputError("--resize mmdet gives each image its own padded size; add --dynamic (with "
+                             "--min-size/--max-size covering those sizes)")
 
 
 def _check_size_range(opts: ExportOptions) -> None:

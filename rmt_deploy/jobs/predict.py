@@ -14,6 +14,7 @@ import numpy as np
 
 from ..data.images import Preprocess
 from ..errors import UserInputError
+from ..sizes import InputSizes
 from ..targets import Target, check_execution, target_for_path
 
 __all__ = ["Model", "Prediction", "preprocess_from_metadata"]
@@ -45,10 +46,14 @@ def preprocess_from_metadata(metadata: dict, input_shape: list) -> Preprocess | 
         size = tuple(int(v) for v in metadata["input_size"].split("x"))
     else:
         size = tuple(input_shape[-2:])
-    letterbox = metadata.get("resize") == "letterbox"
+    resize = metadata.get("resize") if metadata.get("resize") in ("letterbox", "mmdet") else "crop"
+    extra = {}
+    if resize == "mmdet":  # mmdet's own test resize: each image at its own padded size
+        extra = {"scale": tuple(int(v) for v in metadata["resize_scale"].split("x")),
+                 "size_divisor": int(metadata.get("size_divisor", 32))}
     return Preprocess(size, crop_pct=float(metadata.get("crop_pct", 0.875)),
                       mean=tuple(json.loads(metadata["mean"])), std=tuple(json.loads(metadata["std"])),
-                      interpolation="bilinear" if letterbox else "bicubic", resize="letterbox" if letterbox else "crop")
+                      interpolation="bicubic" if resize == "crop" else "bilinear", resize=resize, **extra)
 
 
 class Model:
@@ -128,9 +133,25 @@ class Model:
         if array.dtype == np.uint8 and (array.ndim == 2 or (array.ndim == 3 and array.shape[-1] in (1, 3, 4))):
             return self.preprocess(Image.fromarray(array[..., 0] if array.ndim == 3 and array.shape[-1] == 1 else array))
         if array.ndim == 3 and array.shape[0] == 3 and np.issubdtype(array.dtype, np.floating):
+            if self.preprocess.resize == "mmdet":  # already prepared at its own size
+                return array.astype(np.float32)
             return _resized(array.astype(np.float32), self.preprocess.size)
         raise ValueError(f"an array of shape {array.shape} and dtype {array.dtype} is no image: pass HxW or HxWx3 "
                          "uint8 pixels, or a normalised 3xHxW float array")
+
+    def features(self, image) -> dict[str, np.ndarray]:
+        """A backbone's feature maps for one input (see ``tensor``), by output name, each (1, C, h, w).
+
+        With mmdet's resize recorded (``export --resize mmdet``) the image keeps its own padded size;
+        a size the artifact does not take is a UserInputError naming the sizes it takes.
+        """
+        if self.metadata.get("task") != "backbone":
+            raise UserInputError(f"{self.path.name} is a classifier; use predict() or logits()")
+        x = self.tensor(image)
+        taken = InputSizes.of(self.metadata, self.preprocess.size)
+        taken.check(tuple(x.shape[1:]), f"{_label(image, 0)}: input",
+                    "re-export with --min-size/--max-size covering it")
+        return self.runner.infer({self.runner.input_names()[0]: x[None]})
 
     def output_names(self) -> list[str]:
         """The artifact's outputs as its metadata records them (``logits``, or ``feat0`` … for backbones)."""
@@ -156,7 +177,7 @@ class Model:
             raise UserInputError("topk must be at least 1")
         if self.metadata.get("task") == "backbone":
             raise UserInputError(f"{self.path.name} is a backbone (feature maps {', '.join(self.output_names())}); "
-                                 "predict is for classifiers: use model.runner.infer({'input': x}) for its maps")
+                                 "predict is for classifiers: use model.features(image) for its maps")
         items = _as_list(images)
         results: list[Prediction | None] = [None] * len(items)
         for start in range(0, len(items), max(1, batch)):

@@ -12,6 +12,7 @@ import numpy as np
 
 from ..bench.evaluate import EvalSet, batch_size_for, reference_features, reference_logits
 from ..bundled import bundled_images
+from ..data import mmdet
 from ..data.images import ImageSet, Preprocess, load_batch, open_image_set
 from ..errors import UserInputError
 from ..model.checkpoint import LoadedModel, load_model, metadata_json
@@ -27,6 +28,7 @@ __all__ = ["Prepared", "prepare", "MEMORY_LIMIT", "run_memory_bytes"]
 # graph (the file stays small), so the bound is what a runtime must hold, not the file size.
 MEMORY_LIMIT = 16 << 30
 OTHER_SIZE_SAMPLES = 4  # parity images at each size a dynamic artifact is checked at besides its own
+MMDET_SIZES = 4  # --resize mmdet: at most this many of the sizes the parity images resize to are checked
 
 
 @dataclass
@@ -47,6 +49,13 @@ class Prepared:
     # --dynamic: (size, images, PyTorch's outputs) at each other size the artifact is checked at
     other_sizes: list[tuple[tuple[int, int], np.ndarray, np.ndarray | dict[str, np.ndarray]]] = field(
         default_factory=list)
+    resize: Preprocess | None = None  # --resize mmdet: the per-image resize the artifact records
+
+    @property
+    def verified_sizes(self) -> list[tuple[int, int]]:
+        """Every (H, W) the artifact is checked at, by area: ``size``, and with --dynamic the others."""
+        sizes = {self.size, *(s for s, _, _ in self.other_sizes)}
+        return sorted(sizes, key=lambda s: (s[0] * s[1], s))
 
 
 def prepare(plan: Plan, progress) -> Prepared:
@@ -56,10 +65,13 @@ def prepare(plan: Plan, progress) -> Prepared:
         loaded = (load_backbone(plan.weights, opts.arch, opts.out_indices or (0, 1, 2, 3)) if backbone
                   else load_model(plan.weights, opts.arch))
     size = _input_size(loaded, opts.img_size, default=(512, 512) if backbone else (224, 224))
-    size_range = _size_range(opts, size)
+    mmdet_resize = backbone and opts.resize == "mmdet"  # each image at its own size (needs --dynamic)
+    scale = (opts.resize_scale or mmdet.DEFAULT_SCALE) if mmdet_resize else None
+    size_range = _size_range(opts, size, scale)
     _check_size(loaded, (size_range.high, size_range.high) if size_range else size,
                 "--max-size" if size_range else "--img-size")
     pre = _preprocess(loaded, opts, size, backbone)
+    resize = dataclasses.replace(pre, resize="mmdet", scale=scale) if scale else None
     with progress.step("Reading verification images"):
         images, scored = _eval_images(opts.eval_dir, opts.label_map, None if backbone else loaded.num_classes)
         x_parity, skipped, _ = load_batch(images.subset(opts.parity_samples), pre)
@@ -82,6 +94,11 @@ def prepare(plan: Plan, progress) -> Prepared:
                 x, _, _ = load_batch(images.subset(min(opts.parity_samples, OTHER_SIZE_SAMPLES)),
                                      dataclasses.replace(pre, size=other))
                 other_sizes.append((other, x, reference(x)))
+    if resize is not None:
+        with progress.step(f"PyTorch reference on images at mmdet's sizes ({resize.scale[0]}x{resize.scale[1]})"):
+            for other, x in _mmdet_groups(images.subset(opts.parity_samples), resize, size_range, progress):
+                if other != size and other not in [s for s, _, _ in other_sizes]:
+                    other_sizes.append((other, x, reference(x)))
     eval_set = None
     if scored:
         eval_set = EvalSet(images, pre, batch_size_for(loaded.model.cfg, size))
@@ -105,23 +122,55 @@ def prepare(plan: Plan, progress) -> Prepared:
     metadata = _metadata(loaded, size, pre, opts.dynamic_batch or opts.dynamic, classes)
     if size_range:
         metadata["dynamic_size"] = str(size_range)  # each side, multiples of 32; input_size: the verified one
+    if resize is not None:  # rd.load applies it to each image
+        metadata.update(resize="mmdet", resize_scale=f"{resize.scale[0]}x{resize.scale[1]}",
+                        size_divisor=str(resize.size_divisor))
     if backbone:
         metadata.update(_backbone_metadata(loaded, deploy))
     return Prepared(loaded, size, pre, images, x_parity, ref_parity, skipped, eval_set, calib, deploy, classes,
-                    metadata, size_range, other_sizes)
+                    metadata, size_range, other_sizes, resize)
 
 
-def _size_range(opts, size: tuple[int, int]) -> SizeRange | None:
-    """--dynamic's range: --min-size/--max-size over the default around the verified size, which it must hold."""
+def _size_range(opts, size: tuple[int, int], scale: tuple[int, int] | None) -> SizeRange | None:
+    """--dynamic's range: --min-size/--max-size over the default around the verified size, which it must hold.
+    With --resize mmdet (``scale``) the default top is the long side mmdet pads images to (1344 for 1333x800)."""
     if not opts.dynamic:
         return None
     default = SizeRange.around(size)
+    longest = mmdet.padded_size(max(scale), 1)[0] if scale else None
+    if longest:
+        default = SizeRange(default.low, max(longest, *size))
     size_range = SizeRange(opts.min_size or min(default.low, opts.max_size or default.low),
                            opts.max_size or max(default.high, opts.min_size or default.high))
     if not size_range.holds(size):
         raise UserInputError(f"--img-size {size[0]}x{size[1]} (the size verified and calibrated at) is outside "
                              f"--min-size {size_range.low} .. --max-size {size_range.high}; widen the range")
+    if longest and size_range.high < longest:
+        raise UserInputError(f"--max-size {size_range.high} is below {longest}, the long side mmdet's resize "
+                             f"({scale[0]}x{scale[1]}) pads images to; use --max-size {longest}")
     return size_range
+
+
+def _mmdet_groups(images: ImageSet, resize: Preprocess, size_range: SizeRange, progress):
+    """The parity images as mmdet's resize makes them, grouped by input size: the largest groups,
+    up to MMDET_SIZES of them, OTHER_SIZE_SAMPLES images each. Images outside the range are left out."""
+    from PIL import Image
+
+    groups: dict[tuple[int, int], list[np.ndarray]] = {}
+    for path in images.paths:
+        try:
+            with Image.open(path) as im:
+                x = resize(im)
+        except (OSError, ValueError, SyntaxError):
+            continue
+        shape = tuple(x.shape[1:])
+        if size_range.holds(shape):
+            groups.setdefault(shape, []).append(x)
+        else:
+            progress.log(f"{path.name} becomes {shape[0]}x{shape[1]} under mmdet's resize, outside {size_range}: "
+                         "not verified at that size")
+    largest = sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))[:MMDET_SIZES]
+    return [(shape, np.stack(xs[:OTHER_SIZE_SAMPLES])) for shape, xs in largest]
 
 
 def run_memory_bytes(cfg, size: tuple[int, int]) -> int:

@@ -33,7 +33,7 @@ PRESET_KEYS: dict[str, tuple[str, tuple[type, ...]]] = {
     "atol": ("atol", (int, float)), "bench-iters": ("bench_iters", (int,)), "threads": ("threads", (int,)),
     "strict": ("strict", (bool,)), "task": ("task", (str,)), "min-cosine": ("min_cosine", (int, float)),
     "out-indices": ("out_indices", (str, list)), "dynamic": ("dynamic", (bool,)), "min-size": ("min_size", (int,)),
-    "max-size": ("max_size", (int,)),
+    "max-size": ("max_size", (int,)), "resize": ("resize", (str,)), "resize-scale": ("resize_scale", (str, list)),
 }
 _PATHS = {"calib", "eval_dir"}
 

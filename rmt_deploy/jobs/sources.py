@@ -37,7 +37,7 @@ class ExportSources:
         self.deploy, self.size, self.calib = prepared.deploy, prepared.size, prepared.calib
         self.statistic = opts.statistic
         self.dynamic_size = prepared.size_range is not None  # one graph for many sizes (--dynamic)
-        self.sizes = prepared.size_range.verified_sizes(self.size) if self.dynamic_size else [self.size]
+        self.sizes = prepared.verified_sizes  # [size], or with --dynamic every size it is checked at
         self._cache: dict = {}
 
     def once(self, key, build):
