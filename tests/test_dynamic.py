@@ -134,6 +134,20 @@ def test_demo_exports_one_artifact_for_many_sizes(tmp_path):
     assert np.abs(session.run(None, {"input": x})[0] - expected).max() < 1e-4
     assert json.loads(meta["mean"])  # predict's preprocessing is still recorded
 
+    # OpenVINO: our runner runs the verified size on a static copy (the CPU plugin's dynamic shapes
+    # cost ~1.2x), other sizes on the dynamic model; both compute PyTorch's logits.
+    from rmt_deploy.targets import openvino
+
+    ov_entry = next(a for a in report["artifacts"] if a["target"] == "openvino" and a["precision"] == "fp32")
+    assert ov_entry["execution"]["static_at"] == [64, 64]
+    with openvino.TARGET.load(out / "model.xml") as runner:
+        for size in [(64, 64), (96, 64)]:
+            x = real_images(size, n=2)
+            with torch.no_grad():
+                expected = model(torch.from_numpy(x)).numpy()
+            assert np.abs(runner.infer({"input": x})["logits"] - expected).max() < 1e-4, size
+        assert list(runner._static) == [(2, 3, 64, 64)]
+
     # compare's taps are activations, not the size integers a dynamic graph reads inside each scope.
     import rmt_deploy as rd
 

@@ -27,6 +27,7 @@ from ..atomic import atomic_path
 from ..errors import UserInputError
 from ..optional import require
 from .base import EXECUTIONS, Exported, ExportRequest, Sources, Target
+from .openvino_tables import unfold_position_tables
 from .runner import Runner
 
 __all__ = ["TARGET", "OpenVINOTarget", "convert", "unfold_position_tables", "save", "read_model", "describe",
@@ -50,69 +51,6 @@ def _ov():
 def convert(onnx_path: Path):
     """The deploy-form ONNX as an ``openvino.Model`` (FP32)."""
     return _ov().convert_model(str(onnx_path))
-
-
-def unfold_position_tables(model, min_bytes: int) -> int:
-    """Rebuild the large position tables OpenVINO's converter folds, in place; returns how many.
-
-    The deploy form builds them in the graph from small tables (``rewrite.deploy``): the
-    (heads, h*w, h*w) decay from per-axis tables, the (h, w, C) rotary tables from one head's.
-    The converter folds both into constants (the decay alone is 564 MB for RMT-T at 800x1344).
-    A constant of at least ``min_bytes`` that is exactly such a sum or repetition is replaced by
-    ``Add(rows, cols) → Reshape`` or ``Tile``; the runtime builds it again at load.
-    """
-    from openvino import opset13 as ops
-
-    count = 0
-    for node in model.get_ordered_ops():
-        if node.get_type_name() != "Constant" or node.get_byte_size() < min_bytes:
-            continue
-        shape = list(node.get_output_shape(0))
-        if len(shape) < 3:
-            continue
-        value = node.get_data()
-        tables = _axis_tables(value) if len(shape) == 3 and shape[1] == shape[2] else None
-        if tables is not None:
-            built = ops.reshape(ops.add(ops.constant(tables[0]), ops.constant(tables[1])),
-                                ops.constant(np.asarray(shape, np.int64)), special_zero=False)
-        else:
-            period = _channel_period(value)
-            if period is None:
-                continue
-            repeats = [1] * (len(shape) - 1) + [shape[-1] // period]
-            built = ops.tile(ops.constant(np.ascontiguousarray(value[..., :period])),
-                             ops.constant(np.asarray(repeats, np.int64)))
-        node.output(0).replace(built.output(0))
-        count += 1
-    return count
-
-
-def _axis_tables(value: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """(rows (n, h, 1, h, 1), cols (n, 1, w, 1, w)) whose sum is ``value`` (n, h*w, h*w) exactly, or None.
-
-    Row 0 of head 0 is gamma * (i' + j') over flat positions i'*w + j': it grows along the first
-    row and drops back at position w, which gives w.
-    """
-    n, tokens = value.shape[0], value.shape[1]
-    first = np.abs(value[0, 0])
-    drops = np.nonzero(first[2:] < first[1:-1])[0]
-    w = int(drops[0]) + 2 if len(drops) else tokens
-    if tokens % w:
-        return None
-    grid = value.reshape(n, tokens // w, w, tokens // w, w)
-    rows = np.ascontiguousarray(grid[:, :, 0, :, 0])[:, :, None, :, None]  # |dj| = 0: gamma * |di|
-    cols = np.ascontiguousarray(grid[:, 0, :, 0, :])[:, None, :, None, :]
-    return (rows, cols) if np.array_equal(rows + cols, grid) else None
-
-
-def _channel_period(value: np.ndarray) -> int | None:
-    """The shortest p < C such that ``value`` (…, C) is its first p channels repeated, or None."""
-    channels = value.shape[-1]
-    for p in range(1, channels // 2 + 1):
-        if channels % p == 0 and np.array_equal(value[..., :p], value[..., p:2 * p]) \
-                and np.array_equal(np.tile(value[..., :p], (1,) * (value.ndim - 1) + (channels // p,)), value):
-            return p
-    return None
 
 
 def save(model, path: Path, metadata: dict[str, str]) -> Path:
@@ -187,7 +125,14 @@ class OpenVINORunner(Runner):
 
     ``execution="verified"`` compiles with the properties the IR records (``compile_config``, the
     setting its numbers were verified with); ``"default"`` with the device's own defaults.
+
+    An IR with dynamic height and width (``export --dynamic``) also gets a static copy for each batch
+    fed at its verified size, compiled when first fed: OpenVINO's CPU plugin runs a dynamic-shape
+    model about 1.2× slower than a static one (``benches/bench_dynamic.py``). Other sizes run on the
+    dynamic model.
     """
+
+    STATIC_COPIES = 4  # batches at the verified size that get their own static model
 
     def __init__(self, path: Path, threads: int | None = None, device: str = "CPU", hint: str = "latency",
                  execution: str = "verified") -> None:
@@ -202,6 +147,8 @@ class OpenVINORunner(Runner):
                      + (" (device default)" if execution == "default" else ""))
         self.device = device.lower()
         self.compiled = self.request = None
+        self.static_size: tuple[int, int] | None = None  # a dynamic IR's verified (H, W): static copies
+        self._static: dict[tuple[int, ...], tuple] = {}  # input shape → (compiled, request)
 
     def config(self, metadata: dict[str, str]) -> dict:
         config = {"PERFORMANCE_HINT": HINTS[self.hint]}
@@ -217,21 +164,38 @@ class OpenVINORunner(Runner):
     def activate_impl(self) -> None:
         ov = _ov()
         model = read_model(self.path)
-        self.compiled = ov.Core().compile_model(model, self.device_name, self.config(_metadata(model)))
+        metadata = _metadata(model)
+        self.compiled = ov.Core().compile_model(model, self.device_name, self.config(metadata))
         self.request = self.compiled.create_infer_request()
+        dims = model.input(0).get_partial_shape()
+        if metadata.get("dynamic_size") and metadata.get("input_size") and not (dims[2].is_static or dims[3].is_static):
+            self.static_size = tuple(int(v) for v in metadata["input_size"].split("x"))
 
     def deactivate_impl(self) -> None:
         self.request = self.compiled = None
+        self._static = {}
+
+    def _request_for(self, shape: tuple[int, ...]):
+        """The infer request and compiled model to run an input of ``shape`` on."""
+        if self.static_size is None or tuple(shape[2:]) != self.static_size:
+            return self.request, self.compiled
+        if shape not in self._static and len(self._static) < self.STATIC_COPIES:
+            model = read_model(self.path)
+            model.reshape({model.input(0).get_any_name(): list(shape)})
+            compiled = _ov().Core().compile_model(model, self.device_name, self.config(_metadata(model)))
+            self._static[shape] = (compiled.create_infer_request(), compiled)
+        return self._static.get(shape, (self.request, self.compiled))
 
     def input_names(self) -> list[str]:
         return [i.get_any_name() for i in self.compiled.inputs]
 
     def infer_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        request, compiled = self._request_for(next(iter(feeds.values())).shape)
         start = time.perf_counter()
-        self.request.infer(feeds)
+        request.infer(feeds)
         self.last_inference_s = time.perf_counter() - start
         # The request reuses its output buffers: copy before the next call.
-        return {out.get_any_name(): self.request.get_tensor(out).data.copy() for out in self.compiled.outputs}
+        return {out.get_any_name(): request.get_tensor(out).data.copy() for out in compiled.outputs}
 
     def execution(self) -> dict:
         """What the device really runs: its inference precision and layer counts per precision."""
@@ -247,9 +211,10 @@ class OpenVINORunner(Runner):
         except Exception:  # noqa: BLE001 — devices without the property (NPU plugins differ)
             hint = mode = None
         # ACCURACY lowers nothing (its precision hint reads "dynamic"): float layers run in f32.
+        static = {"static_at": list(self.static_size)} if self.static_size else {}
         return {"device": self.device_name, "inference_precision": "f32" if mode == "ACCURACY" else hint,
                 "execution_mode": mode, "config": self.execution_setting, "layers_by_precision": dict(counts),
-                "hint": self.hint}
+                "hint": self.hint, **static}
 
     def throughput(self, feeds: dict[str, np.ndarray], seconds: float) -> dict:
         """Images per second with as many parallel requests as the device suggests."""
