@@ -114,6 +114,15 @@ def test_demo_exports_one_artifact_for_many_sizes(tmp_path):
     cells = json.loads(done.stdout)["artifacts"][0]["benchmarks"]
     assert [(c["size"], c["batch"], c["status"]) for c in cells] == [
         ([64, 64], 1, "ok"), ([64, 64], 2, "ok"), ([32, 96], 1, "ok"), ([32, 96], 2, "ok")]
+    assert "| 32x96 | 2 | ok |" in (tmp_path / "bench" / "report.md").read_text()
+    done = run("bench", str(out / "model.onnx"), "--size", "32x96", "--iters", "2", "--min-time", "0",
+               "--no-reference", "--out", str(tmp_path / "bench2"), "--json")
+    report2 = json.loads(done.stdout)
+    assert [c["size"] for c in report2["artifacts"][0]["benchmarks"]] == [[64, 64], [32, 96]]  # verified size too
+    assert report2["artifacts"][0]["latency_ms"] == report2["artifacts"][0]["benchmarks"][0]["latency_ms"]
+    from rmt_deploy.bench.plot import _by_batch_runs
+
+    assert _by_batch_runs(report2["artifacts"][0], report2) == report2["artifacts"][0]["benchmarks"][:1]
     for args in (["--size", "256"], ["--from", str(out), "--size", "32x160"]):
         files = [] if "--from" in args else [str(out / "model_int8.onnx")]
         before = (out / "report.json").read_text()
@@ -146,7 +155,7 @@ def test_demo_exports_one_artifact_for_many_sizes(tmp_path):
             with torch.no_grad():
                 expected = model(torch.from_numpy(x)).numpy()
             assert np.abs(runner.infer({"input": x})["logits"] - expected).max() < 1e-4, size
-        assert list(runner._static) == [(2, 3, 64, 64)]
+        assert list(runner._static) == [(2, 3, 64, 64)] and runner.last_model == "dynamic"
 
     # compare's taps are activations, not the size integers a dynamic graph reads inside each scope.
     import rmt_deploy as rd
@@ -165,8 +174,13 @@ def test_demo_backbone_is_verified_per_map_at_detection_like_aspect_ratios(tmp_p
         assert a["status"] == "ok", a
         assert [t["size"] for t in a["latency_at_sizes"]] == [[32, 32], [32, 128], [128, 128]]
         assert all(t["p50"] > 0 and t["iterations"] == 3 for t in a["latency_at_sizes"])
+        if a["target"] == "openvino":  # the verified size on a static copy, the others on the dynamic IR
+            assert a["latency_ms"]["model"] == "static copy"
+            assert {t["model"] for t in a["latency_at_sizes"]} == {"dynamic"}
         for parity in a["parity_at_sizes"]:
             assert set(parity["outputs"]) == {"feat0", "feat1", "feat2", "feat3"} and parity["max_abs"] <= 1e-4, parity
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "## At every verified size" in text and "| openvino | fp32 | 128x128 |" in text
 
 
 @pytest.mark.slow

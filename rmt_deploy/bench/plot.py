@@ -123,7 +123,7 @@ def _limits(rows: list[dict], report: dict) -> dict[str, float]:
 def _by_batch_runs(artifact: dict, report: dict) -> list[dict]:
     """The timed cells at the verified input size (``bench --size`` may add others)."""
     size = list((report.get("model") or {}).get("input_size") or [])
-    return [b for b in artifact.get("benchmarks", []) if b.get("latency_ms") and b.get("size", size) in (size, [])]
+    return [b for b in artifact.get("benchmarks", []) if b.get("latency_ms") and b.get("size", size) == size]
 
 
 def _by_batch(ax, rows: list[dict], color: dict, report: dict) -> None:

@@ -117,7 +117,7 @@ def render_markdown(report: dict, has_plot: bool = False) -> str:
     if model.get("dynamic_size"):
         dyn = model["dynamic_size"]
         checked = ", ".join("x".join(map(str, s)) for s in dyn["verified_sizes"])
-        enumerated = any(a["target"] == "coreml" for a in report["artifacts"])
+        enumerated = any(a["target"] == "coreml" and a["status"] == "ok" for a in report["artifacts"])
         lines.append(f"- dynamic size: height and width {dyn['min']}–{dyn['max']} (multiples of 32); every artifact "
                      f"verified at {checked}" + ("; Core ML packages take exactly these sizes (enumerated shapes)"
                                                  if enumerated else ""))

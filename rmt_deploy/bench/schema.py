@@ -253,8 +253,9 @@ class CheckSummary:
 
 def latency_entry(measured: dict, runner, threads: int | None, batch: int) -> dict:
     """A ``latency_ms`` block: the percentiles of ``bench.latency.measure`` and what ran them."""
+    ran = {"model": runner.last_model} if runner.last_model else {}
     return {**measured, "runtime": runner.name, "device": runner.device, "threads": threads or os.cpu_count(),
-            "batch": batch}
+            "batch": batch, **ran}
 
 
 def failure_reason(e: BaseException) -> str:

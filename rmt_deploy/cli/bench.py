@@ -36,9 +36,10 @@ def bench(
     from_dir: Annotated[Optional[Path], typer.Option("--from", help="Export folder: benchmark its artifacts "
                                                      "and update its report.", show_default=False)] = None,
     batch: Annotated[str, typer.Option("--batch", help="Batch sizes, comma-separated.")] = "1",
-    size: Annotated[Optional[str], typer.Option("--size", help="Input sizes to time, comma-separated HxW "
-                                                "(e.g. 224,288x384); each must be one the artifact takes "
-                                                "(export --dynamic). Default: the size it was verified at.",
+    size: Annotated[Optional[str], typer.Option("--size", help="Input sizes to time besides the size the "
+                                                "artifacts were verified at, comma-separated HxW (e.g. "
+                                                "224,288x384); each must be one the artifact takes (export "
+                                                "--dynamic).",
                                                 show_default=False)] = None,
     threads: ThreadsOpt = None,
     iters: Annotated[int, typer.Option("--iters", help="Minimum timed runs per cell.")] = 30,
@@ -76,7 +77,7 @@ def bench(
 
 def _matrix(out: Console, report: dict) -> None:
     table = Table(title="benchmark matrix", title_justify="left")
-    sizes = len((report.get("bench") or {}).get("sizes") or ()) > 1
+    sizes = len((report.get("bench") or {}).get("sizes") or ()) > 1  # the verified size, and --size ones
     for col in ("target", "prec.", "runtime", *(("input",) if sizes else ()), "batch", "status", "top-1", "drop",
                 "p50 ms", "p99 ms", "img/s"):
         table.add_column(col, justify="left" if col in ("target", "prec.", "runtime", "status") else "right",

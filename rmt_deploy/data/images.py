@@ -85,7 +85,10 @@ class Preprocess:
         return np.ascontiguousarray(x.transpose(2, 0, 1))
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if self.resize != "mmdet":  # only mmdet's resize has edge limits and a pad divisor
+            del d["scale"], d["size_divisor"]
+        return d
 
 
 def _to_rgb(image):

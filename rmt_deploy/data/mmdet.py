@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-__all__ = ["DEFAULT_SCALE", "resized_size", "padded_size", "input_size", "resize_and_pad"]
+__all__ = ["DEFAULT_SCALE", "resized_size", "padded_size", "input_size", "largest_input", "resize_and_pad"]
 
 DEFAULT_SCALE = (1333, 800)  # (long edge limit, short edge limit): mmdet's COCO test pipeline
 
@@ -35,6 +35,11 @@ def padded_size(h: int, w: int, divisor: int = 32) -> tuple[int, int]:
 def input_size(h: int, w: int, scale: tuple[int, int] = DEFAULT_SCALE, divisor: int = 32) -> tuple[int, int]:
     """The model input an (h, w) image becomes: resized, then padded."""
     return padded_size(*resized_size(h, w, scale), divisor)
+
+
+def largest_input(scale: tuple[int, int] = DEFAULT_SCALE, divisor: int = 32) -> tuple[int, int]:
+    """(short, long) padded edge limits: the largest input a landscape image becomes (800x1344 for 1333x800)."""
+    return padded_size(min(scale), max(scale), divisor)
 
 
 def resize_and_pad(rgb: np.ndarray, mean, std, scale: tuple[int, int] = DEFAULT_SCALE,

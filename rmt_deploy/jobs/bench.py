@@ -42,7 +42,7 @@ class BenchOptions:
     artifacts: tuple[Path, ...] = ()
     from_dir: Path | None = None
     batches: tuple[int, ...] = (1,)
-    sizes: tuple[tuple[int, int], ...] = ()  # input (H, W) to time; empty: the size each artifact was verified at
+    sizes: tuple[tuple[int, int], ...] = ()  # input (H, W) to time besides the verified size (--size)
     threads: int | None = None  # None: all cores
     min_iters: int = 30
     min_seconds: float = 1.0
@@ -127,8 +127,9 @@ def run_bench(opts: BenchOptions, progress) -> dict:
         report, folder, base = _from_files(opts.artifacts), None, Path.cwd()
     model = report["model"]
     size = tuple(model["input_size"])
-    sizes = opts.sizes or (size,)
-    _check_sizes(report["artifacts"], base, sizes)
+    sizes = tuple(dict.fromkeys((size, *opts.sizes)))  # the verified size first: each artifact's latency_ms
+    if opts.sizes:
+        _check_sizes(report["artifacts"], base, opts.sizes)
     # Evaluation batches are sized from the attention footprint; artifacts without our
     # metadata get the largest official variant's estimate (the most conservative).
     cfg = VARIANTS.get(model.get("variant") or "", VARIANTS["rmt-l"])
@@ -137,8 +138,7 @@ def run_bench(opts: BenchOptions, progress) -> dict:
     for entry in report["artifacts"]:
         if entry["status"] != "ok" or not entry.get("path"):
             continue
-        path = Path(entry["path"]) if Path(entry["path"]).is_absolute() else base / entry["path"]
-        _bench_artifact(entry, path, size, sizes, cfg, opts, eval_set, progress)
+        _bench_artifact(entry, _path(entry, base), size, sizes, cfg, opts, eval_set, progress)
     report["reference_runs"] = (_bench_reference(ref_model, size, sizes, opts, eval_set, progress)
                                 if opts.reference else [])
 
@@ -159,20 +159,26 @@ def run_bench(opts: BenchOptions, progress) -> dict:
     return report
 
 
+def _path(entry: dict, base: Path) -> Path:
+    return Path(entry["path"]) if Path(entry["path"]).is_absolute() else base / entry["path"]
+
+
 def _check_sizes(artifacts: list[dict], base: Path, sizes) -> None:
     """Every --size must be one each artifact takes (its range, enumerated sizes or its one size)."""
     for entry in artifacts:
         if entry["status"] != "ok" or not entry.get("path"):
             continue
-        path = Path(entry["path"]) if Path(entry["path"]).is_absolute() else base / entry["path"]
+        path = _path(entry, base)
         try:
             info = TARGETS[entry["target"]].describe(path)
         except Exception:  # noqa: BLE001 — recorded as a failed cell when it is benchmarked
             continue
         taken = InputSizes.of(info["metadata"], tuple(info["input_shape"][2:]))
+        fix = ("widen the range when you export (--min-size/--max-size)" if taken.size_range and not taken.enumerated
+               else "a Core ML package takes only these; time other sizes on another target" if taken.enumerated
+               else "export with --dynamic (and --min-size/--max-size around them) to time other sizes")
         for size in sizes:
-            taken.check(size, f"--size for {path.name}",
-                        "choose sizes it takes, or export with --dynamic --min-size/--max-size around them")
+            taken.check(size, f"--size for {path.name}", fix)
 
 
 def _prepare_eval(opts: BenchOptions, model: dict, cfg, progress):

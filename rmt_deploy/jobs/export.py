@@ -162,7 +162,7 @@ def _report(job: Plan, prepared: Prepared, entries: list[dict]) -> dict:
             "checkpoint": str(job.weights.resolve()),
             "checkpoint_entry": loaded.checkpoint.source_key,
             "sha256": loaded.sha256,
-            "preprocess": (prepared.resize or prepared.pre).to_dict(),
+            "preprocess": (prepared.mmdet_pre or prepared.pre).to_dict(),
             "class_names": prepared.classes,
             # One image's decay tables and attention matrices at run time (the size limit's estimate).
             "run_memory_mb": round(run_memory_bytes(loaded.model.cfg, prepared.size) / 1e6, 1),

@@ -246,6 +246,19 @@ def _check_resize(opts: ExportOptions) -> None:
     if opts.resize == "mmdet" and not opts.dynamic:
         raise UserInputError("--resize mmdet gives each image its own padded size; add --dynamic (with "
                              "--min-size/--max-size covering those sizes)")
+    if opts.resize == "mmdet":
+        from ..data.mmdet import DEFAULT_SCALE, largest_input
+        from ..sizes import MAX_SIDE
+
+        scale = opts.resize_scale or DEFAULT_SCALE
+        longest = largest_input(scale)[1]
+        if longest > MAX_SIDE:
+            raise UserInputError(f"--resize-scale {scale[0]}x{scale[1]} pads long sides to {longest}, above the "
+                                 f"largest side rmt-deploy exports ({MAX_SIDE}); use a long edge limit of at most "
+                                 f"{MAX_SIDE}")
+        if opts.max_size is not None and opts.max_size < longest:
+            raise UserInputError(f"--max-size {opts.max_size} is below {longest}, the long side mmdet's resize "
+                                 f"({scale[0]}x{scale[1]}) pads images to; use --max-size {longest}")
 
 
 def _check_size_range(opts: ExportOptions) -> None:

@@ -49,7 +49,7 @@ class Prepared:
     # --dynamic: (size, images, PyTorch's outputs) at each other size the artifact is checked at
     other_sizes: list[tuple[tuple[int, int], np.ndarray, np.ndarray | dict[str, np.ndarray]]] = field(
         default_factory=list)
-    resize: Preprocess | None = None  # --resize mmdet: the per-image resize the artifact records
+    mmdet_pre: Preprocess | None = None  # --resize mmdet: the per-image resize the artifact records
 
     @property
     def verified_sizes(self) -> list[tuple[int, int]]:
@@ -64,14 +64,17 @@ def prepare(plan: Plan, progress) -> Prepared:
     with progress.step(f"Loading {plan.weights.name}" + (" (backbone)" if backbone else "")):
         loaded = (load_backbone(plan.weights, opts.arch, opts.out_indices or (0, 1, 2, 3)) if backbone
                   else load_model(plan.weights, opts.arch))
-    size = _input_size(loaded, opts.img_size, default=(512, 512) if backbone else (224, 224))
     mmdet_resize = backbone and opts.resize == "mmdet"  # each image at its own size (needs --dynamic)
     scale = (opts.resize_scale or mmdet.DEFAULT_SCALE) if mmdet_resize else None
+    if scale:  # with mmdet's resize the size tuned and timed at defaults to the largest landscape input
+        size = opts.img_size or mmdet.largest_input(scale)
+    else:
+        size = _input_size(loaded, opts.img_size, default=(512, 512) if backbone else (224, 224))
     size_range = _size_range(opts, size, scale)
     _check_size(loaded, (size_range.high, size_range.high) if size_range else size,
                 "--max-size" if size_range else "--img-size")
     pre = _preprocess(loaded, opts, size, backbone)
-    resize = dataclasses.replace(pre, resize="mmdet", scale=scale) if scale else None
+    mmdet_pre = dataclasses.replace(pre, resize="mmdet", scale=scale) if scale else None
     with progress.step("Reading verification images"):
         images, scored = _eval_images(opts.eval_dir, opts.label_map, None if backbone else loaded.num_classes)
         x_parity, skipped, _ = load_batch(images.subset(opts.parity_samples), pre)
@@ -94,9 +97,9 @@ def prepare(plan: Plan, progress) -> Prepared:
                 x, _, _ = load_batch(images.subset(min(opts.parity_samples, OTHER_SIZE_SAMPLES)),
                                      dataclasses.replace(pre, size=other))
                 other_sizes.append((other, x, reference(x)))
-    if resize is not None:
-        with progress.step(f"PyTorch reference on images at mmdet's sizes ({resize.scale[0]}x{resize.scale[1]})"):
-            for other, x in _mmdet_groups(images.subset(opts.parity_samples), resize, size_range, progress):
+    if mmdet_pre is not None:
+        with progress.step(f"PyTorch reference on images at mmdet's sizes ({scale[0]}x{scale[1]})"):
+            for other, x in _mmdet_groups(images.subset(opts.parity_samples), mmdet_pre, size_range, progress):
                 if other != size and other not in [s for s, _, _ in other_sizes]:
                     other_sizes.append((other, x, reference(x)))
     eval_set = None
@@ -122,13 +125,13 @@ def prepare(plan: Plan, progress) -> Prepared:
     metadata = _metadata(loaded, size, pre, opts.dynamic_batch or opts.dynamic, classes)
     if size_range:
         metadata["dynamic_size"] = str(size_range)  # each side, multiples of 32; input_size: the verified one
-    if resize is not None:  # rd.load applies it to each image
-        metadata.update(resize="mmdet", resize_scale=f"{resize.scale[0]}x{resize.scale[1]}",
-                        size_divisor=str(resize.size_divisor))
+    if mmdet_pre is not None:  # rd.load applies it to each image
+        metadata.update(resize="mmdet", resize_scale=f"{scale[0]}x{scale[1]}",
+                        size_divisor=str(mmdet_pre.size_divisor))
     if backbone:
         metadata.update(_backbone_metadata(loaded, deploy))
     return Prepared(loaded, size, pre, images, x_parity, ref_parity, skipped, eval_set, calib, deploy, classes,
-                    metadata, size_range, other_sizes, resize)
+                    metadata, size_range, other_sizes, mmdet_pre)
 
 
 def _size_range(opts, size: tuple[int, int], scale: tuple[int, int] | None) -> SizeRange | None:
@@ -137,17 +140,13 @@ def _size_range(opts, size: tuple[int, int], scale: tuple[int, int] | None) -> S
     if not opts.dynamic:
         return None
     default = SizeRange.around(size)
-    longest = mmdet.padded_size(max(scale), 1)[0] if scale else None
-    if longest:
-        default = SizeRange(default.low, max(longest, *size))
+    if scale:  # up to the long side mmdet pads to (checked against --max-size by plan)
+        default = SizeRange(default.low, max(mmdet.largest_input(scale)[1], *size))
     size_range = SizeRange(opts.min_size or min(default.low, opts.max_size or default.low),
                            opts.max_size or max(default.high, opts.min_size or default.high))
     if not size_range.holds(size):
         raise UserInputError(f"--img-size {size[0]}x{size[1]} (the size verified and calibrated at) is outside "
                              f"--min-size {size_range.low} .. --max-size {size_range.high}; widen the range")
-    if longest and size_range.high < longest:
-        raise UserInputError(f"--max-size {size_range.high} is below {longest}, the long side mmdet's resize "
-                             f"({scale[0]}x{scale[1]}) pads images to; use --max-size {longest}")
     return size_range
 
 

@@ -68,7 +68,8 @@ def _time(runner, x, opts: ExportOptions) -> dict:
         runner.infer(feeds)
         return runner.last_inference_s
 
-    return measure(one_call, opts.bench_warmup, opts.bench_iters)
+    measured = measure(one_call, opts.bench_warmup, opts.bench_iters)
+    return {**measured, **({"model": runner.last_model} if runner.last_model else {})}
 
 
 def _at_size(parity: dict, failure: str | None) -> str | None:

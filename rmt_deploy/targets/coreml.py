@@ -11,9 +11,7 @@ import io
 import json
 import platform
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
 
 import numpy as np
 
@@ -21,10 +19,11 @@ from ..artifacts import artifact_bytes
 from ..atomic import atomic_path
 from ..errors import BackendUnavailable, UserInputError
 from ..quiet import quiet
-from .base import Exported, ExportRequest, Sources, Target, TargetOptions
+from ..sizes import ENUMERATED_KEY
+from .base import Exported, ExportRequest, Sources, Target
 from .coreml_mil import tap_map
 from .coreml_settings import MIN_TARGETS, CoreMLSettings
-from .coreml_shapes import SIZES_KEY, fp16_except_tables, format_sizes, input_shape
+from .coreml_shapes import fp16_except_tables, format_sizes, input_shape
 from .runner import Runner
 
 __all__ = ["TARGET", "CoreMLTarget", "CoreMLSettings", "export", "describe", "inspect_graph", "require_coremltools", "MilNumpyRunner", "CoreMLRunner", "MIN_TARGETS",
@@ -108,7 +107,7 @@ def export(model, path: Path, input_size: tuple[int, int], *, precision: str,
                              compute_precision=_compute_precision(ct, precision, len(sizes) > 1),
                              minimum_deployment_target=getattr(ct.target, settings.min_target))
         metadata = {**metadata, **tap_map(mlmodel._mil_program, getattr(model, "cfg", None)),
-                    **({SIZES_KEY: format_sizes(sizes)} if len(sizes) > 1 else {})}
+                    **({ENUMERATED_KEY: format_sizes(sizes)} if len(sizes) > 1 else {})}
         if precision == "int8":
             if settings.w8a8:
                 mlmodel = _quantize_activations(ct, mlmodel, calibration, settings)

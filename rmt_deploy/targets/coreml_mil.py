@@ -100,8 +100,8 @@ def _run(op, values: dict) -> tuple:
     try:
         result = op.value_inference()
     finally:
-        for var, declared in bound:
-            var._sym_val, var._sym_type = None, declared
+        for var, declared, value in bound:
+            var._sym_type, var._sym_val = declared, value
     return result if isinstance(result, tuple) else (result,)
 
 
@@ -126,7 +126,7 @@ def _bind(op, values: dict) -> list:
     The value goes into a tensor type of its own concrete shape — a flexible-shape program
     declares symbolic dims, which the reference code reads from the type — and float values
     into a float32 type, so the reference computes in float32 whatever the declared dtype
-    (rounding happens afterwards). Returns (var, declared type) pairs to restore.
+    (rounding happens afterwards). Returns (var, declared type, declared value) to restore.
     """
     from coremltools.converters.mil.mil import types
 
@@ -140,7 +140,7 @@ def _bind(op, values: dict) -> list:
         holder_type = scalar if scalar is not None else types.tensor(element, value.shape)
         holder = holder_type()
         holder.val = value[()] if value.ndim == 0 else value
-        bound.append((var, var._sym_type))
+        bound.append((var, var._sym_type, var._sym_val))
         var._sym_type, var._sym_val = holder_type, holder
     return bound
 

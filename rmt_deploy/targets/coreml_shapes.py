@@ -11,9 +11,7 @@ phase like 4095 × 1.0 would be off by a whole radian.
 """
 from __future__ import annotations
 
-from ..sizes import ENUMERATED_KEY as SIZES_KEY
-
-__all__ = ["input_shape", "fp16_except_tables", "format_sizes", "SIZES_KEY"]
+__all__ = ["input_shape", "fp16_except_tables", "format_sizes"]
 
 
 def input_shape(ct, sizes: list[tuple[int, int]], default: tuple[int, int]):

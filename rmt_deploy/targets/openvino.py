@@ -128,11 +128,11 @@ class OpenVINORunner(Runner):
 
     An IR with dynamic height and width (``export --dynamic``) also gets a static copy for each batch
     fed at its verified size, compiled when first fed: OpenVINO's CPU plugin runs a dynamic-shape
-    model about 1.2× slower than a static one (``benches/bench_dynamic.py``). Other sizes run on the
-    dynamic model.
+    model about 1.1–1.4× slower than a static one (``benches/bench_dynamic.py``). Other sizes run on
+    the dynamic model; ``last_model`` says which ran.
     """
 
-    STATIC_COPIES = 4  # batches at the verified size that get their own static model
+    STATIC_COPIES = 4  # static copies kept; the least recently used one goes first
 
     def __init__(self, path: Path, threads: int | None = None, device: str = "CPU", hint: str = "latency",
                  execution: str = "verified") -> None:
@@ -177,14 +177,20 @@ class OpenVINORunner(Runner):
 
     def _request_for(self, shape: tuple[int, ...]):
         """The infer request and compiled model to run an input of ``shape`` on."""
-        if self.static_size is None or tuple(shape[2:]) != self.static_size:
+        shape = tuple(shape)
+        if self.static_size is None or shape[2:] != self.static_size:
+            self.last_model = "dynamic" if self.static_size else None
             return self.request, self.compiled
-        if shape not in self._static and len(self._static) < self.STATIC_COPIES:
+        if shape not in self._static:
+            if len(self._static) >= self.STATIC_COPIES:
+                del self._static[next(iter(self._static))]
             model = read_model(self.path)
             model.reshape({model.input(0).get_any_name(): list(shape)})
             compiled = _ov().Core().compile_model(model, self.device_name, self.config(_metadata(model)))
             self._static[shape] = (compiled.create_infer_request(), compiled)
-        return self._static.get(shape, (self.request, self.compiled))
+        self._static[shape] = self._static.pop(shape)  # most recently used last
+        self.last_model = "static copy"
+        return self._static[shape]
 
     def input_names(self) -> list[str]:
         return [i.get_any_name() for i in self.compiled.inputs]
@@ -219,8 +225,9 @@ class OpenVINORunner(Runner):
     def throughput(self, feeds: dict[str, np.ndarray], seconds: float) -> dict:
         """Images per second with as many parallel requests as the device suggests."""
         ov = _ov()
-        jobs = max(1, int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
-        queue = ov.AsyncInferQueue(self.compiled, jobs)
+        compiled = self._request_for(next(iter(feeds.values())).shape)[1]
+        jobs = max(1, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+        queue = ov.AsyncInferQueue(compiled, jobs)
         batch = next(iter(feeds.values())).shape[0]
         for _ in range(jobs):  # warm every request
             queue.start_async(feeds)

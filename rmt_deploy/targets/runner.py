@@ -20,6 +20,9 @@ class Runner:
     def __init__(self) -> None:
         self.is_active = False
         self.last_inference_s = 0.0
+        # Where one artifact can run on more than one compiled model (OpenVINO's static copy of a
+        # dynamic IR): which one ran the last call, recorded beside its latency. None: the only one.
+        self.last_model: str | None = None
 
     def activate(self) -> None:
         if not self.is_active:
