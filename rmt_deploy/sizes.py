@@ -1,11 +1,12 @@
-"""Input sizes as users write them ('224', '256x320')."""
+"""Input sizes as users write them ('224', '256x320'), and the sizes an artifact takes."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from .errors import UserInputError
 
-__all__ = ["parse_img_size", "parse_sizes", "check_side", "SizeRange", "InputSizes", "MAX_SIDE", "ENUMERATED_KEY"]
+__all__ = ["parse_img_size", "parse_sizes", "check_side", "SizeRange", "InputSizes", "MAX_SIDE", "ENUMERATED_KEY",
+           "format_sizes"]
 
 ENUMERATED_KEY = "input_sizes"  # artifact metadata: the only (H, W) it takes, "32x32,32x128,64x64" (Core ML)
 MAX_SIDE = 2048  # a sanity bound; the real limit depends on the variant (jobs.prepare._check_size)
@@ -42,6 +43,11 @@ def parse_sizes(text: str, flag: str = "--size") -> tuple[tuple[int, int], ...]:
         except UserInputError as e:
             raise UserInputError(str(e).replace("--img-size", flag, 1)) from None
     return tuple(dict.fromkeys(sizes))
+
+
+def format_sizes(sizes, sep: str = ",") -> str:
+    """((32, 32), (32, 128)) → '32x32,32x128': how metadata writes a list of sizes (``ENUMERATED_KEY``)."""
+    return sep.join(f"{h}x{w}" for h, w in sizes)
 
 
 def check_side(flag: str, side: int) -> int:
@@ -94,7 +100,7 @@ class InputSizes:
 
     def __str__(self) -> str:
         if self.enumerated:
-            return "one of " + ", ".join(f"{h}x{w}" for h, w in self.enumerated)
+            return "one of " + format_sizes(self.enumerated, ", ")
         if self.size_range is not None:
             return f"each side {self.size_range.low}–{self.size_range.high}, a multiple of 32"
         return f"only {self.size[0]}x{self.size[1]}"

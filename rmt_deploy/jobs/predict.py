@@ -15,6 +15,7 @@ import numpy as np
 from ..data.images import Preprocess
 from ..errors import UserInputError
 from ..sizes import InputSizes
+from .plan import parse_resize_scale
 from ..targets import Target, check_execution, target_for_path
 
 __all__ = ["Model", "Prediction", "preprocess_from_metadata"]
@@ -49,7 +50,7 @@ def preprocess_from_metadata(metadata: dict, input_shape: list) -> Preprocess | 
     resize = metadata.get("resize") if metadata.get("resize") in ("letterbox", "mmdet") else "crop"
     extra = {}
     if resize == "mmdet":  # mmdet's own test resize: each image at its own padded size
-        extra = {"scale": tuple(int(v) for v in metadata["resize_scale"].split("x")),
+        extra = {"scale": parse_resize_scale(metadata["resize_scale"]),
                  "size_divisor": int(metadata.get("size_divisor", 32))}
     return Preprocess(size, crop_pct=float(metadata.get("crop_pct", 0.875)),
                       mean=tuple(json.loads(metadata["mean"])), std=tuple(json.loads(metadata["std"])),

@@ -19,11 +19,11 @@ from ..artifacts import artifact_bytes
 from ..atomic import atomic_path
 from ..errors import BackendUnavailable, UserInputError
 from ..quiet import quiet
-from ..sizes import ENUMERATED_KEY
+from ..sizes import ENUMERATED_KEY, format_sizes
 from .base import Exported, ExportRequest, Sources, Target
 from .coreml_mil import tap_map
 from .coreml_settings import MIN_TARGETS, CoreMLSettings
-from .coreml_shapes import fp16_except_tables, format_sizes, input_shape
+from .coreml_shapes import fp16_except_tables, input_shape
 from .runner import Runner
 
 __all__ = ["TARGET", "CoreMLTarget", "CoreMLSettings", "export", "describe", "inspect_graph", "require_coremltools", "MilNumpyRunner", "CoreMLRunner", "MIN_TARGETS",

@@ -11,7 +11,7 @@ phase like 4095 × 1.0 would be off by a whole radian.
 """
 from __future__ import annotations
 
-__all__ = ["input_shape", "fp16_except_tables", "format_sizes"]
+__all__ = ["input_shape", "fp16_except_tables"]
 
 
 def input_shape(ct, sizes: list[tuple[int, int]], default: tuple[int, int]):
@@ -19,10 +19,6 @@ def input_shape(ct, sizes: list[tuple[int, int]], default: tuple[int, int]):
     if len(sizes) <= 1:
         return (1, 3, *default)
     return ct.EnumeratedShapes(shapes=[(1, 3, h, w) for h, w in sizes], default=(1, 3, *default))
-
-
-def format_sizes(sizes: list[tuple[int, int]]) -> str:
-    return ",".join(f"{h}x{w}" for h, w in sizes)
 
 
 def fp16_except_tables(ct):
