@@ -114,7 +114,7 @@ def test_demo_exports_one_artifact_for_many_sizes(tmp_path):
     cells = json.loads(done.stdout)["artifacts"][0]["benchmarks"]
     assert [(c["size"], c["batch"], c["status"]) for c in cells] == [
         ([64, 64], 1, "ok"), ([64, 64], 2, "ok"), ([32, 96], 1, "ok"), ([32, 96], 2, "ok")]
-    assert "| 32x96 | 2 | ok |" in (tmp_path / "bench" / "report.md").read_text()
+    assert "| 32x96 | 2 | ok" in (tmp_path / "bench" / "report.md").read_text()  # "ok ⚠ noisy" on a busy machine
     done = run("bench", str(out / "model.onnx"), "--size", "32x96", "--iters", "2", "--min-time", "0",
                "--no-reference", "--out", str(tmp_path / "bench2"), "--json")
     report2 = json.loads(done.stdout)
