@@ -12,6 +12,8 @@ from rmt_deploy.bundled import bundled_images, bundled_weights
 from rmt_deploy.data.images import Preprocess, load_batch, open_image_set
 from rmt_deploy.model.rmt import RMT, create_model
 
+from .seeded import seeded_values
+
 REPO = Path(__file__).resolve().parents[1]
 # Keys and shapes of the official qhfan/RMT checkpoints (copied from shared/reference).
 REFERENCE_SHAPES = REPO / "tests" / "data" / "rmt_state_dict_shapes.json"
@@ -22,32 +24,15 @@ def randomize_(model: RMT, seed: int = 0) -> RMT:
 
     Default init leaves BN as identity and layer scale at 1e-6, which would hide bugs in
     BN folding and layer-scale folding. Rotary angles and decays keep their official values.
+
+    The values come from numpy's PCG64 in float64, cast to float32: the same bits on every CPU.
+    torch's seeded ``randn``/``rand`` are not (their vectorised kernels differ by ISA), and the
+    goldens (``tests/data/rmt_golden.npz``) pin these weights by digest.
     """
-    gen = torch.Generator().manual_seed(seed)
-
-    def rnd(t, scale):
-        return torch.randn(t.shape, generator=gen) * scale
-
     with torch.no_grad():
         for name, t in model.state_dict().items():
-            if not t.is_floating_point() or ".Relpos." in name:
-                continue
-            if name.endswith("running_var"):
-                t.copy_(0.5 + torch.rand(t.shape, generator=gen))
-            elif name.endswith("running_mean") or name.endswith(".bias"):
-                t.copy_(rnd(t, 0.1))
-            elif "gamma_" in name:
-                t.copy_(0.2 + 0.2 * torch.rand(t.shape, generator=gen))
-            elif t.ndim == 1:  # LayerNorm / BatchNorm weights
-                t.copy_(1.0 + rnd(t, 0.1))
-            elif name.startswith(("head.", "aux_head.")):  # logits O(1-10), like a trained net
-                t.copy_(rnd(t, 3.0 / t.shape[1] ** 0.5))
-            elif t.ndim == 2:  # linears: the official init scale keeps the residual stream bounded
-                t.copy_(rnd(t, 0.02))
-            elif t.shape[1] == 1:  # depthwise convs sit on residual paths: keep them small
-                t.copy_(rnd(t, 0.05))
-            else:  # stem and merge convs
-                t.copy_(rnd(t, 1.0 / t[0].numel() ** 0.5))
+            if t.is_floating_point() and ".Relpos." not in name:
+                t.copy_(torch.from_numpy(seeded_values(name, tuple(t.shape), seed)))
     return model.eval()
 
 

@@ -1,6 +1,7 @@
 """RMT as a detection / segmentation backbone: model, det/seg checkpoint intake, bad input."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -11,6 +12,7 @@ from rmt_deploy.model.dense import load_backbone, parse_out_indices
 from rmt_deploy.model.variants import VARIANTS
 
 from .conftest import random_model
+from .seeded import normal
 from .test_cli import run
 
 
@@ -34,7 +36,7 @@ def test_backbone_equals_the_classifier_stages(variant):
     classifier = random_model(variant, seed=4).eval()
     backbone = RMTBackbone(VARIANTS[variant], extra_norms=False).eval()
     backbone.load_state_dict(_trunk(classifier.state_dict()), strict=True)
-    x = torch.randn(1, 3, 64, 96)  # non-square
+    x = normal((1, 3, 64, 96))  # non-square
     with torch.no_grad():
         ours, ref = backbone(x), _stage_outputs(classifier, x)
     assert [tuple(f.shape) for f in ours] == [(1, c, 64 // s, 96 // s) for c, s in
@@ -47,11 +49,11 @@ def test_extra_norms_use_pytorch_default_eps_and_out_indices_pick_stages():
     backbone = create_backbone("rmt-demo", out_indices=(1, 3)).eval()
     state = _trunk(classifier.state_dict())
     for i, d in enumerate(VARIANTS["rmt-demo"].embed_dims):
-        state[f"extra_norms.{i}.weight"], state[f"extra_norms.{i}.bias"] = torch.rand(d) + 0.5, torch.randn(d)
+        state[f"extra_norms.{i}.weight"], state[f"extra_norms.{i}.bias"] = torch.from_numpy(np.random.default_rng(1).random(d, dtype=np.float32)) + 0.5, normal((d,))
     backbone.load_state_dict(state, strict=True)
     assert backbone.extra_norms[0].eps == EXTRA_NORM_EPS == 1e-5
     assert backbone.strides == (8, 32) and backbone.channels == (64, 128)
-    x = torch.randn(2, 3, 64, 64)
+    x = normal((2, 3, 64, 64))
     with torch.no_grad():
         ref = _stage_outputs(classifier, x)
         f1, f3 = backbone(x)
@@ -84,7 +86,7 @@ def test_detection_and_segmentation_checkpoints(tmp_path, heads, task, wrapper):
     loaded = load_backbone(path)
     assert loaded.variant == "rmt-t" and loaded.task == task and not loaded.features_only
     assert set(loaded.ignored) == {"neck", *heads}
-    x = torch.randn(1, 3, 64, 64)
+    x = normal((1, 3, 64, 64))
     with torch.no_grad():
         assert all(torch.equal(a, b) for a, b in zip(loaded.model(x), original(x)))
     info = inspect_checkpoint(path)
@@ -100,7 +102,7 @@ def test_classification_checkpoint_as_backbone_has_raw_stage_outputs(tmp_path):
     torch.save({"model": classifier.state_dict()}, path)
     loaded = load_backbone(path, out_indices=(2, 3))
     assert loaded.task == "classification" and loaded.features_only and set(loaded.ignored) == {"head", "norm", "proj"}
-    x = torch.randn(1, 3, 64, 64)
+    x = normal((1, 3, 64, 64))
     with torch.no_grad():
         ref = _stage_outputs(classifier, x)
         assert [torch.equal(a, b) for a, b in zip(loaded.model(x), ref[2:])] == [True, True]

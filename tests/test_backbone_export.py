@@ -15,6 +15,7 @@ from rmt_deploy.rewrite import table_bytes, to_deploy
 from rmt_deploy.targets.tensorrt import engine_unavailable_reason
 
 from .conftest import randomize_, real_images
+from .seeded import normal
 from .test_backbone import _mm_checkpoint
 from .test_cli import run
 
@@ -30,7 +31,7 @@ def _random_backbone(variant: str, out_indices=(0, 1, 2, 3), extra_norms: bool =
 def test_deploy_backbone_equals_reference(variant):
     model = _random_backbone(variant)
     size = (64, 96)  # non-square
-    x = torch.cat([torch.randn(1, 3, *size), torch.from_numpy(real_images(size, 2))])
+    x = torch.cat([normal((1, 3, *size)), torch.from_numpy(real_images(size, 2))])
     deploy = to_deploy(model, size)
     with torch.inference_mode():
         ref, got = model(x), deploy(x)
@@ -45,7 +46,7 @@ def test_out_indices_subsets_and_raw_stages(indices, extra):
     model = _random_backbone("rmt-t", indices, extra_norms=extra, seed=3)
     deploy = to_deploy(model, (64, 64))
     assert len(deploy.stages) == indices[-1] + 1  # later stages feed nothing
-    x = torch.randn(2, 3, 64, 64)
+    x = normal((2, 3, 64, 64))
     with torch.inference_mode():
         ref, got = model(x), deploy(x)
     assert deploy.output_names == tuple(f"feat{i}" for i in indices)

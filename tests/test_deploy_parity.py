@@ -10,6 +10,7 @@ from rmt_deploy.rewrite import to_deploy
 from rmt_deploy.rewrite.deploy import DeployMaSA
 
 from .conftest import random_model, real_images
+from .seeded import normal
 
 ATOL = 1e-4
 
@@ -27,7 +28,7 @@ def _check(model, size, x: torch.Tensor) -> float:
 def _inputs(size, n_random=2, n_real=3) -> torch.Tensor:
     torch.manual_seed(1)
     real = torch.from_numpy(real_images(size, n_real))
-    return torch.cat([torch.randn(n_random, 3, *size), real])
+    return torch.cat([normal((n_random, 3, *size)), real])
 
 
 @pytest.mark.parametrize("variant", ["rmt-t", "rmt-s", "rmt-b", "rmt-l"])
@@ -80,7 +81,7 @@ def test_attention_rotation_matches_reference_block():
     for deploy in (to_deploy(model, size), to_deploy(model, (32, 32), dynamic=True)):
         for stage_ref, stage_dep, stride in zip(model.layers, deploy.stages, (4, 8, 16, 32)):
             h, w = size[0] // stride, size[1] // stride
-            x = torch.randn(2, h, w, stage_ref.blocks[0].retention.q_proj.in_features)
+            x = normal((2, h, w, stage_ref.blocks[0].retention.q_proj.in_features))
             attn: DeployMaSA = stage_dep.blocks[0].attn
             with torch.inference_mode():
                 ref = stage_ref.blocks[0].retention(x, stage_ref.Relpos)

@@ -10,6 +10,9 @@ one would catch a sign error in the decay, a swapped rotary half or a wrong pass
 from __future__ import annotations
 
 import importlib.util
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +23,8 @@ from rmt_deploy.model.backbone import create_backbone
 from rmt_deploy.rewrite import to_deploy
 from rmt_deploy.targets import onnx as onnx_target
 
-from .conftest import random_model, randomize_
+from .avx2 import qemu_missing
+from .conftest import REFERENCE_SHAPES, random_model, randomize_
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = np.load(ROOT / "tests" / "data" / "rmt_golden.npz")
@@ -95,3 +99,25 @@ def test_backbone_matches_the_official_detection_backbone(tmp_path):
         assert np.abs(ours[i].numpy() - want).max() <= ATOL
         assert np.abs(deployed[i].numpy() - want).max() <= ATOL
         assert np.abs(exported[f"feat{i}"] - want).max() <= ATOL
+
+
+_DIGEST_UNDER_QEMU = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from tests.seeded import seeded_values, values_digest
+shapes = json.loads(open(sys.argv[2]).read())["rmt-t"]
+print(values_digest({k: seeded_values(k, tuple(s), int(sys.argv[3])) for k, s in shapes.items()
+                     if ".Relpos." not in k and not k.endswith("num_batches_tracked")}))
+"""
+
+
+@pytest.mark.skipif(qemu_missing() is not None, reason=str(qemu_missing()))
+def test_seeded_weights_are_the_same_bits_on_another_cpu():
+    """The goldens pin the seeded weights by digest; a CPU model other than the host's (qemu's
+    AVX2-only Haswell) must recompute the same digest, so no CPU kind fails this suite."""
+    seed = str(int(GOLDEN["rmt-t/seed"]))
+    done = subprocess.run(["qemu-x86_64", "-cpu", "Haswell", sys.executable, "-c", _DIGEST_UNDER_QEMU,
+                           str(ROOT), str(REFERENCE_SHAPES), seed], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == str(GOLDEN["rmt-t/weights_sha256"])
+    assert set(json.loads(REFERENCE_SHAPES.read_text())["rmt-t"]) == set(random_model("rmt-t").state_dict())

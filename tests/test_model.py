@@ -7,6 +7,8 @@ import torch
 from rmt_deploy.model.rmt import create_model
 from rmt_deploy.model.variants import ALIASES, VARIANTS, UnknownVariantError, resolve_variant
 
+from .seeded import normal
+
 OFFICIAL = ["rmt-t", "rmt-t-tl", "rmt-s", "rmt-s-tl", "rmt-b", "rmt-b-tl", "rmt-l", "rmt-l-tl"]
 
 
@@ -52,7 +54,7 @@ def test_relpos_buffers_follow_formula():
 def test_token_label_head_adds_half_max_of_aux():
     torch.manual_seed(0)
     model = create_model("rmt-demo", token_label=True).eval()
-    x = torch.randn(2, 3, 64, 64)
+    x = normal((2, 3, 64, 64))
     with torch.no_grad():
         tokens = model.forward_features(x)
         base = model.head((lambda y: (y * torch.sigmoid(y)).mean(-1))(

@@ -3,9 +3,10 @@
 The official files import timm, fvcore, einops and mmdet/mmcv, which this project does not
 depend on. Small stand-ins for exactly the names they import are written to a temporary
 folder; the official network code itself runs unchanged. Each official model gets OUR seeded
-random weights (``tests.conftest.random_model`` / ``randomize_``) with ``strict=True``, so a
-test can rebuild the same model and compare. ``<name>/weights_sha256`` tells it whether the
-seeded weights are still the ones the goldens were made with.
+random weights (``tests.conftest.random_model`` / ``randomize_``: numpy's PCG64, the same bits on
+every CPU) with ``strict=True``, so a test can rebuild the same model and compare.
+``<name>/weights_sha256`` tells it whether the seeded weights are still the ones the goldens were
+made with.
 
 Usage (official commit 32ea214 of github.com/qhfan/RMT):
     for f in classfication_release/RMT.py classification_token_label_release/RMT.py \\
@@ -89,15 +90,12 @@ BACKBONES = Registry()
 
 
 def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
-    """sha256 over the state dict, keys in sorted order; for each key: its UTF-8 bytes, a NUL byte,
-    then the tensor's values C-ordered — floating tensors as little-endian float32, all others as
-    little-endian int64."""
-    h = hashlib.sha256()
-    for key in sorted(state_dict):
-        t = state_dict[key].detach().cpu()
-        a = t.float().numpy().astype("<f4") if t.is_floating_point() else t.long().numpy().astype("<i8")
-        h.update(key.encode() + b"\0" + np.ascontiguousarray(a).tobytes())
-    return h.hexdigest()
+    """sha256 over the seeded entries of a state dict (floating, not the computed ``Relpos`` tables):
+    ``tests.seeded.values_digest``, which numpy alone can recompute (under qemu, say)."""
+    from tests.seeded import values_digest
+
+    return values_digest({k: t.detach().cpu().float().numpy() for k, t in state_dict.items()
+                          if t.is_floating_point() and ".Relpos." not in k})
 
 
 def load_official(name: str, path: Path):
