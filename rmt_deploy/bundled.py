@@ -1,22 +1,45 @@
-"""The demo checkpoint, images and export presets that make every command work on a fresh machine."""
+"""The demo checkpoint, images and export presets that make every command work on a fresh machine.
+
+They are package data (``rmt_deploy/assets``), found through ``importlib.resources``, so an
+installed wheel has them as a source checkout does.
+"""
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
+
+from .errors import UserInputError
 
 __all__ = ["bundled_weights", "bundled_images", "bundled_presets"]
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+SPLITS = ("train", "val")
+
+
+def _asset(*parts: str) -> Path:
+    """A file or folder under ``rmt_deploy/assets`` as a filesystem path.
+
+    Raises:
+        UserInputError: the package is not installed as files (a zip import), or the asset is missing.
+    """
+    path = Path(str(resources.files("rmt_deploy").joinpath("assets", *parts)))
+    if not path.exists():
+        raise UserInputError(f"bundled {'/'.join(parts)} not found at {path}: the installed package is "
+                             "incomplete; reinstall rmt-deploy (a wheel or pip install -e . from a checkout)")
+    return path
 
 
 def bundled_weights() -> Path:
-    return PACKAGE_DIR / "assets" / "rmt_demo.safetensors"
+    """The demo checkpoint (rmt-demo, 10 digit classes, 64×64)."""
+    return _asset("rmt_demo.safetensors")
 
 
 def bundled_images(split: str) -> Path:
-    """calib/<split> of the source checkout (the package is installed editable)."""
-    return PACKAGE_DIR.parent / "calib" / split
+    """The bundled digit images, ``train`` (calibration) or ``val`` (evaluation), ImageFolder layout."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
+    return _asset("calib", split)
 
 
 def bundled_presets() -> Path:
-    """export/ of the source checkout: one TOML file per deployment recipe (``rmt_deploy.jobs.presets``)."""
-    return PACKAGE_DIR.parent / "export"
+    """The shipped export presets: one TOML file per deployment recipe (``rmt_deploy.jobs.presets``)."""
+    return _asset("presets")

@@ -1,2 +1,2 @@
-"""The package version (one place; pyproject.toml carries the same number)."""
-__version__ = "0.7.0"
+"""The package version, in one place (pyproject.toml reads it from here)."""
+__version__ = "0.8.0"

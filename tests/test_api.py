@@ -94,7 +94,7 @@ def test_predict_accepts_images_arrays_and_tensors_and_skips_what_it_cannot_read
     assert "no image" in results[7].error  # a bad array is skipped like an unreadable file
     first = {r.probabilities[0] for r in results[:5]}
     assert len(first) == 1 and results[0].names[0] == _label(results[0])  # the same image, every way in
-    assert "cannot read it as an image" in results[5].error and results[5].source == str(junk)
+    assert "not an image" in results[5].error and results[5].source == str(junk)
     assert [r.names[0] for r in batch] == [p.parent.name for p in VAL[:4]]
 
 
@@ -191,11 +191,82 @@ def test_predict_command(exported, tmp_path):
     junk = tmp_path / "junk.jpg"
     junk.write_text("no")
     shown = run("predict", str(folder / "model_int8.onnx"), str(VAL[0]), str(junk), "--topk", "2")
-    assert shown.returncode == 0, shown.stderr
-    assert "predictions" in shown.stdout and "skipped" in shown.stdout and "junk.jpg" in shown.stderr
+    assert shown.returncode == 2, shown.stderr  # an input was not read: never a silent 0
+    assert "predictions" in shown.stdout and "skipped" in shown.stdout
+    assert "1 of 2 input(s) could not be read: junk.jpg" in shown.stderr and "--skip-unreadable" in shown.stderr
+    on_purpose = run("predict", str(folder / "model_int8.onnx"), str(VAL[0]), str(junk), "--skip-unreadable")
+    assert on_purpose.returncode == 0, on_purpose.stderr
     as_json = run("predict", str(folder / "model_int8.onnx"), str(VAL[0].parent), "--json", "--topk", "1")
     assert as_json.returncode == 0, as_json.stderr
     rows = json.loads(as_json.stdout)
     assert len(rows) == len(list(VAL[0].parent.glob("*.png"))) and all(r["names"][0] == VAL[0].parent.name for r in rows)
     missing = run("predict", str(folder / "nope.onnx"), str(VAL[0]))
     assert missing.returncode == 2 and "artifact not found" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_predict_exits_2_in_one_line_when_nothing_could_be_read(exported, tmp_path):
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "text.png").write_text("a text file named .png")
+    for extra in ([], ["--skip-unreadable"]):
+        done = run("predict", str(exported.report_path.parent / "model.onnx"), str(tmp_path), *extra)
+        assert done.returncode == 2 and "Traceback" not in done.stderr
+        (line,) = [ln for ln in done.stderr.splitlines() if ln.startswith("error:")]
+        assert "none of the 2 input(s) could be read" in line and "empty.jpg" in line and "text.png" in line
+
+
+def test_predict_without_images_runs_on_the_bundled_ones_from_any_folder(exported, tmp_path):
+    done = run("predict", str(exported.report_path.parent / "model.onnx"), "--json", "--topk", "1", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout)
+    assert len(rows) == len(VAL) and sum(r["names"][0] == Path(r["source"]).parent.name for r in rows) >= 0.95 * len(VAL)
+
+
+def _exif_rotated(image: Image.Image, orientation: int) -> tuple[Image.Image, Image.Exif]:
+    """``image`` stored as a camera that was turned would store it, with the EXIF tag that undoes it."""
+    undo = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+            5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_90, 7: Image.Transpose.TRANSVERSE,
+            8: Image.Transpose.ROTATE_270}[orientation]
+    exif = Image.Exif()
+    exif[0x0112] = orientation  # Orientation
+    return image.transpose(undo), exif
+
+
+def test_exif_orientation_is_applied_like_a_viewer_does(exported, tmp_path):
+    """A phone photo stored rotated with Orientation 6 (or any of 2-8) predicts what its upright copy does."""
+    upright = Image.open(VAL[40]).convert("RGB")
+    paths = [tmp_path / "upright.png"]
+    upright.save(paths[0])
+    for orientation in range(2, 9):
+        stored, exif = _exif_rotated(upright, orientation)
+        paths.append(tmp_path / f"orientation{orientation}.png")
+        stored.save(paths[-1], exif=exif)
+    with rd.load(exported.report_path.parent / "model.onnx") as model:
+        results = model.predict(paths, topk=1)
+        ignored = model.predict(_exif_rotated(upright, 6)[0], topk=1)[0]  # the pixels alone, without the tag
+    want = results[0]
+    assert want.names[0] == VAL[40].parent.name
+    for r in results[1:]:
+        assert r.indices == want.indices and abs(r.probabilities[0] - want.probabilities[0]) <= 1e-3, r.source
+    assert ignored.indices != want.indices or abs(ignored.probabilities[0] - want.probabilities[0]) > 1e-3
+    assert _metadata(exported.report_path.parent / "model.onnx")["exif"] == "orientation applied"
+
+
+def _metadata(path: Path) -> dict:
+    import onnx
+
+    return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+
+
+@pytest.mark.parametrize("mode", ["P", "RGBA", "CMYK", "I;16", "LA"])
+def test_every_pixel_format_predicts_like_rgb(exported, tmp_path, mode):
+    """Palette, alpha, CMYK (JPEG) and 16-bit files of one photo give its class and probability."""
+    rgb = Image.open(VAL[100]).convert("RGB")
+    if mode == "I;16":
+        converted = Image.fromarray(np.asarray(rgb.convert("L"), np.uint16) * 257)
+    else:
+        converted = rgb.convert(mode)
+    path = tmp_path / f"x.{'jpg' if mode == 'CMYK' else 'png'}"
+    converted.save(path, **({"quality": 100} if mode == "CMYK" else {}))
+    with rd.load(exported.report_path.parent / "model.onnx") as model:
+        want, got = model.predict([rgb, path], topk=1)
+    assert got.ok and got.indices == want.indices and abs(got.probabilities[0] - want.probabilities[0]) <= 2e-2

@@ -217,3 +217,44 @@ def test_parity_failure_fails_export_but_keeps_report(tmp_path):
 def test_unknown_option_is_usage_error():
     result = run("export", "--no-such-flag")
     assert result.returncode == 2 and "Traceback" not in result.stderr
+
+
+# Every artifact suffix a loader takes; .mlpackage is a folder, tried both as a file and as a folder.
+SUFFIXES = [".onnx", ".ort.onnx", ".xml", ".engine", ".pte", ".mlpackage", ".mlpackage/"]
+
+
+def _noise(folder: Path, suffix: str) -> Path:
+    """4 KB of seeded random bytes under an artifact's name (a folder with a random manifest for .mlpackage/)."""
+    import numpy as np
+
+    noise = np.random.default_rng(7).integers(0, 256, 4096, dtype=np.uint8).tobytes()
+    path = folder / f"noise{suffix.rstrip('/')}"
+    if suffix.endswith("/"):
+        path.mkdir()
+        (path / "Manifest.json").write_bytes(noise)
+    else:
+        path.write_bytes(noise)
+    return path
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_random_bytes_under_every_artifact_suffix_are_refused_in_one_line(tmp_path, suffix):
+    """Before a native runtime reads a file, its format is checked: no abort, no traceback, exit 2."""
+    import rmt_deploy as rd
+    from rmt_deploy.errors import UserInputError
+
+    path = _noise(tmp_path, suffix)
+    done = run("predict", str(path))
+    assert done.returncode == 2, (done.returncode, done.stderr)
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("error: ") and "noise" in line and "Traceback" not in done.stderr
+    with pytest.raises(UserInputError):  # in-process too: a native abort would take pytest down with it
+        rd.load(path)
+
+
+def test_threads_below_one_are_refused(demo_run):
+    _, out = demo_run
+    for command in (["predict", str(out / "model.onnx")], ["bench", str(out / "model.onnx")],
+                    ["export", "--out", str(out.parent / "never")]):
+        done = run(*command, "--threads", "0")
+        assert done.returncode == 2 and "--threads" in done.stderr and not (out.parent / "never").exists()

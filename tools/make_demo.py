@@ -1,6 +1,6 @@
-"""Build the bundled demo: digit images in calib/ and the rmt-demo checkpoint trained on them.
+"""Build the bundled demo: digit images in rmt_deploy/assets/calib/ and the rmt-demo checkpoint trained on them.
 
-    python tools/make_demo.py            # writes calib/{train,val}/<digit>/*.png, trains, saves
+    python tools/make_demo.py            # writes rmt_deploy/assets/calib/{train,val}/<digit>/*.png, trains, saves
     python tools/make_demo.py --epochs 5 # a quicker, less accurate model
 
 Data: scikit-learn's handwritten digits (1,797 8x8 grayscale images, UCI ML digits), each
@@ -125,7 +125,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--calib", type=Path, default=REPO / "calib")
+    ap.add_argument("--calib", type=Path, default=REPO / "rmt_deploy" / "assets" / "calib")
     ap.add_argument("--out", type=Path, default=REPO / "rmt_deploy" / "assets" / "rmt_demo.safetensors")
     ap.add_argument("--skip-images", action="store_true", help="reuse the images already in --calib")
     args = ap.parse_args()

@@ -55,8 +55,22 @@ ExecutionOpt = Annotated[str, typer.Option(
     "--execution", help="verified: compile with the settings the artifact records it was verified with (OpenVINO: "
     "EXECUTION_MODE_HINT=ACCURACY); default: the runtime's own defaults (OpenVINO computes float layers in bf16 "
     "on CPUs with AVX512-BF16 or AMX).")]
-ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="Runtime threads. Default: all cores.",
-                                                   show_default=False)]
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, help="Runtime threads (1 or more). "
+                                                   "Default: all cores.", show_default=False)]
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from ..version import __version__
+
+        typer.echo(f"rmt-deploy {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                                help="Print the version and exit.")] = False) -> None:
+    pass  # options that come before any command (--version); the app's help says what it does
 
 
 @contextlib.contextmanager

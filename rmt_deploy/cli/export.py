@@ -5,7 +5,9 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ..targets import TARGETS
@@ -157,17 +159,24 @@ def export(
 
 
 def _summary(console: Console, report: dict) -> None:
+    """One row per artifact in 80 columns (CI logs), every value whole; why an artifact failed or was
+    skipped goes on its own line below the table."""
     table = Table(title=f"{report['model']['variant']} @ {'x'.join(map(str, report['model']['input_size']))}",
-                  title_justify="left")
-    for col in ("target", "precision", "status", "size", "max diff", "cosine", "top-1", "agree", "p50 ms"):
-        table.add_column(col, justify="left" if col in ("target", "precision", "status") else "right")
+                  title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0))
+    for col in ("target", "prec.", "status", "MB", "max abs", "cosine", "top-1", "agree", "p50 ms"):
+        table.add_column(col, justify="left" if col in ("target", "prec.", "status") else "right", overflow="fold")
+    reasons = []
     for a in report["artifacts"]:
         acc, lat, par = a.get("accuracy") or {}, a.get("latency_ms") or {}, a.get("parity") or {}
         table.add_row(a["target"], a["precision"], a["status"],
-                      f"{a['size_bytes'] / 1e6:.1f} MB" if a.get("size_bytes") else "—",
+                      f"{a['size_bytes'] / 1e6:.1f}" if a.get("size_bytes") else "—",
                       f"{par['max_abs']:.1e}" if par else "—",
                       f"{par['cosine']:.5f}" if par else "—",
                       f"{acc['top1']:.2f}" if acc else "—",
                       f"{acc['agreement'] * 100:.1f}%" if acc else "—",
                       f"{lat['p50']:.2f}" if lat else "—")
+        if a.get("reason") and a["status"] != "ok":
+            reasons.append(f"{a['target']} {a['precision']} {a['status']}: {a['reason']}")
     console.print(table)
+    for line in reasons:
+        console.print(escape(line), highlight=False, soft_wrap=True)

@@ -12,7 +12,8 @@ import numpy as np
 from ..errors import UserInputError
 from .mmdet import DEFAULT_SCALE, resize_and_pad
 
-__all__ = ["IMAGE_SUFFIXES", "RESIZE_MODES", "ImageSet", "Preprocess", "open_image_set", "load_batch", "iter_batches"]
+__all__ = ["IMAGE_SUFFIXES", "RESIZE_MODES", "MAX_PIXELS", "EXIF", "ImageSet", "Preprocess", "UnreadableImage",
+           "read_image", "open_image_set", "load_batch", "iter_batches"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -20,6 +21,52 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 RESIZE_MODES = ("crop", "letterbox", "mmdet")
+# Larger images are refused as decompression bombs: 2^28 pixels (16384²) holds any camera's photo
+# (a 200 MP phone sensor is 2^27.6) and decodes to at most 768 MiB of RGB.
+MAX_PIXELS = 2 ** 28
+# How files become pixels, recorded in every artifact's metadata and report (``read_image``).
+EXIF = "orientation applied"
+
+
+class UnreadableImage(UserInputError):
+    """A file that is not an image this reader can decode; the message is one line saying why."""
+
+
+def read_image(path: str | Path):
+    """A file → the decoded PIL image as a viewer shows it: the EXIF orientation applied (phone
+    photos are stored rotated, with a tag saying so). The one reader behind predict, calibration,
+    verification, ``--eval``, ``rd.load(...).predict/features`` and mmdet's resize.
+
+    Raises:
+        UnreadableImage: not an image, truncated, or over ``MAX_PIXELS`` (a decompression bomb).
+    """
+    import warnings
+
+    from PIL import Image, ImageOps
+
+    name = Path(path).name
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit below decides
+            with Image.open(path) as im:
+                w, h = im.size
+                if w * h > MAX_PIXELS:
+                    raise UnreadableImage(f"{name}: {w}x{h} pixels is over the {MAX_PIXELS:,}-pixel limit "
+                                          "(a decompression bomb, or a scan to downsize first)")
+                im.load()
+                return ImageOps.exif_transpose(im)
+    except UnreadableImage:
+        raise
+    except Image.DecompressionBombError:
+        raise UnreadableImage(f"{name}: over Pillow's decompression-bomb pixel limit") from None
+    except FileNotFoundError:
+        raise UnreadableImage(f"{name}: no such file") from None
+    except IsADirectoryError:
+        raise UnreadableImage(f"{name}: a folder, not an image") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as e:  # PIL: unidentified, truncated, broken chunks
+        reason = "not an image Pillow can identify" if "cannot identify" in str(e) else \
+            (str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+        raise UnreadableImage(f"{name}: {reason}") from None
 
 
 @dataclass(frozen=True)
@@ -177,17 +224,13 @@ def iter_batches(images: ImageSet, preprocess: Preprocess, batch_size: int,
     Yields (array (n, 3, H, W), indices into ``images`` of the decoded images, paths that
     could not be decoded). ``advance(k)`` is called as images are read (progress bars).
     """
-    from PIL import Image, UnidentifiedImageError
-
     for start in range(0, len(images.paths), batch_size):
         arrays, kept, skipped = [], [], []
         for i in range(start, min(start + batch_size, len(images.paths))):
             try:
-                with Image.open(images.paths[i]) as im:
-                    im.load()
-                    arrays.append(preprocess(im))
+                arrays.append(preprocess(read_image(images.paths[i])))
                 kept.append(i)
-            except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
+            except UnreadableImage:
                 skipped.append(images.paths[i])
         if advance:
             advance(len(kept) + len(skipped))

@@ -50,6 +50,8 @@ def check_options(opts: CompareOptions) -> None:
         raise UserInputError(f"unknown --level {opts.level!r}; choose one of {', '.join(LEVELS)}")
     if not opts.artifacts:
         raise UserInputError("name at least one artifact to compare")
+    if opts.threads is not None and opts.threads < 1:
+        raise UserInputError("--threads must be at least 1")
     if opts.samples < 1 or opts.worst < 1:
         raise UserInputError("--samples and --worst must be at least 1")
     for path in opts.artifacts:

@@ -5,8 +5,9 @@ import importlib
 import importlib.metadata
 import platform
 
-from ..bundled import bundled_images, bundled_weights
+from ..bundled import bundled_images, bundled_presets, bundled_weights
 from ..cpu import cpu_features, cpu_name
+from ..errors import UserInputError
 from ..quiet import quiet
 from ..targets import TARGETS
 
@@ -86,8 +87,17 @@ def diagnose() -> dict:
         "packages": packages,
         "targets": targets,
         "bundled": {
-            "demo_checkpoint": str(bundled_weights()) if bundled_weights().exists() else None,
-            "calibration_images": str(bundled_images("train")) if bundled_images("train").exists() else None,
-            "evaluation_images": str(bundled_images("val")) if bundled_images("val").exists() else None,
+            "demo_checkpoint": _bundled(bundled_weights),
+            "calibration_images": _bundled(bundled_images, "train"),
+            "evaluation_images": _bundled(bundled_images, "val"),
+            "presets": _bundled(bundled_presets),
         },
     }
+
+
+def _bundled(find, *args) -> str | None:
+    """Where a bundled asset is, or None when the installed package lacks it."""
+    try:
+        return str(find(*args))
+    except UserInputError:
+        return None

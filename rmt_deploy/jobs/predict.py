@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.images import Preprocess
+from ..data.images import Preprocess, UnreadableImage, read_image
 from ..errors import UserInputError
 from ..sizes import InputSizes
 from .plan import parse_resize_scale
@@ -74,6 +74,8 @@ class Model:
     def open(cls, path: Path, runtime: str | None = None, threads: int | None = None,
              preprocess: Preprocess | None = None, execution: str = "verified") -> Model:
         check_execution(execution)
+        if threads is not None and threads < 1:
+            raise UserInputError(f"threads must be at least 1, not {threads}")
         if not path.exists():
             raise UserInputError(f"artifact not found: {path}")
         target = target_for_path(path)
@@ -125,9 +127,7 @@ class Model:
         from PIL import Image
 
         if isinstance(image, (str, Path)):
-            with Image.open(image) as im:
-                im.load()
-                return self.preprocess(im)
+            return self.preprocess(read_image(image))
         if isinstance(image, Image.Image):
             return self.preprocess(image)
         array = np.asarray(image)
@@ -188,10 +188,8 @@ class Model:
                 try:
                     arrays.append(self.tensor(items[i]))
                     kept.append(i)
-                except ValueError as e:  # an array that is no image
+                except (ValueError, UnreadableImage) as e:  # an array that is no image, a file that is none
                     results[i] = Prediction(_label(items[i], i), error=str(e))
-                except Exception as e:  # noqa: BLE001 — PIL: OSError, SyntaxError, DecompressionBombError …
-                    results[i] = Prediction(_label(items[i], i), error=f"cannot read it as an image ({type(e).__name__})")
             if arrays:
                 for i, row in zip(kept, self.logits(np.stack(arrays))):
                     results[i] = self._top(_label(items[i], i), row, topk)

@@ -13,7 +13,7 @@ import numpy as np
 from ..bench.evaluate import EvalSet, batch_size_for, reference_features, reference_logits
 from ..bundled import bundled_images
 from ..data import mmdet
-from ..data.images import ImageSet, Preprocess, load_batch, open_image_set
+from ..data.images import EXIF, ImageSet, Preprocess, UnreadableImage, load_batch, open_image_set, read_image
 from ..errors import UserInputError
 from ..model.checkpoint import LoadedModel, load_model, metadata_json
 from ..model.dense import LoadedBackbone, load_backbone
@@ -153,14 +153,11 @@ def _size_range(opts, size: tuple[int, int], scale: tuple[int, int] | None) -> S
 def _mmdet_groups(images: ImageSet, resize: Preprocess, size_range: SizeRange, progress):
     """The parity images as mmdet's resize makes them, grouped by input size: the largest groups,
     up to MMDET_SIZES of them, OTHER_SIZE_SAMPLES images each. Images outside the range are left out."""
-    from PIL import Image
-
     groups: dict[tuple[int, int], list[np.ndarray]] = {}
     for path in images.paths:
         try:
-            with Image.open(path) as im:
-                x = resize(im)
-        except (OSError, ValueError, SyntaxError):
+            x = resize(read_image(path))
+        except UnreadableImage:
             continue
         shape = tuple(x.shape[1:])
         if size_range.holds(shape):
@@ -219,9 +216,6 @@ def _eval_images(eval_dir: Path | None, label_map: Path | None, num_classes: int
     ``num_classes`` None)."""
     explicit = eval_dir is not None
     root = eval_dir if explicit else bundled_images("val")
-    if not explicit and not root.exists():
-        raise UserInputError(f"bundled images not found at {root} (install from a source checkout "
-                             "with pip install -e .), or pass --eval DIR")
     images = open_image_set(root, label_map)
     if images.classes is None or num_classes is None:
         return images, False
@@ -238,8 +232,6 @@ def _calibration_samples(calib: Path | None, calib_size: int, pre: Preprocess, p
     """Decode the calibration subset up front, so bad input fails before any export work."""
     explicit = calib is not None
     root = Path(calib) if explicit else bundled_images("train")
-    if not explicit and not root.exists():
-        raise UserInputError(f"bundled calibration images not found at {root}; pass --calib DIR")
     images = open_image_set(root).subset(calib_size)
     with progress.bar(f"Reading {len(images)} calibration images", len(images)) as advance:
         samples, skipped, _ = load_batch(images, pre, advance)
@@ -266,6 +258,7 @@ def _metadata(loaded, size: tuple[int, int], pre: Preprocess, dynamic: bool, cla
         "std": json.dumps(list(pre.std)),
         "resize": pre.resize,
         "crop_pct": str(pre.crop_pct),
+        "exif": EXIF,
         "num_classes": str(getattr(loaded, "num_classes", "")),
         "class_names": json.dumps(list(classes)) if classes else "",
         "dynamic_batch": str(dynamic).lower(),

@@ -21,6 +21,7 @@ from ..errors import BackendUnavailable, UserInputError
 from ..quiet import quiet
 from ..sizes import ENUMERATED_KEY, format_sizes
 from .base import Exported, ExportRequest, Sources, Target
+from .formats import check_mlpackage
 from .coreml_mil import tap_map
 from .coreml_settings import MIN_TARGETS, CoreMLSettings
 from .coreml_shapes import fp16_except_tables, input_shape
@@ -177,6 +178,7 @@ def _describe_model(mlmodel, metadata: dict[str, str], settings: CoreMLSettings,
 
 def describe(path: Path) -> dict:
     """What a runner needs to feed a package: input name/shape and metadata (no Core ML needed)."""
+    check_mlpackage(Path(path))
     ct = require_coremltools()
     with _silenced():
         spec = ct.models.MLModel(str(path), skip_model_load=True).get_spec()

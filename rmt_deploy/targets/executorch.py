@@ -31,6 +31,7 @@ from ..quiet import quiet
 from ..quant.pt2e import (EXACT_ON, STATISTICS, calibrate, convert, copy_graph, example_input, max_abs_weight,
                           quantized_layers, revert_layers)
 from .base import Exported, ExportRequest, Sources, Target, TargetOptions
+from .formats import check_pte
 from .runner import Runner
 
 __all__ = ["TARGET", "ExecuTorchTarget", "ExecuTorchOptions", "ExecuTorchRunner", "PT2ERunner", "DELEGATES",
@@ -153,6 +154,7 @@ def _metadata(program) -> dict[str, str]:
 
 def describe(path: Path) -> dict:
     """What a runner needs to feed a program: input name and shape (batch fixed), its metadata."""
+    check_pte(Path(path))  # before the native loader, which aborts the process on some bad headers
     with _native_quiet():
         program = _executorch().runtime.Runtime.get().load_program(Path(path))
         sizes = list(program.metadata("forward").input_tensor_meta(0).sizes())

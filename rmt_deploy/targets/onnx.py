@@ -9,10 +9,12 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import atomic_path
+from ..errors import UserInputError
 from ..optional import require
 from ..quiet import quiet
 from ..sizes import SizeRange
 from .base import Exported, ExportRequest, Sources, Target
+from .formats import check_onnx_file
 from .onnx_opset import lower_opset
 from .runner import Runner
 
@@ -196,8 +198,16 @@ def _quiet_exporter():
 def describe(path: Path) -> dict:
     """What a runner needs to feed an artifact: input name/shape, batch dimension, metadata."""
     import onnx
+    from google.protobuf.message import DecodeError
 
-    proto = onnx.load(str(path), load_external_data=False)
+    check_onnx_file(path)
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except DecodeError:
+        raise UserInputError(f"{path.name}: not an ONNX model (its protobuf does not parse); re-export it, or "
+                             "check the file was copied whole") from None
+    if not proto.graph.input:
+        raise UserInputError(f"{path.name}: an ONNX file with no graph inputs; not a model rmt-deploy can run")
     value = proto.graph.input[0]
     dims = [d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim]
     return {

@@ -27,6 +27,7 @@ from ..atomic import atomic_path
 from ..errors import UserInputError
 from ..optional import require
 from .base import EXECUTIONS, Exported, ExportRequest, Sources, Target
+from .formats import check_openvino_ir
 from .openvino_tables import unfold_position_tables
 from .runner import Runner
 
@@ -91,6 +92,7 @@ def _metadata(model) -> dict[str, str]:
 
 def describe(path: Path) -> dict:
     """What a runner needs to feed an artifact: input name/shape, batch dimension, metadata."""
+    check_openvino_ir(Path(path))
     model = read_model(path)
     shape = model.input(0).get_partial_shape()
     dims = [d.get_length() if d.is_static else None for d in shape]

@@ -22,6 +22,7 @@ from ..artifacts import artifact_stem
 from ..atomic import atomic_path, write_text_atomic
 from ..errors import BackendUnavailable, UserInputError
 from .base import Exported, ExportRequest, Sources, Target, TargetOptions
+from .formats import check_engine
 from .runner import Runner
 from .trt_readiness import profile_shapes
 
@@ -203,6 +204,7 @@ def _precision_of(onnx_path: Path) -> str:
 def describe(path: Path) -> dict:
     """Input and metadata of an engine, from its sidecar: the source ONNX's metadata (preprocessing,
     classes) under the engine's own facts (TensorRT version, GPU, precision)."""
+    check_engine(Path(path))
     sidecar = _read_sidecar(path)
     facts = {k: v for k, v in sidecar.items() if k != "metadata"}
     return {"input_name": sidecar["input"], "input_shape": sidecar["input_shape"],
