@@ -1,27 +1,30 @@
 """Output folders written atomically: build in a private temp folder, rename into place.
 
-Each private folder records who writes it (host and process id). A run killed before its
-rename (SIGKILL, power loss) leaves its folder behind; the next run writing to the same
-``--out`` removes such leftovers when their process is gone from this host, and only those.
+Each private folder's name records who writes it (``.<out>.tmp-<host>-<pid>-<random>``, the
+host as a short hash). A run killed before its rename (SIGKILL, power loss) leaves its folder
+behind; the next run writing to the same ``--out`` removes such leftovers when their process is
+gone from this host, and only those. The name, not a file inside, carries the owner, so a folder
+swapped out of ``--out`` becomes a leftover of the process that swapped it.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
-import json
+import hashlib
 import os
 import shutil
 import socket
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import UserInputError
 
-__all__ = ["writing", "prepare_out", "commit_out", "REPORT_JSON"]
+__all__ = ["writing", "rewriting", "prepare_out", "commit_out", "REPORT_JSON"]
 
 REPORT_JSON = "report.json"  # every folder rmt-deploy writes has one
-_OWNER = ".rmt-deploy-owner"
 
 
 @contextlib.contextmanager
@@ -37,6 +40,23 @@ def writing(out: Path) -> Iterator[Path]:
         raise
 
 
+@contextlib.contextmanager
+def rewriting(folder: Path) -> Iterator[Path]:
+    """Like ``writing``, for a folder that is updated rather than replaced (``bench --from``): the
+    private folder starts as a copy of ``folder`` made of hard links (no data copied where the file
+    system allows them), so every file the block does not write stays as it was."""
+    with writing(folder) as tmp:
+        shutil.copytree(folder, tmp, copy_function=_link_or_copy, dirs_exist_ok=True)
+        yield tmp
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
 def prepare_out(out: Path) -> Path:
     """Validate ``out``, remove abandoned temp folders beside it, create a private one."""
     out = out.expanduser().absolute()
@@ -48,40 +68,80 @@ def prepare_out(out: Path) -> Path:
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         remove_abandoned(out)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-        (tmp / _OWNER).write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
-        return tmp
+        return _private_folder(out)
     except OSError as e:
         raise UserInputError(f"cannot write to --out {out}: {e.strerror or e}") from None
 
 
 def commit_out(tmp: Path, out: Path) -> None:
+    """Put the finished private folder ``tmp`` at ``out``: ``out`` is at every moment the old
+    folder or the new one, never a mix. An existing ``out`` is swapped with ``tmp`` in one
+    atomic exchange (Linux), so readers and a SIGKILL see one or the other; the old folder is then
+    removed, or, if this process dies first, the next run removes it as its leftover."""
     out = out.expanduser().absolute()
-    (tmp / _OWNER).unlink(missing_ok=True)
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the result is a normal folder
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+    old = tmp  # where the previous folder ends up, removed at the end
+    while True:
+        if not out.exists():
+            try:
+                os.replace(tmp, out)
+                break
+            except OSError as e:  # another run committed first (the folder is there now, not empty)
+                if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+        if _exchange(tmp, out):  # the old results now sit at tmp's name: our leftover if we die
+            break
+        # no atomic exchange here (not Linux, or a file system without it): the old folder is
+        # moved aside, then the new one into place; a crash between the two leaves no ``out``
+        old = _private_folder(out)
+        os.replace(out, old)
+    for leftover in {tmp, old}:
+        if leftover.exists():
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically with Linux's renameat2(RENAME_EXCHANGE); False where unavailable."""
+    import ctypes
+
+    rename = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None) if sys.platform == "linux" else None
+    if rename is None:
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if rename(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(b))
 
 
 def remove_abandoned(out: Path) -> list[Path]:
     """Delete ``.<out>.tmp-*`` folders whose writer has exited on this host; returns them.
 
-    Folders without an owner record (being created, or from an older rmt-deploy), from another
-    host (a shared file system) or from a live process are left alone.
+    Folders whose name does not say their owner (being created by an older rmt-deploy, or not
+    ours), from another host (a shared file system) or from a live process are left alone.
     """
     removed = []
-    for folder in out.parent.glob(f".{glob.escape(out.name)}.tmp-*"):
-        try:
-            owner = json.loads((folder / _OWNER).read_text())
-        except (OSError, ValueError):
-            continue
-        if isinstance(owner, dict) and owner.get("host") == socket.gethostname() and not _alive(owner.get("pid")):
+    prefix = f".{out.name}.tmp-"
+    for folder in out.parent.glob(f"{glob.escape(prefix)}*"):
+        host, _, rest = folder.name[len(prefix):].partition("-")
+        pid = rest.partition("-")[0]
+        if host == _host() and pid.isdigit() and not _alive(int(pid)):
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder)
     return removed
+
+
+def _host() -> str:
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def _private_folder(out: Path) -> Path:
+    """A new empty folder beside ``out`` whose name says this host and process own it."""
+    return Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{_host()}-{os.getpid()}-", dir=out.parent))
 
 
 def _alive(pid) -> bool:

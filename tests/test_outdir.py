@@ -1,10 +1,8 @@
 """Atomic output folders: a killed run's leftovers are removed by the next run, and only those."""
 from __future__ import annotations
 
-import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -12,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from rmt_deploy.outdir import commit_out, prepare_out, remove_abandoned
+from rmt_deploy.outdir import _host, commit_out, prepare_out, remove_abandoned
 
 
 def _exited_pid() -> int:
@@ -21,35 +19,36 @@ def _exited_pid() -> int:
     return child.pid
 
 
-def _leftover(parent: Path, name: str, owner: dict | None) -> Path:
-    folder = parent / f".out.tmp-{name}"
+def _leftover(parent: Path, owner: str) -> Path:
+    folder = parent / f".out.tmp-{owner}-x1y2"
     folder.mkdir()
     (folder / "model.onnx").write_bytes(b"half written")
-    if owner is not None:
-        (folder / ".rmt-deploy-owner").write_text(json.dumps(owner))
     return folder
 
 
 def test_only_leftovers_of_exited_processes_on_this_host_are_removed(tmp_path):
-    host = socket.gethostname()
-    dead = _leftover(tmp_path, "dead", {"host": host, "pid": _exited_pid()})
-    alive = _leftover(tmp_path, "alive", {"host": host, "pid": os.getpid()})
-    elsewhere = _leftover(tmp_path, "elsewhere", {"host": host + "-other", "pid": _exited_pid()})
-    unowned = _leftover(tmp_path, "unowned", None)
-    other_out = tmp_path / ".other.tmp-dead"
+    host = _host()
+    dead = _leftover(tmp_path, f"{host}-{_exited_pid()}")
+    alive = _leftover(tmp_path, f"{host}-{os.getpid()}")
+    elsewhere = _leftover(tmp_path, f"{'0' * 8 if host != '0' * 8 else '1' * 8}-{_exited_pid()}")
+    unowned = _leftover(tmp_path, "unowned")
+    other_out = tmp_path / f".other.tmp-{host}-{_exited_pid()}-x"
     other_out.mkdir()
-    (other_out / ".rmt-deploy-owner").write_text(json.dumps({"host": host, "pid": _exited_pid()}))
     assert remove_abandoned(tmp_path / "out") == [dead]
     assert not dead.exists() and alive.exists() and elsewhere.exists() and unowned.exists() and other_out.exists()
 
 
-def test_prepare_and_commit_leave_no_owner_record(tmp_path):
+def test_prepare_names_its_owner_and_commit_swaps_the_old_folder_out(tmp_path):
     tmp = prepare_out(tmp_path / "out")
-    assert json.loads((tmp / ".rmt-deploy-owner").read_text())["pid"] == os.getpid()
+    assert tmp.name.startswith(f".out.tmp-{_host()}-{os.getpid()}-") and not any(tmp.iterdir())
     (tmp / "report.json").write_text("{}")
     commit_out(tmp, tmp_path / "out")
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["report.json"]
+    again = prepare_out(tmp_path / "out")
+    (again / "report.json").write_text('{"new": 1}')
+    commit_out(again, tmp_path / "out")
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
+    assert (tmp_path / "out" / "report.json").read_text() == '{"new": 1}'
 
 
 @pytest.mark.skipif(os.name == "nt", reason="SIGKILL is POSIX")

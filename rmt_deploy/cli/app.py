@@ -6,6 +6,7 @@ failed or unexpected error). Set RMT_DEPLOY_DEBUG=1 to get the traceback instead
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 from collections.abc import Callable
@@ -92,6 +93,11 @@ def errors_to_exit():
     except Exception as e:  # noqa: BLE001 — last resort: one line, traceback on demand
         if os.environ.get("RMT_DEPLOY_DEBUG"):
             raise
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            where = f" writing {e.filename}" if e.filename else ""
+            err.print(f"[bold red]error:[/bold red] no space left on the device{escape(where)}; nothing was "
+                      "written to --out: free some space or choose another folder", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
         if isinstance(e, MemoryError) or "can't allocate memory" in str(e):
             err.print("[bold red]error:[/bold red] out of memory; try a smaller --img-size, fewer "
                       "--parity-samples or a machine with more RAM", highlight=False)

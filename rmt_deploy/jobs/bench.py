@@ -27,7 +27,7 @@ from ..bench.schema import Accuracy, Artifact, Latency, failure_reason, latency_
 from ..data.images import Preprocess, open_image_set
 from ..errors import UserInputError
 from ..model.variants import VARIANTS
-from ..outdir import REPORT_JSON, writing
+from ..outdir import REPORT_JSON, rewriting, writing
 from ..sizes import InputSizes
 from ..targets import TARGETS, Target, check_execution, target_for_path
 from ..targets.openvino import HINTS, check_device
@@ -151,11 +151,9 @@ def run_bench(opts: BenchOptions, progress) -> dict:
         report["verification"] = {**(report.get("verification") or {}), "images": str(eval_set.images.root),
                                   "eval_samples": int(len(eval_set.labels)),
                                   "skipped_images": [str(p) for p in eval_set.skipped]}
-    if folder is not None:
-        write_report(folder, report)  # in place, file by file
-    else:
-        with writing(opts.out) as tmp:
-            write_report(tmp, report)
+    # The whole folder is swapped in at once: a reader or a kill sees the old report or the new one
+    with (rewriting(folder) if folder is not None else writing(opts.out)) as tmp:
+        write_report(tmp, report)
     return report
 
 
