@@ -139,6 +139,23 @@ def test_site_builds_with_strict_and_has_every_page(site):
     assert (site / "images" / "report-plot.png").is_file()
 
 
+_EXTERNAL = re.compile(r"^(?:https?:)?//", re.I)  # http://, https:// and protocol-relative //host/…
+_FETCHED = re.compile(r"<(script|link)\b[^>]*?\s(src|href)\s*=\s*[\"']?([^\"'\s>]+)", re.I)
+
+
+def test_site_makes_no_network_calls(site):
+    """Offline, every page still works: no script or stylesheet (or font, icon) comes from elsewhere."""
+    external = []
+    for page in sorted(site.rglob("*.html")):
+        for tag, _, url in _FETCHED.findall(page.read_text()):
+            if _EXTERNAL.match(url):
+                external.append(f"{page.relative_to(site)}: <{tag}> {url}")
+    assert external == [], "pages load from the network: " + "; ".join(external[:10])
+    config = (REPO / "mkdocs.yml").read_text()
+    assert re.search(r"^\s+font:\s*false\b", config, re.M), "theme.font must be false (Google Fonts otherwise)"
+    assert 'class="mermaid"' not in (site / "index.html").read_text(), "Material loads mermaid from a CDN"
+
+
 def test_cli_reference_shows_every_command_and_flag(site):
     import typer.main
 
