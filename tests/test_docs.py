@@ -139,6 +139,20 @@ def test_site_builds_with_strict_and_has_every_page(site):
     assert (site / "images" / "report-plot.png").is_file()
 
 
+def test_api_reference_lists_each_result_field_with_its_type(site):
+    from rmt_deploy.bench import schema
+
+    html = (site / "reference" / "api" / "index.html").read_text()
+    assert "_Block" not in html, "the API reference shows a private base class"
+    missing = []
+    for cls in (schema.Report, schema.Artifact, schema.Parity, schema.Accuracy, schema.Latency):
+        section = html.split(f'id="{cls.__module__}.{cls.__name__}"', 1)[1]
+        section = re.split(r"<h[23][ >]", section, maxsplit=1)[0]  # up to the next type's heading
+        missing += [f"{cls.__name__}.{f.name}" for f in dataclasses.fields(cls)
+                    if f.name != "keys" and f'title="{cls.__module__}.{cls.__name__}.{f.name}"' not in section]
+    assert missing == [], "the API reference does not list these fields: " + ", ".join(missing)
+
+
 _EXTERNAL = re.compile(r"^(?:https?:)?//", re.I)  # http://, https:// and protocol-relative //host/…
 _FETCHED = re.compile(r"<(script|link)\b[^>]*?\s(src|href)\s*=\s*[\"']?([^\"'\s>]+)", re.I)
 
