@@ -188,6 +188,47 @@ def test_cli_reference_shows_every_command_and_flag(site):
     assert missing == [], "the CLI reference does not show: " + ", ".join(missing)
 
 
+def _contract_flags() -> set[str]:
+    """The export flags that the Target contract (targets.base.Target) decides per target."""
+    from rmt_deploy.targets import TARGETS
+
+    targets = list(TARGETS.values())
+    flags = {f"--{p}" for t in targets for p in t.precisions}
+    flags |= {"--dynamic-batch"} if any(t.dynamic_batch for t in targets) else set()
+    flags |= {"--dynamic", "--min-size", "--max-size"} if any(t.dynamic_size for t in targets) else set()
+    flags |= {"--calib", "--calib-size", "--statistic"} if any(t.calibrated_int8 for t in targets) else set()
+    flags |= {"--max-drop"} if any(t.gates_accuracy for t in targets) else set()
+    return flags | {f"--{key}" for t in targets if t.options_type for key in t.options_type.KEYS}
+
+
+def test_target_options_page_shows_every_target_file_and_flag(site):
+    """reference/targets.md is generated from the target table, so it names every target and its files,
+    and every export flag the contract names (each of which `rmt-deploy export` has)."""
+    import typer.main
+
+    from rmt_deploy.cli import app
+    from rmt_deploy.targets import TARGETS
+
+    html = (site / "reference" / "targets" / "index.html").read_text()
+    export = typer.main.get_command(app).commands["export"]
+    options = {o for p in export.params for o in p.opts + p.secondary_opts}
+    flags = _contract_flags()
+    assert sorted(flags - options) == [], "flags the contract names that `export` does not have"
+    missing = [f"flag {flag}" for flag in sorted(flags) if f"<code>{flag}</code>" not in html]
+    for target in TARGETS.values():
+        found = re.search(rf"<tr>\s*<td>[^<]*</td>\s*<td><code>{target.name}</code>.*?</tr>", html, re.S)
+        if found is None:
+            missing.append(f"target {target.name}")
+            continue
+        row = found.group(0)
+        missing += [f"{target.name} {alias}" for alias in target.aliases if f"<code>{alias}</code>" not in row]
+        missing += [f"{target.name} file {target.artifact_path(Path('.'), p).name}" for p in target.precisions
+                    if target.artifact_path(Path("."), p).name not in row]
+    assert missing == [], "reference/targets.md does not show: " + ", ".join(missing)
+    assert 'href="../reference/targets/"' in (site / "targets" / "index.html").read_text(), \
+        "Choosing a target links to the target options"
+
+
 def _work_folder(tmp_path: Path) -> Path:
     for name in CHECKOUT:
         (tmp_path / name).symlink_to(REPO / name, target_is_directory=True)
