@@ -49,6 +49,14 @@ def test_readme_links_point_to_pages_that_exist():
     assert [link for link in links if not (REPO / link).is_file()] == []
 
 
+def test_pages_do_not_install_from_a_registry():
+    """rmt-deploy is not on PyPI: pages install it from a checkout or a built wheel."""
+    wrong = re.compile(r"pip install [^\n`&;|]*?(?<![\w/.-])[\"']?rmt[-_]deploy(?=[\[\"'\s`=<>~!]|$)")
+    found = [f"{_page_id(page)}:{n}" for page in pages()
+             for n, line in enumerate(page.read_text().splitlines(), 1) if wrong.search(line)]
+    assert found == [], "pip install rmt-deploy from a registry: " + ", ".join(found)
+
+
 def test_every_code_block_is_run_or_says_why():
     problems = []
     for page in pages():
@@ -231,7 +239,10 @@ def test_target_options_page_shows_every_target_file_and_flag(site):
 
 def _work_folder(tmp_path: Path) -> Path:
     for name in CHECKOUT:
-        (tmp_path / name).symlink_to(REPO / name, target_is_directory=True)
+        source = REPO / name
+        if name == "calib" and not source.is_dir():  # the demo images live inside the package
+            source = REPO / "rmt_deploy" / "assets" / "calib"
+        (tmp_path / name).symlink_to(source, target_is_directory=True)
     return tmp_path
 
 
