@@ -18,6 +18,8 @@ from tests.docs_blocks import REPO, RUNNABLE, blocks, pages, runnable
 README_LIMIT = 12 * 1024
 # Folders of a checkout that the pages refer to, linked into each page's working folder.
 CHECKOUT = ("calib", "export", "docs", "rmt_deploy")
+# Where those folders are once they live inside the package (the wheel carries them).
+MOVED_INTO_PACKAGE = {"calib": "rmt_deploy/assets/calib", "export": "rmt_deploy/assets/presets"}
 # Blocks of report.json whose keys the report reference must name (others hold op or layer names).
 NAMED_BLOCKS = ("model", "verification", "environment", "graph", "parity", "accuracy", "latency_ms", "quantization",
                 "accuracy_aware", "delegation", "readiness", "execution", "at_runtime_default", "bench")
@@ -240,8 +242,8 @@ def test_target_options_page_shows_every_target_file_and_flag(site):
 def _work_folder(tmp_path: Path) -> Path:
     for name in CHECKOUT:
         source = REPO / name
-        if name == "calib" and not source.is_dir():  # the demo images live inside the package
-            source = REPO / "rmt_deploy" / "assets" / "calib"
+        if not source.is_dir() and name in MOVED_INTO_PACKAGE:  # demo images and presets ship in the package
+            source = REPO / MOVED_INTO_PACKAGE[name]
         (tmp_path / name).symlink_to(source, target_is_directory=True)
     return tmp_path
 
