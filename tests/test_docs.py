@@ -18,6 +18,8 @@ from tests.docs_blocks import REPO, RUNNABLE, blocks, pages, runnable
 README_LIMIT = 12 * 1024
 # Folders of a checkout that the pages refer to, linked into each page's working folder.
 CHECKOUT = ("calib", "export", "docs", "rmt_deploy")
+# Where those folders are once they live inside the package (the wheel carries them).
+MOVED_INTO_PACKAGE = {"calib": "rmt_deploy/assets/calib", "export": "rmt_deploy/assets/presets"}
 # Blocks of report.json whose keys the report reference must name (others hold op or layer names).
 NAMED_BLOCKS = ("model", "verification", "environment", "graph", "parity", "accuracy", "latency_ms", "quantization",
                 "accuracy_aware", "delegation", "readiness", "execution", "at_runtime_default", "bench")
@@ -47,6 +49,14 @@ def test_readme_links_point_to_pages_that_exist():
     links = re.findall(r"\]\((docs/[^)#]+)(?:#[^)]*)?\)", readme)
     assert len(links) >= 8
     assert [link for link in links if not (REPO / link).is_file()] == []
+
+
+def test_pages_do_not_install_from_a_registry():
+    """rmt-deploy is not on PyPI: pages install it from a checkout or a built wheel."""
+    wrong = re.compile(r"pip install [^\n`&;|]*?(?<![\w/.-])[\"']?rmt[-_]deploy(?=[\[\"'\s`=<>~!]|$)")
+    found = [f"{_page_id(page)}:{n}" for page in pages()
+             for n, line in enumerate(page.read_text().splitlines(), 1) if wrong.search(line)]
+    assert found == [], "pip install rmt-deploy from a registry: " + ", ".join(found)
 
 
 def test_every_code_block_is_run_or_says_why():
@@ -139,6 +149,37 @@ def test_site_builds_with_strict_and_has_every_page(site):
     assert (site / "images" / "report-plot.png").is_file()
 
 
+def test_api_reference_lists_each_result_field_with_its_type(site):
+    from rmt_deploy.bench import schema
+
+    html = (site / "reference" / "api" / "index.html").read_text()
+    assert "_Block" not in html, "the API reference shows a private base class"
+    missing = []
+    for cls in (schema.Report, schema.Artifact, schema.Parity, schema.Accuracy, schema.Latency):
+        section = html.split(f'id="{cls.__module__}.{cls.__name__}"', 1)[1]
+        section = re.split(r"<h[23][ >]", section, maxsplit=1)[0]  # up to the next type's heading
+        missing += [f"{cls.__name__}.{f.name}" for f in dataclasses.fields(cls)
+                    if f.name != "keys" and f'title="{cls.__module__}.{cls.__name__}.{f.name}"' not in section]
+    assert missing == [], "the API reference does not list these fields: " + ", ".join(missing)
+
+
+_EXTERNAL = re.compile(r"^(?:https?:)?//", re.I)  # http://, https:// and protocol-relative //host/…
+_FETCHED = re.compile(r"<(script|link)\b[^>]*?\s(src|href)\s*=\s*[\"']?([^\"'\s>]+)", re.I)
+
+
+def test_site_makes_no_network_calls(site):
+    """Offline, every page still works: no script or stylesheet (or font, icon) comes from elsewhere."""
+    external = []
+    for page in sorted(site.rglob("*.html")):
+        for tag, _, url in _FETCHED.findall(page.read_text()):
+            if _EXTERNAL.match(url):
+                external.append(f"{page.relative_to(site)}: <{tag}> {url}")
+    assert external == [], "pages load from the network: " + "; ".join(external[:10])
+    config = (REPO / "mkdocs.yml").read_text()
+    assert re.search(r"^\s+font:\s*false\b", config, re.M), "theme.font must be false (Google Fonts otherwise)"
+    assert 'class="mermaid"' not in (site / "index.html").read_text(), "Material loads mermaid from a CDN"
+
+
 def test_cli_reference_shows_every_command_and_flag(site):
     import typer.main
 
@@ -157,9 +198,53 @@ def test_cli_reference_shows_every_command_and_flag(site):
     assert missing == [], "the CLI reference does not show: " + ", ".join(missing)
 
 
+def _contract_flags() -> set[str]:
+    """The export flags that the Target contract (targets.base.Target) decides per target."""
+    from rmt_deploy.targets import TARGETS
+
+    targets = list(TARGETS.values())
+    flags = {f"--{p}" for t in targets for p in t.precisions}
+    flags |= {"--dynamic-batch"} if any(t.dynamic_batch for t in targets) else set()
+    flags |= {"--dynamic", "--min-size", "--max-size"} if any(t.dynamic_size for t in targets) else set()
+    flags |= {"--calib", "--calib-size", "--statistic"} if any(t.calibrated_int8 for t in targets) else set()
+    flags |= {"--max-drop"} if any(t.gates_accuracy for t in targets) else set()
+    return flags | {f"--{key}" for t in targets if t.options_type for key in t.options_type.KEYS}
+
+
+def test_target_options_page_shows_every_target_file_and_flag(site):
+    """reference/targets.md is generated from the target table, so it names every target and its files,
+    and every export flag the contract names (each of which `rmt-deploy export` has)."""
+    import typer.main
+
+    from rmt_deploy.cli import app
+    from rmt_deploy.targets import TARGETS
+
+    html = (site / "reference" / "targets" / "index.html").read_text()
+    export = typer.main.get_command(app).commands["export"]
+    options = {o for p in export.params for o in p.opts + p.secondary_opts}
+    flags = _contract_flags()
+    assert sorted(flags - options) == [], "flags the contract names that `export` does not have"
+    missing = [f"flag {flag}" for flag in sorted(flags) if f"<code>{flag}</code>" not in html]
+    for target in TARGETS.values():
+        found = re.search(rf"<tr>\s*<td>[^<]*</td>\s*<td><code>{target.name}</code>.*?</tr>", html, re.S)
+        if found is None:
+            missing.append(f"target {target.name}")
+            continue
+        row = found.group(0)
+        missing += [f"{target.name} {alias}" for alias in target.aliases if f"<code>{alias}</code>" not in row]
+        missing += [f"{target.name} file {target.artifact_path(Path('.'), p).name}" for p in target.precisions
+                    if target.artifact_path(Path("."), p).name not in row]
+    assert missing == [], "reference/targets.md does not show: " + ", ".join(missing)
+    assert 'href="../reference/targets/"' in (site / "targets" / "index.html").read_text(), \
+        "Choosing a target links to the target options"
+
+
 def _work_folder(tmp_path: Path) -> Path:
     for name in CHECKOUT:
-        (tmp_path / name).symlink_to(REPO / name, target_is_directory=True)
+        source = REPO / name
+        if not source.is_dir() and name in MOVED_INTO_PACKAGE:  # demo images and presets ship in the package
+            source = REPO / MOVED_INTO_PACKAGE[name]
+        (tmp_path / name).symlink_to(source, target_is_directory=True)
     return tmp_path
 
 

@@ -3,8 +3,10 @@
 A page holds a marker comment; at build time the hook puts the generated Markdown in its place:
 
     <!-- generated: cli-reference -->   every command of the typer app, every flag, its help
+    <!-- generated: target-options -->  per target: names, files, precisions, the export flags it takes
 
-Run ``python tools/mkdocs_hooks.py`` to print the generated CLI reference.
+Run ``python tools/mkdocs_hooks.py`` to print the generated CLI reference
+(``python tools/mkdocs_hooks.py targets``: the target options).
 """
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ import re
 
 import typer.main
 
-MARKERS = {"<!-- generated: cli-reference -->": lambda: cli_reference()}
+MARKERS = {"<!-- generated: cli-reference -->": lambda: cli_reference(),
+           "<!-- generated: target-options -->": lambda: target_options()}
 _RICH_TAG = re.compile(r"\[/?(?:b|bold|dim|i|italic|u|cyan|green|red|yellow)\]")
 
 
@@ -98,5 +101,124 @@ def cli_reference() -> str:
     return "\n".join(lines)
 
 
+# -- target options: from the Target contract (targets.base.Target) and `rmt-deploy export` -------------
+
+PRECISION_FLAGS = {"fp32": "--fp32", "fp16": "--fp16", "int8": "--int8"}
+DYNAMIC_SIZE_FLAGS = ("--dynamic", "--min-size", "--max-size")
+CALIBRATION_FLAGS = ("--calib", "--calib-size", "--statistic")
+ACCURACY_FLAGS = ("--max-drop",)
+
+
+def _export_params() -> dict:
+    """``rmt-deploy export``'s options by flag (``--int8`` → its click parameter)."""
+    from rmt_deploy.cli import app
+
+    command = typer.main.get_command(app).commands["export"]
+    return {opt: p for p in command.params if not _is_argument(p) for opt in p.opts}
+
+
+def _file_names(target, precision: str) -> list[str]:
+    """What the target writes for ``precision``, by the names its contract gives."""
+    from pathlib import Path
+
+    folder = Path(".")
+    names = []
+    onnx_path = getattr(target, "onnx_path", None)  # TensorRT: the TensorRT-ready ONNX beside the engine
+    if onnx_path is not None:
+        names.append(onnx_path(folder, precision).name)
+    name = target.artifact_path(folder, precision).name
+    names.append(name + (" + .bin" if name.endswith(".xml") else ""))  # OpenVINO: the weights beside the IR
+    return names
+
+
+def _extra_files(target) -> list[str]:
+    """Files a target writes once per run (TensorRT: build_engine.sh), from its module's BUILD_SCRIPT."""
+    import sys
+
+    script = getattr(sys.modules[type(target).__module__], "BUILD_SCRIPT", None)
+    return [script] if script else []
+
+
+def target_flags(target) -> dict[str, str]:
+    """Every export flag that depends on the target, and how it applies to ``target`` ("" = not at all)."""
+    from rmt_deploy.quant.policy import STATISTICS
+
+    int8 = "int8" in target.precisions
+    cells: dict[str, str] = {}
+    for precision, flag in PRECISION_FLAGS.items():
+        if precision not in target.precisions:
+            cells[flag] = ""
+        elif precision == "fp32" and target.always_fp32:
+            cells[flag] = "always written"
+        else:
+            cells[flag] = "default" if precision == target.default_precision else "yes"
+    cells["--dynamic-batch"] = "yes" if target.dynamic_batch else ""
+    for flag in DYNAMIC_SIZE_FLAGS:
+        cells[flag] = "yes" if target.dynamic_size else ""
+    calibrated = int8 and target.calibrated_int8
+    cells["--calib"] = cells["--calib-size"] = f"with `--int8` ({target.calibrator})" if calibrated else ""
+    statistics = target.statistics or tuple(STATISTICS)
+    cells["--statistic"] = ", ".join(f"`{s}`" for s in statistics) if calibrated else ""
+    cells["--max-drop"] = ("with `--int8`" if target.gates_accuracy else "not checked here") if int8 else ""
+    for other in _targets():
+        for key in (other.options_type.KEYS if other.options_type else {}):
+            cells[f"--{key}"] = "yes" if other is target else ""
+    return cells
+
+
+def _targets() -> list:
+    from rmt_deploy.targets import TARGETS
+
+    return list(TARGETS.values())
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|") if text else "—"
+
+
+def target_options() -> str:
+    """Markdown: every target's names, files, precisions and extra, then which export flag applies to which."""
+    targets = _targets()
+    params = _export_params()
+    lines = ["## Targets", "",
+             "| target | `--target` (aliases) | precisions (default first) | files | extra | its runtime needs |",
+             "|---|---|---|---|---|---|"]
+    for t in targets:
+        order = [t.default_precision] + [p for p in t.precisions if p != t.default_precision]
+        precisions = ", ".join(p.upper() for p in order) + (" (FP32 always)" if t.always_fp32 else "")
+        files = "<br>".join(f'<code class="rd-file">{n}</code>'
+                            for n in [*(n for p in order for n in _file_names(t, p)), *_extra_files(t)])
+        names = f"`{t.name}`" + (f" ({', '.join(f'`{a}`' for a in t.aliases)})" if t.aliases else "")
+        extra = f"`{t.extra}`" if t.extra else "none (base install)"
+        if t.calibrated_int8 and t.calibrator == "nncf" and "int8" in t.precisions:
+            extra += ", `int8` for `--int8`"
+        needs = f"`{t.needs}`" if t.needs else "—"
+        lines.append(f"| {t.title or t.name} | {names} | {precisions} | {files} | {extra} | {needs} |")
+    lines += ["", "## Export flags by target", "",
+              "Flags not listed here (`--weights`, `--img-size`, `--eval`, `--atol`, `--threads` …) apply to "
+              "every target. — : the target does not take the flag.", ""]
+    header = "| flag | " + " | ".join(f"`{t.name}`" for t in targets) + " | default |"
+    lines += [header, "|---|" + "---|" * (len(targets) + 1)]
+    per_target = {t.name: target_flags(t) for t in targets}
+    for flag in per_target[targets[0].name]:
+        default = _default(params[flag]) if flag in params else None
+        row = " | ".join(_cell(per_target[t.name][flag]) for t in targets)
+        lines.append(f"| `{flag}` | {row} | {f'`{default}`' if default else ''} |")
+    for t in targets:
+        if not t.options_type:
+            continue
+        defaults = t.options_type()
+        lines += ["", f"## {t.title or t.name} options", "", "| flag | meaning | default |", "|---|---|---|"]
+        for key, (field_name, _) in t.options_type.KEYS.items():
+            param = params.get(f"--{key}")
+            meaning = _plain(getattr(param, "help", "")).replace("|", "\\|").replace("\n", " ")
+            value = getattr(defaults, field_name)
+            shown = "off" if value is False else ("on" if value is True else (f"`{value}`" if value != "" else "none"))
+            lines.append(f"| `--{key}` | {meaning} | {shown} |")
+    return "\n".join(lines) + "\n"
+
+
 if __name__ == "__main__":
-    print(cli_reference())
+    import sys
+
+    print(target_options() if sys.argv[1:] == ["targets"] else cli_reference())

@@ -53,7 +53,19 @@ class _Block:
 @dataclass
 class Parity(_Block):
     """Artifact logits (``bench.parity.compare_logits``) or feature maps (``compare_features``) vs
-    PyTorch FP32 on the parity images."""
+    PyTorch FP32 on the parity images.
+
+    Attributes:
+        max_abs: Largest absolute difference from PyTorch FP32 over every image and output value.
+        mean_abs: Mean absolute difference from PyTorch FP32.
+        cosine: Worst per-image cosine similarity of the logits (backbones: of the worst feature map).
+        top1_agreement: Share of parity images whose top-1 class equals PyTorch FP32's (0–1).
+        samples: Number of parity images compared.
+        logit_scale: Largest absolute PyTorch logit, the scale ``max_abs`` is measured against.
+        outputs: Backbones only: each feature map's own figures, by output name; the fields above
+            hold the worst of them.
+        extra: Keys of the block that this version does not know, kept as read.
+    """
 
     max_abs: float | None = None
     mean_abs: float | None = None
@@ -68,7 +80,18 @@ class Parity(_Block):
 
 @dataclass
 class Accuracy(_Block):
-    """Top-k on the evaluation set, in percent; drop in points vs PyTorch FP32."""
+    """Top-k on the evaluation set, in percent; drop in points vs PyTorch FP32.
+
+    Attributes:
+        top1: The artifact's top-1 accuracy, in percent.
+        top5: The artifact's top-5 accuracy, in percent.
+        top1_fp32: PyTorch FP32's top-1 accuracy on the same images, in percent.
+        top5_fp32: PyTorch FP32's top-5 accuracy on the same images, in percent.
+        drop: ``top1_fp32 - top1``, in points (positive: the artifact is worse).
+        agreement: Share of images whose top-1 class equals PyTorch FP32's (0–1).
+        samples: Number of evaluation images.
+        extra: Keys of the block that this version does not know, kept as read.
+    """
 
     top1: float | None = None
     top5: float | None = None
@@ -83,7 +106,24 @@ class Accuracy(_Block):
 
 @dataclass
 class Latency(_Block):
-    """Milliseconds of the backend call (``bench.latency.measure``) and what ran it."""
+    """Milliseconds of the backend call (``bench.latency.measure``) and what ran it.
+
+    Attributes:
+        p50: Median latency of the timed runs, in milliseconds.
+        p90: 90th percentile, in milliseconds.
+        p99: 99th percentile, in milliseconds.
+        mean: Mean latency, in milliseconds.
+        std: Standard deviation, in milliseconds.
+        cv: Coefficient of variation (``std / mean``).
+        noisy: True when ``cv`` exceeded 10 %: the machine was busy; report.md marks it ``⚠ noisy``.
+        iterations: Number of timed runs.
+        warmup: Number of untimed warm-up runs before them.
+        runtime: What ran the artifact (e.g. ``onnxruntime CPUExecutionProvider``).
+        device: The device it ran on, where the runtime has devices (OpenVINO, Core ML compute units).
+        threads: Runtime threads.
+        batch: Batch size of each call.
+        extra: Keys of the block that this version does not know, kept as read.
+    """
 
     p50: float | None = None
     p90: float | None = None
@@ -114,6 +154,23 @@ class Artifact:
     Read from a report file, ``path`` is absolute (resolved against the report's ``folder``), so
     ``rmt_deploy.load(artifact.path)`` works from any working directory; ``to_dict`` writes it
     relative to ``folder`` again, so report.json stays relocatable with its artifacts.
+
+    Attributes:
+        target: The target that wrote it (``onnx``, ``openvino`` …).
+        precision: ``fp32``, ``fp16`` or ``int8``.
+        path: The artifact file (absolute when read from a report file); None if nothing was written.
+        size_bytes: Size on disk, in bytes.
+        status: ``ok``, ``skipped`` or ``failed``.
+        stage: Where a failure happened (``export``, ``preflight``, ``readiness``, ``validation``,
+            ``accuracy``, ``load``, ``benchmark``).
+        reason: Why it failed or was skipped, in one line.
+        parity: Its outputs against PyTorch FP32 on the parity images.
+        accuracy: Top-k on the evaluation set, when the set has labels the model knows.
+        latency_ms: Batch-1 latency (also ``latency``).
+        graph: Structure facts about the file (ops, opset, node count …), by target.
+        export_seconds: Wall time of writing the artifact.
+        details: Target-specific entries (``quantization``, ``readiness``, ``execution`` …).
+        folder: The report's folder, when read from a file.
     """
 
     target: str
@@ -175,6 +232,16 @@ class Report:
     """A whole report.json: the model, how it was verified, every artifact, the machine.
 
     ``ok`` is False when any artifact failed; ``report_path`` is where it was read or written.
+
+    Attributes:
+        artifacts: One entry per (target, precision), in the order they were written.
+        model: The model: ``variant``, ``input_size``, classes, preprocessing, checkpoint sha256 ….
+        verification: How the artifacts were verified: images, tolerances, cosine limits.
+        environment: The machine and the versions: CPU and its features, OS, Python, packages.
+        tool_version: The rmt-deploy version that wrote the report.
+        created: When it was written (ISO 8601, UTC).
+        extra: Other top-level keys (``schema_version``, ``bench``, ``reference_runs`` …).
+        report_path: Where the report was read from or written to.
     """
 
     artifacts: list[Artifact]
@@ -235,7 +302,12 @@ class Report:
 
 @dataclass
 class CheckSummary:
-    """``rmt-deploy check`` as a value: ``passed`` and one result per (artifact, check)."""
+    """``rmt-deploy check`` as a value: ``passed`` and one result per (artifact, check).
+
+    Attributes:
+        results: One ``CheckResult`` per (artifact, check), with its ``outcome`` (``pass``, ``fail``
+            or ``skip``).
+    """
 
     results: list  # bench.check.CheckResult
 
