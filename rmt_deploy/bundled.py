@@ -5,12 +5,13 @@ installed wheel has them as a source checkout does.
 """
 from __future__ import annotations
 
+import shutil
 from importlib import resources
 from pathlib import Path
 
 from .errors import UserInputError
 
-__all__ = ["bundled_weights", "bundled_images", "bundled_presets"]
+__all__ = ["bundled_weights", "bundled_images", "bundled_presets", "copy_demo_images"]
 
 SPLITS = ("train", "val")
 
@@ -43,3 +44,25 @@ def bundled_images(split: str) -> Path:
 def bundled_presets() -> Path:
     """The shipped export presets: one TOML file per deployment recipe (``rmt_deploy.jobs.presets``)."""
     return _asset("presets")
+
+
+def copy_demo_images(dest: Path) -> Path:
+    """Copy the bundled images (``train/`` and ``val/``, one folder per digit class) into ``dest``,
+    which must not exist or be empty; the copy appears whole or not at all.
+
+    Raises:
+        UserInputError: ``dest`` is a file or a non-empty folder, or cannot be written.
+    """
+    from .atomic import atomic_path
+
+    dest = Path(dest)
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise UserInputError(f"{dest} exists and is not an empty folder; name a new folder")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(dest) as tmp:
+            for split in SPLITS:
+                shutil.copytree(bundled_images(split), tmp / split)
+    except OSError as e:
+        raise UserInputError(f"cannot write {dest}: {e.strerror or e}") from None
+    return dest

@@ -258,3 +258,31 @@ def test_threads_below_one_are_refused(demo_run):
                     ["export", "--out", str(out.parent / "never")]):
         done = run(*command, "--threads", "0")
         assert done.returncode == 2 and "--threads" in done.stderr and not (out.parent / "never").exists()
+
+
+def test_summary_fits_80_columns_with_every_value_whole(demo_run):
+    """CI logs are 80 columns wide: no value cut to '…'; why an artifact failed or was skipped on its own line."""
+    import json
+
+    from rich.console import Console
+
+    from rmt_deploy.cli.export import _summary
+
+    _, out = demo_run
+    report = json.loads((out / "report.json").read_text())
+    ok = report["artifacts"][0]
+    report["artifacts"] = [
+        {**ok, "target": "onnxruntime", "size_bytes": 381_234_567},
+        {**ok, "target": "executorch", "precision": "int8", "status": "skipped", "parity": None, "accuracy": None,
+         "latency_ms": None, "reason": "the executorch extra is not installed: pip install -c constraints.txt -e "
+                                       "'.[executorch]' from a checkout, or the wheel with [executorch]"},
+        {**ok, "target": "tensorrt", "precision": "fp16", "status": "failed", "reason": "worst cosine 0.98 < 0.999"},
+    ]
+    console = Console(width=80, record=True, color_system=None)
+    _summary(console, report)
+    text = console.export_text()
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= 80 and "…" not in text
+    for value in ("onnxruntime", "381.2", "executorch", "skipped", "tensorrt", "failed", f"{ok['parity']['max_abs']:.1e}"):
+        assert value in text, value
+    assert any(line.startswith("executorch int8 skipped: the executorch extra") for line in lines)

@@ -16,10 +16,9 @@ import pytest
 from tests.docs_blocks import REPO, RUNNABLE, blocks, pages, runnable
 
 README_LIMIT = 12 * 1024
-# Folders of a checkout that the pages refer to, linked into each page's working folder.
-CHECKOUT = ("calib", "export", "docs", "rmt_deploy")
-# Where those folders are once they live inside the package (the wheel carries them).
-MOVED_INTO_PACKAGE = {"calib": "rmt_deploy/assets/calib", "export": "rmt_deploy/assets/presets"}
+CHECKOUT = ("docs", "rmt_deploy")  # what a page's code may read from the checkout, linked into its folder
+# Pages use `digits/` as `rmt-deploy demo-images digits` writes it; a page that runs that command makes its own
+DEMO_COPY = ("digits", "rmt_deploy/assets/calib")
 # Blocks of report.json whose keys the report reference must name (others hold op or layer names).
 NAMED_BLOCKS = ("model", "verification", "environment", "graph", "parity", "accuracy", "latency_ms", "quantization",
                 "accuracy_aware", "delegation", "readiness", "execution", "at_runtime_default", "bench")
@@ -239,12 +238,11 @@ def test_target_options_page_shows_every_target_file_and_flag(site):
         "Choosing a target links to the target options"
 
 
-def _work_folder(tmp_path: Path) -> Path:
+def _work_folder(tmp_path: Path, page) -> Path:
     for name in CHECKOUT:
-        source = REPO / name
-        if not source.is_dir() and name in MOVED_INTO_PACKAGE:  # demo images and presets ship in the package
-            source = REPO / MOVED_INTO_PACKAGE[name]
-        (tmp_path / name).symlink_to(source, target_is_directory=True)
+        (tmp_path / name).symlink_to(REPO / name, target_is_directory=True)
+    if not any("demo-images digits" in block.code for block in runnable(page)):
+        (tmp_path / DEMO_COPY[0]).symlink_to(REPO / DEMO_COPY[1], target_is_directory=True)
     return tmp_path
 
 
@@ -252,7 +250,7 @@ def _work_folder(tmp_path: Path) -> Path:
 @pytest.mark.parametrize("page", [p for p in pages() if runnable(p)], ids=_page_id)
 def test_page_code_runs_on_the_demo(page, tmp_path):
     """Each runnable block of the page, in order, in one folder; every report it writes is documented."""
-    work = _work_folder(tmp_path)
+    work = _work_folder(tmp_path, page)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     for block in runnable(page):
         if block.language == "bash":
@@ -266,6 +264,6 @@ def test_page_code_runs_on_the_demo(page, tmp_path):
                                      f"{done.stdout[-1500:]}\n{done.stderr[-3000:]}"
     keys: set[str] = set()
     for report in work.rglob("report.json"):
-        if report.relative_to(work).parts[0] not in CHECKOUT:
+        if report.relative_to(work).parts[0] not in (*CHECKOUT, DEMO_COPY[0]):
             keys |= _report_keys(json.loads(report.read_text()))
     assert _undocumented(keys) == [], "docs/reference/report.md does not name these report.json keys"

@@ -1,4 +1,4 @@
-"""Export presets (export/*.toml): every shipped one loads and runs on the demo; bad ones are one-line errors."""
+"""Export presets (rmt_deploy/assets/presets/*.toml): every shipped one loads and runs on the demo; bad ones are one-line errors."""
 from __future__ import annotations
 
 import json

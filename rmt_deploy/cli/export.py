@@ -179,4 +179,4 @@ def _summary(console: Console, report: dict) -> None:
             reasons.append(f"{a['target']} {a['precision']} {a['status']}: {a['reason']}")
     console.print(table)
     for line in reasons:
-        console.print(escape(line), highlight=False, soft_wrap=True)
+        console.print(escape(line), highlight=False)  # wrapped at the width, never cut

@@ -32,6 +32,23 @@ def presets_command(as_json: JsonOpt = False) -> None:
                                table)
 
 
+@app.command("demo-images")
+def demo_images_command(
+    dest: Annotated[Path, typer.Argument(help="A new (or empty) folder to copy them into.")] = Path("digits"),
+    as_json: JsonOpt = False,
+) -> None:
+    """Copy the bundled demo images (digits: train/ for calibration, val/ for evaluation) into a folder,
+    to try predict, --calib and --eval on real files."""
+    with errors_to_exit():
+        from ..bundled import copy_demo_images
+
+        folder = copy_demo_images(dest)
+        count = {split: sum(1 for p in (folder / split).rglob("*.png")) for split in ("train", "val")}
+        Output(as_json).result({"path": str(folder), "images": count}, lambda out: None,
+                               f"{count['train']} train and {count['val']} val images in {folder}/ "
+                               "(one folder per digit class)")
+
+
 @app.command()
 def inspect(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file to describe.", show_default=False)],
