@@ -198,3 +198,19 @@ def test_reverted_layers_run_in_float_on_the_runtime(demo_weights, tmp_path):
     pt2e.revert_layers(everything, layers)
     assert pt2e.quantized_layers(everything) == []
     assert np.abs(run(everything) - ref).max() <= 1e-5
+
+
+def test_damaged_programs_are_refused_in_one_line_in_process(exported, tmp_path):
+    """A cut program, and one whose flatbuffer is overwritten behind an intact header, are refused
+    (the format check, then ExecuTorch's own verifier) without taking the process down."""
+    import rmt_deploy as rd
+
+    _, out = exported
+    data = (out / "model_int8.pte").read_bytes()
+    cut, scrambled = tmp_path / "cut.pte", tmp_path / "scrambled.pte"
+    cut.write_bytes(data[: len(data) // 3])
+    body = np.random.default_rng(3).integers(0, 256, 4096, dtype=np.uint8).tobytes()
+    scrambled.write_bytes(data[:40] + body + data[40 + len(body):])
+    for path in (cut, scrambled):
+        with pytest.raises(UserInputError, match=path.name):
+            rd.load(path)

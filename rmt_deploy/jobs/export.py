@@ -17,6 +17,7 @@ from ..bench.environment import environment
 from ..bench.memory import peak_rss_bytes
 from ..bench.report import write_report
 from ..bench.schema import Artifact, failure_reason, stamp
+from ..data.images import EXIF
 from ..errors import UserInputError, VerificationError
 from ..outdir import REPORT_JSON, writing
 from ..progress import NullProgress
@@ -162,7 +163,7 @@ def _report(job: Plan, prepared: Prepared, entries: list[dict]) -> dict:
             "checkpoint": str(job.weights.resolve()),
             "checkpoint_entry": loaded.checkpoint.source_key,
             "sha256": loaded.sha256,
-            "preprocess": (prepared.mmdet_pre or prepared.pre).to_dict(),
+            "preprocess": {**(prepared.mmdet_pre or prepared.pre).to_dict(), "exif": EXIF},
             "class_names": prepared.classes,
             # One image's decay tables and attention matrices at run time (the size limit's estimate).
             "run_memory_mb": round(run_memory_bytes(loaded.model.cfg, prepared.size) / 1e6, 1),

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..errors import UserInputError
 
-__all__ = ["check_pte", "check_openvino_ir", "check_mlpackage", "check_engine", "check_onnx_file"]
+__all__ = ["check_pte", "check_openvino_ir", "check_mlpackage", "read_engine_sidecar", "read_onnx_model", "sidecar_path"]
 
 
 def _refuse(path: Path, what: str, why: str) -> UserInputError:
@@ -50,9 +50,21 @@ def check_pte(path: Path) -> None:
                                   f"but the file holds {size:,}")
 
 
-def check_onnx_file(path: Path) -> None:
-    """An ONNX model's file exists and is not empty (its protobuf is parsed in Python by ``describe``)."""
-    _regular_file(path, "an ONNX model", 2)
+def read_onnx_model(path: Path):
+    """An ONNX model's graph and metadata (``onnx.ModelProto``, external weights not loaded), parsed
+    by Python's protobuf before ONNX Runtime sees the file; it must have a graph input."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    what = "an ONNX model"
+    _regular_file(path, what, 2)
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except DecodeError:
+        raise _refuse(path, what, "its protobuf does not parse") from None
+    if not proto.graph.input:
+        raise _refuse(path, what, "its graph has no input")
+    return proto
 
 
 def check_openvino_ir(path: Path) -> None:
@@ -99,6 +111,22 @@ def check_mlpackage(path: Path) -> None:
         raise _refuse(path, what, f"its model file Data/{root} is missing or empty")
 
 
-def check_engine(path: Path) -> None:
-    """A TensorRT engine file exists and is not empty (the runtime checks the rest on the device)."""
+def sidecar_path(engine: Path) -> Path:
+    """Where an engine's facts are kept: TensorRT version, GPU, input, the source ONNX's metadata."""
+    return Path(engine).with_suffix(".json")
+
+
+def read_engine_sidecar(path: Path) -> dict:
+    """A TensorRT engine file that is not empty, and its sidecar's facts (the runtime checks the
+    engine itself, on the device)."""
     _regular_file(path, "a TensorRT engine", 16)
+    side = sidecar_path(path)
+    if not side.exists():
+        raise UserInputError(f"{path}: no {side.name} next to it; build engines with `rmt-deploy build-engine`")
+    try:
+        facts = json.loads(side.read_text())
+    except (OSError, ValueError):
+        raise _refuse(side, "an engine's sidecar", "not readable JSON") from None
+    if not isinstance(facts, dict) or "input" not in facts or "input_shape" not in facts:
+        raise _refuse(side, "an engine's sidecar", "no input name and shape in it")
+    return facts

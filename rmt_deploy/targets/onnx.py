@@ -9,12 +9,11 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import atomic_path
-from ..errors import UserInputError
 from ..optional import require
 from ..quiet import quiet
 from ..sizes import SizeRange
 from .base import Exported, ExportRequest, Sources, Target
-from .formats import check_onnx_file
+from .formats import read_onnx_model
 from .onnx_opset import lower_opset
 from .runner import Runner
 
@@ -197,17 +196,7 @@ def _quiet_exporter():
 
 def describe(path: Path) -> dict:
     """What a runner needs to feed an artifact: input name/shape, batch dimension, metadata."""
-    import onnx
-    from google.protobuf.message import DecodeError
-
-    check_onnx_file(path)
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except DecodeError:
-        raise UserInputError(f"{path.name}: not an ONNX model (its protobuf does not parse); re-export it, or "
-                             "check the file was copied whole") from None
-    if not proto.graph.input:
-        raise UserInputError(f"{path.name}: an ONNX file with no graph inputs; not a model rmt-deploy can run")
+    proto = read_onnx_model(Path(path))
     value = proto.graph.input[0]
     dims = [d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim]
     return {

@@ -22,7 +22,7 @@ from ..artifacts import artifact_stem
 from ..atomic import atomic_path, write_text_atomic
 from ..errors import BackendUnavailable, UserInputError
 from .base import Exported, ExportRequest, Sources, Target, TargetOptions
-from .formats import check_engine
+from .formats import read_engine_sidecar, sidecar_path
 from .runner import Runner
 from .trt_readiness import profile_shapes
 
@@ -131,10 +131,6 @@ def write_build_script(folder: Path, commands: list[list[str]]) -> Path:
     return write_text_atomic(folder / BUILD_SCRIPT, "\n".join(lines) + "\n", mode=0o755)
 
 
-def sidecar_path(engine: Path) -> Path:
-    return Path(engine).with_suffix(".json")
-
-
 def build_engine(onnx_path: Path, engine_path: Path, settings: EngineSettings) -> dict:
     """Build an engine with the TensorRT Python API (10.x / 11.x); write it and its sidecar."""
     reason = engine_unavailable_reason()
@@ -204,25 +200,17 @@ def _precision_of(onnx_path: Path) -> str:
 def describe(path: Path) -> dict:
     """Input and metadata of an engine, from its sidecar: the source ONNX's metadata (preprocessing,
     classes) under the engine's own facts (TensorRT version, GPU, precision)."""
-    check_engine(Path(path))
-    sidecar = _read_sidecar(path)
+    sidecar = read_engine_sidecar(Path(path))
     facts = {k: v for k, v in sidecar.items() if k != "metadata"}
     return {"input_name": sidecar["input"], "input_shape": sidecar["input_shape"],
             "dynamic_batch": sidecar["input_shape"][0] == -1, "metadata": {**sidecar.get("metadata", {}), **facts}}
-
-
-def _read_sidecar(engine: Path) -> dict:
-    side = sidecar_path(engine)
-    if not side.exists():
-        raise UserInputError(f"{engine}: no {side.name} next to it; build engines with `rmt-deploy build-engine`")
-    return json.loads(side.read_text())
 
 
 def check_engine_matches(engine: Path) -> dict:
     """Refuse an engine built by another TensorRT version or on another GPU."""
     import tensorrt as trt
 
-    sidecar = _read_sidecar(engine)
+    sidecar = read_engine_sidecar(engine)
     gpu = _gpu_name()
     if sidecar["tensorrt"] != trt.__version__:
         raise UserInputError(f"{engine.name} was built with TensorRT {sidecar['tensorrt']} but this is "
