@@ -122,3 +122,31 @@ def test_subset_is_deterministic_and_spread(tmp_path):
     images = open_image_set(tmp_path)
     sub = images.subset(4)
     assert sub.paths == images.subset(4).paths and sorted(sub.labels) == [0, 1, 2, 3]
+
+
+def test_decompression_bombs_are_refused_in_one_line_and_big_photos_are_not(tmp_path):
+    """A PNG header can claim any size: over 2^28 pixels is refused before decoding; a 200 MP
+    phone photo's size is under the limit (Pillow's own default would refuse it)."""
+    import struct
+    import zlib
+
+    from rmt_deploy.data.images import MAX_PIXELS, UnreadableImage, read_image
+
+    def png_claiming(w: int, h: int) -> bytes:
+        small = tmp_path / "small.png"
+        Image.new("L", (1, 1)).save(small)
+        data = bytearray(small.read_bytes())
+        data[16:24] = struct.pack(">II", w, h)  # IHDR width, height; then its CRC
+        data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+        return bytes(data)
+
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(png_claiming(40000, 40000))
+    with pytest.raises(UnreadableImage, match=r"bomb.png: 40000x40000 pixels is over the 268,435,456-pixel limit"):
+        read_image(bomb)
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(png_claiming(16320, 12240))  # 200 MP: within the limit, so decoding starts (and the stub fails)
+    assert 16320 * 12240 < MAX_PIXELS
+    with pytest.raises(UnreadableImage) as e:
+        read_image(photo)
+    assert "limit" not in str(e.value)

@@ -260,5 +260,5 @@ def test_missing_openvino_names_the_extra(tmp_path):
     result = subprocess.run([EXE, "export", "--target", "openvino", "--out", str(tmp_path / "out")],
                             capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 2, result.stderr
-    assert 'pip install "rmt-deploy[openvino]"' in result.stderr and "Traceback" not in result.stderr
+    assert '-e ".[openvino]"' in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "out").exists()

@@ -77,3 +77,14 @@ def test_artifact_parts_cover_companion_files(tmp_path):
     assert artifact_parts(engine) == [engine, sidecar] and artifact_bytes(engine) == 7
     remove_artifact(engine)
     assert not engine.exists() and not sidecar.exists()
+
+
+def test_an_old_folder_moved_aside_by_a_dead_run_comes_back(tmp_path):
+    """Where no atomic exchange exists, the old --out is moved aside before the new one goes in; a run
+    killed between the two renames leaves no --out, and the next run restores the old one."""
+    aside = tmp_path / f".out.old-{_host()}-{_exited_pid()}-x"
+    aside.mkdir()
+    (aside / "report.json").write_text("{}")
+    tmp = prepare_out(tmp_path / "out")
+    assert (tmp_path / "out" / "report.json").read_text() == "{}" and not aside.exists()
+    tmp.rmdir()

@@ -5,7 +5,11 @@ import json
 from pathlib import Path
 
 import pytest
-import tomllib
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser from PyPI
+    import tomli as tomllib
 
 from rmt_deploy.bundled import bundled_presets
 from rmt_deploy.jobs.presets import PRESET_KEYS, list_presets, load_preset

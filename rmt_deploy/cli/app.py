@@ -56,7 +56,7 @@ ExecutionOpt = Annotated[str, typer.Option(
     "--execution", help="verified: compile with the settings the artifact records it was verified with (OpenVINO: "
     "EXECUTION_MODE_HINT=ACCURACY); default: the runtime's own defaults (OpenVINO computes float layers in bf16 "
     "on CPUs with AVX512-BF16 or AMX).")]
-ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, help="Runtime threads (1 or more). "
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="Runtime threads (1 or more). "
                                                    "Default: all cores.", show_default=False)]
 
 
@@ -95,8 +95,9 @@ def errors_to_exit():
             raise
         if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
             where = f" writing {e.filename}" if e.filename else ""
-            err.print(f"[bold red]error:[/bold red] no space left on the device{escape(where)}; nothing was "
-                      "written to --out: free some space or choose another folder", highlight=False, soft_wrap=True)
+            err.print(f"[bold red]error:[/bold red] no space left on the device{escape(where)}; nothing "
+                      "half-written was kept: free some space or write to another folder", highlight=False,
+                      soft_wrap=True)
             raise typer.Exit(1) from None
         if isinstance(e, MemoryError) or "can't allocate memory" in str(e):
             err.print("[bold red]error:[/bold red] out of memory; try a smaller --img-size, fewer "

@@ -45,9 +45,12 @@ def read_image(path: str | Path):
     from PIL import Image, ImageOps
 
     name = Path(path).name
+    limit = Image.MAX_IMAGE_PIXELS
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit below decides
+            # Pillow's own limits (a warning, then an error at 2x 89 MP) would refuse a 200 MP photo: ours decides
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            Image.MAX_IMAGE_PIXELS = None
             with Image.open(path) as im:
                 w, h = im.size
                 if w * h > MAX_PIXELS:
@@ -57,16 +60,16 @@ def read_image(path: str | Path):
                 return ImageOps.exif_transpose(im)
     except UnreadableImage:
         raise
-    except Image.DecompressionBombError:
-        raise UnreadableImage(f"{name}: over Pillow's decompression-bomb pixel limit") from None
     except FileNotFoundError:
         raise UnreadableImage(f"{name}: no such file") from None
     except IsADirectoryError:
         raise UnreadableImage(f"{name}: a folder, not an image") from None
-    except (OSError, ValueError, SyntaxError, EOFError) as e:  # PIL: unidentified, truncated, broken chunks
+    except Exception as e:  # noqa: BLE001 — Pillow's plugins raise OSError, SyntaxError, struct.error, IndexError …
         reason = "not an image Pillow can identify" if "cannot identify" in str(e) else \
-            (str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+            f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else 'damaged'}"
         raise UnreadableImage(f"{name}: {reason}") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
 
 
 @dataclass(frozen=True)
@@ -230,7 +233,7 @@ def iter_batches(images: ImageSet, preprocess: Preprocess, batch_size: int,
             try:
                 arrays.append(preprocess(read_image(images.paths[i])))
                 kept.append(i)
-            except UnreadableImage:
+            except (UnreadableImage, ValueError):  # ValueError: a pixel mode Pillow cannot convert
                 skipped.append(images.paths[i])
         if advance:
             advance(len(kept) + len(skipped))

@@ -8,6 +8,7 @@ import platform
 from ..bundled import bundled_images, bundled_presets, bundled_weights
 from ..cpu import cpu_features, cpu_name
 from ..errors import UserInputError
+from ..optional import install_hint
 from ..quiet import quiet
 from ..targets import TARGETS
 
@@ -54,7 +55,7 @@ def diagnose() -> dict:
     packages = []
     for module, dist, purpose, extra in _COMPONENTS:
         status, detail = _component(module, dist)
-        hint = f'pip install "rmt-deploy[{extra}]"' if status != "ok" and extra else None
+        hint = install_hint(extra) if status != "ok" and extra else None
         packages.append({"package": dist, "status": status, "detail": detail, "purpose": purpose,
                          "install": hint})
     targets = []

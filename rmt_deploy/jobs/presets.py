@@ -1,4 +1,4 @@
-"""Export presets: one small TOML file per deployment recipe (the ``export/`` folder).
+"""Export presets: one small TOML file per deployment recipe (package data, ``rmt_deploy/assets/presets``).
 
 A preset names targets, precisions, input size, calibration, budgets and target options with
 the CLI's own flag names (``img-size``, ``max-drop``, ``[coreml] min-target``, ``[trt]

@@ -18,6 +18,7 @@ import numpy as np
 from ..artifacts import artifact_bytes
 from ..atomic import atomic_path
 from ..errors import BackendUnavailable, UserInputError
+from ..optional import install_hint
 from ..quiet import quiet
 from ..sizes import ENUMERATED_KEY, format_sizes
 from .base import Exported, ExportRequest, Sources, Target
@@ -45,7 +46,7 @@ def require_coremltools():
         with _silenced():
             import coremltools
     except ImportError as e:
-        raise BackendUnavailable(f'coremltools is not installed ({e}); run: pip install "rmt-deploy[coreml]"') from None
+        raise BackendUnavailable(f'coremltools is not installed ({e}); run: {install_hint("coreml")}') from None
     return coremltools
 
 

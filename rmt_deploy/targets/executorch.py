@@ -27,6 +27,7 @@ import numpy as np
 
 from ..atomic import atomic_path
 from ..errors import BackendUnavailable, UserInputError
+from ..optional import install_hint
 from ..quiet import quiet
 from ..quant.pt2e import (EXACT_ON, STATISTICS, calibrate, convert, copy_graph, example_input, max_abs_weight,
                           quantized_layers, revert_layers)
@@ -82,7 +83,7 @@ def _executorch():
             import executorch.exir
             import executorch.runtime  # noqa: F401
     except ImportError as e:
-        raise BackendUnavailable(f'executorch is not installed ({e}); run: pip install "rmt-deploy[executorch]"') \
+        raise BackendUnavailable(f'executorch is not installed ({e}); run: {install_hint("executorch")}') \
             from None
     return executorch
 

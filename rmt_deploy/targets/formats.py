@@ -42,10 +42,12 @@ def check_pte(path: Path) -> None:
         raise _refuse(path, what, f"no 'ET..' flatbuffer identifier at byte 4 (found {ident!r})")
     if head[8:12] != b"eh00":
         return  # no extended header: the program alone, verified by the runtime
-    if len(head) < 40:
-        raise _refuse(path, what, "its extended header is cut short")
-    header_len, program_size, segment_base, segment_size = struct.unpack_from("<IQQQ", head, 12)
-    if header_len < 32 or program_size > size or (segment_size and segment_base + segment_size > size):
+    # eh00, then u32 length (24, or 32 with the segment data size), u64 program size, u64 segment base
+    header_len, program_size, segment_base = struct.unpack_from("<IQQ", head, 12)
+    segment_size = struct.unpack_from("<Q", head, 32)[0] if header_len >= 32 else 0
+    if header_len < 24:
+        raise _refuse(path, what, f"its extended header says it is {header_len} bytes long, under 24")
+    if program_size > size or segment_base + segment_size > size:
         raise _refuse(path, what, f"its header names {max(program_size, segment_base + segment_size):,} bytes "
                                   f"but the file holds {size:,}")
 

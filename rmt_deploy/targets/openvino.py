@@ -25,7 +25,7 @@ import numpy as np
 
 from ..atomic import atomic_path
 from ..errors import UserInputError
-from ..optional import require
+from ..optional import install_hint, require
 from .base import EXECUTIONS, Exported, ExportRequest, Sources, Target
 from .formats import check_openvino_ir
 from .openvino_tables import unfold_position_tables
@@ -310,7 +310,7 @@ class OpenVINOTarget(Target):
         try:
             import openvino  # noqa: F401
         except ImportError as e:
-            return f'openvino is not installed ({e}); run: pip install "rmt-deploy[openvino]"'
+            return f'openvino is not installed ({e}); run: {install_hint("openvino")}'
         return None
 
     def runtimes(self, device: str | None = None) -> list[str]:

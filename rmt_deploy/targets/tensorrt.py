@@ -21,6 +21,7 @@ import numpy as np
 from ..artifacts import artifact_stem
 from ..atomic import atomic_path, write_text_atomic
 from ..errors import BackendUnavailable, UserInputError
+from ..optional import install_hint
 from .base import Exported, ExportRequest, Sources, Target, TargetOptions
 from .formats import read_engine_sidecar, sidecar_path
 from .runner import Runner
@@ -304,7 +305,7 @@ def render_readiness(entry: dict) -> list[str]:
     rtx = ready.get("rtx_build")
     lines.append(f"- parse + build with {rtx['proxy']}: {rtx['status']} ({rtx['layers']} layers, {rtx['seconds']} s)"
                  + (f" — {'; '.join(rtx['errors'])}" if rtx["errors"] else "") if rtx else
-                 "- TensorRT-RTX not installed: no parse/build proxy (pip install \"rmt-deploy[trt-check]\")")
+                 f"- TensorRT-RTX not installed: no parse/build proxy ({install_hint('trt-check')})")
     if entry.get("onnx_parity"):
         lines.append(f"- the same ONNX in ONNX Runtime vs PyTorch: cosine {entry['onnx_parity']['cosine']:.6f}")
     if entry.get("trtexec"):
