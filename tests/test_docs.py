@@ -51,10 +51,11 @@ def test_readme_links_point_to_pages_that_exist():
 
 
 def test_pages_do_not_install_from_a_registry():
-    """rmt-deploy is not on PyPI: pages install it from a checkout or a built wheel."""
+    """rmt-deploy is not on PyPI: pages and the tool's own hints install it from a checkout or a built wheel."""
     wrong = re.compile(r"pip install [^\n`&;|]*?(?<![\w/.-])[\"']?rmt[-_]deploy(?=[\[\"'\s`=<>~!]|$)")
-    found = [f"{_page_id(page)}:{n}" for page in pages()
-             for n, line in enumerate(page.read_text().splitlines(), 1) if wrong.search(line)]
+    files = [*pages(), *sorted((REPO / "rmt_deploy").rglob("*.py"))]
+    found = [f"{path.relative_to(REPO)}:{n}" for path in files
+             for n, line in enumerate(path.read_text().splitlines(), 1) if wrong.search(line)]
     assert found == [], "pip install rmt-deploy from a registry: " + ", ".join(found)
 
 
