@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,20 @@ from .seeded import seeded_values
 REPO = Path(__file__).resolve().parents[1]
 # Keys and shapes of the official qhfan/RMT checkpoints (copied from shared/reference).
 REFERENCE_SHAPES = REPO / "tests" / "data" / "rmt_state_dict_shapes.json"
+
+
+def pytest_configure(config) -> None:
+    """Each xdist worker gets its own share of the CPUs (its affinity; subprocesses inherit it), so
+    two workers' runtimes never run more threads than there are cores: spinning thread pools on
+    shared cores made the suite about 1.6x slower (two demo exports: 51 s together, 31 s pinned)."""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER"), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if not worker or count < 2 or not hasattr(os, "sched_setaffinity"):
+        return
+    cores = sorted(os.sched_getaffinity(0))
+    share = set(cores[int(worker.removeprefix("gw")) % count::count]) if len(cores) >= count else set()
+    if share:
+        os.sched_setaffinity(0, share)
+        torch.set_num_threads(len(share))
 
 
 def randomize_(model: RMT, seed: int = 0) -> RMT:

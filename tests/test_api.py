@@ -163,7 +163,7 @@ def test_bad_input_is_one_clear_error(exported, tmp_path):
         rd.load(odd)
     broken = tmp_path / "broken.onnx"
     broken.write_bytes(b"not onnx")
-    with pytest.raises(rd.UserInputError, match="not a readable ONNX artifact"):
+    with pytest.raises(rd.UserInputError, match="not an ONNX model"):
         rd.load(broken)
     with pytest.raises(rd.UserInputError, match="no target|unknown target"):
         rd.export(targets=["tflite"], out=tmp_path / "never")

@@ -286,3 +286,12 @@ def test_summary_fits_80_columns_with_every_value_whole(demo_run):
     for value in ("onnxruntime", "381.2", "executorch", "skipped", "tensorrt", "failed", f"{ok['parity']['max_abs']:.1e}"):
         assert value in text, value
     assert any(line.startswith("executorch int8 skipped: the executorch extra") for line in lines)
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or shutil.which("taskset") is None,
+                    reason="CPU affinity (taskset) is Linux-only")
+def test_default_threads_follow_the_cpus_this_process_may_use():
+    """Under taskset (or a container's cpuset) runtimes get as many threads as usable cores, not the machine's count."""
+    code = "from rmt_deploy.cpu import usable_cores, restricted_threads; print(usable_cores(), restricted_threads())"
+    pinned = subprocess.run(["taskset", "-c", "0", sys.executable, "-c", code], capture_output=True, text=True)
+    assert pinned.stdout.split() == ["1", "1" if os.cpu_count() > 1 else "None"], pinned.stderr

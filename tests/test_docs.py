@@ -242,7 +242,7 @@ def test_target_options_page_shows_every_target_file_and_flag(site):
 def _work_folder(tmp_path: Path, page) -> Path:
     for name in CHECKOUT:
         (tmp_path / name).symlink_to(REPO / name, target_is_directory=True)
-    if not any("demo-images digits" in block.code for block in runnable(page)):
+    if not any(re.search(r"^rmt-deploy demo-images digits\b", block.code, re.M) for block in runnable(page)):
         (tmp_path / DEMO_COPY[0]).symlink_to(REPO / DEMO_COPY[1], target_is_directory=True)
     return tmp_path
 

@@ -221,7 +221,7 @@ def test_ir_without_its_weights_is_a_clear_failure(demo, tmp_path):
     lonely = tmp_path / "lonely.xml"
     lonely.write_bytes((out / "model.xml").read_bytes())
     result = run("bench", str(lonely), "--out", str(tmp_path / "b"))
-    assert result.returncode == 2 and "lonely.bin (the weights of lonely.xml) is missing" in result.stderr
+    assert result.returncode == 2 and "its weights file lonely.bin is missing" in result.stderr
 
 
 @pytest.mark.slow

@@ -133,4 +133,4 @@ def test_every_preset_key_is_an_export_option():
         assert set(data) - {"description", *tables} <= set(PRESET_KEYS), path
         for name, options in tables.items():
             assert set(data.get(name, {})) <= set(options.KEYS), path
-    assert Path(bundled_presets()).name == "export"
+    assert Path(bundled_presets()).name == "presets"

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from ..cpu import usable_cores
 from ..version import __version__
 
 __all__ = ["Artifact", "Parity", "Accuracy", "Latency", "Report", "CheckSummary", "latency_entry", "failure_reason",
@@ -326,7 +326,7 @@ class CheckSummary:
 def latency_entry(measured: dict, runner, threads: int | None, batch: int) -> dict:
     """A ``latency_ms`` block: the percentiles of ``bench.latency.measure`` and what ran them."""
     ran = {"model": runner.last_model} if runner.last_model else {}
-    return {**measured, "runtime": runner.name, "device": runner.device, "threads": threads or os.cpu_count(),
+    return {**measured, "runtime": runner.name, "device": runner.device, "threads": threads or usable_cores(),
             "batch": batch, **ran}
 
 

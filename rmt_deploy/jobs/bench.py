@@ -9,7 +9,6 @@ runtime measured next.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..artifacts import artifact_bytes
+from ..cpu import usable_cores
 from ..bench.environment import environment
 from ..bench.evaluate import EvalSet, accuracy_entry, batch_size_for, reference_logits, runner_logits
 from ..bench.latency import measure
@@ -144,7 +144,7 @@ def run_bench(opts: BenchOptions, progress) -> dict:
 
     report.update(**stamp(), environment=environment(),
                   bench={"batches": list(opts.batches), "sizes": [list(s) for s in sizes],
-                         "threads": opts.threads or os.cpu_count(),
+                         "threads": opts.threads or usable_cores(),
                          "min_iters": opts.min_iters, "min_seconds": opts.min_seconds, "warmup": opts.warmup})
     report.setdefault("verification", None)
     if eval_set is not None:
@@ -310,7 +310,7 @@ def _bench_reference(model, size, sizes, opts: BenchOptions, eval_set, progress)
         return []
     import torch
 
-    torch.set_num_threads(opts.threads or os.cpu_count())
+    torch.set_num_threads(opts.threads or usable_cores())
     cells = []
     for shape, batch in ((s, b) for s in sizes for b in opts.batches):
         def call(x=torch.randn(batch, 3, *shape)) -> None:
@@ -323,7 +323,7 @@ def _bench_reference(model, size, sizes, opts: BenchOptions, eval_set, progress)
             cells.append({"batch": batch, "size": list(shape), "status": "ok", "stage": None, "reason": None,
                           "runtime": f"pytorch {torch.__version__} eager",
                           "latency_ms": {**lat, "runtime": f"pytorch {torch.__version__} eager",
-                                         "device": "cpu", "threads": opts.threads or os.cpu_count(),
+                                         "device": "cpu", "threads": opts.threads or usable_cores(),
                                          "batch": batch},
                           "throughput": round(batch * 1000.0 / lat["p50"], 2)})
         except Exception as e:  # noqa: BLE001

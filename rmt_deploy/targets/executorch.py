@@ -26,6 +26,7 @@ from typing import ClassVar
 import numpy as np
 
 from ..atomic import atomic_path
+from ..cpu import usable_cores
 from ..errors import BackendUnavailable, UserInputError
 from ..optional import install_hint
 from ..quiet import quiet
@@ -185,7 +186,7 @@ class ExecuTorchRunner(Runner):
             from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
 
             # One process-wide pool: set it on every load, or the last runner's count would stay.
-            _unsafe_reset_threadpool(self.threads or os.cpu_count() or 1)
+            _unsafe_reset_threadpool(self.threads or usable_cores())
             self.shape = tuple(program.metadata("forward").input_tensor_meta(0).sizes())
             self.method = program.load_method("forward")
         self.outputs = json.loads(metadata.get("output_names", '["logits"]'))

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import atomic_path
+from ..cpu import restricted_threads
 from ..optional import require
 from ..quiet import quiet
 from ..sizes import SizeRange
@@ -269,8 +270,9 @@ class OnnxRuntimeRunner(Runner):
     def activate_impl(self) -> None:
         ort = require("onnxruntime", None)
         options = ort.SessionOptions()
-        if self.threads:
-            options.intra_op_num_threads = self.threads
+        threads = self.threads or restricted_threads()
+        if threads:
+            options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.add_session_config_entry("session.force_spinning_stop", "1")
         options.log_severity_level = 3

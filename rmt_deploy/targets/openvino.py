@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import atomic_path
+from ..cpu import restricted_threads
 from ..errors import UserInputError
 from ..optional import install_hint, require
 from .base import EXECUTIONS, Exported, ExportRequest, Sources, Target
@@ -154,8 +155,9 @@ class OpenVINORunner(Runner):
 
     def config(self, metadata: dict[str, str]) -> dict:
         config = {"PERFORMANCE_HINT": HINTS[self.hint]}
-        if self.threads and self.device_name == "CPU":
-            config["INFERENCE_NUM_THREADS"] = self.threads
+        threads = self.threads or restricted_threads()
+        if threads and self.device_name == "CPU":
+            config["INFERENCE_NUM_THREADS"] = threads
         if self.execution_setting == "verified" and self.device_name in ("CPU", "GPU"):
             if metadata.get("compile_config"):
                 config.update(json.loads(metadata["compile_config"]))
