@@ -8,7 +8,7 @@ import os
 import warnings
 from collections.abc import Iterator
 
-__all__ = ["quiet"]
+__all__ = ["quiet", "native_quiet"]
 
 
 @contextlib.contextmanager
@@ -28,3 +28,26 @@ def quiet(*logger_names: str) -> Iterator[None]:
     finally:
         for lg, level in zip(loggers, levels):
             lg.setLevel(level)
+
+
+@contextlib.contextmanager
+def native_quiet() -> Iterator[None]:
+    """Silence file descriptors 1 and 2 for native code that prints there itself (MNN's banner and
+    converter log); no-op with RMT_DEPLOY_DEBUG set."""
+    if os.environ.get("RMT_DEPLOY_DEBUG"):
+        yield
+        return
+    import sys
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 1)
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        for fd, copy in zip((1, 2), saved):
+            os.dup2(copy, fd)
+            os.close(copy)

@@ -24,6 +24,7 @@ EXAMPLES = """
   rmt-deploy export --target onnxruntime --int8        [dim]# model*.ort.onnx: ONNX Runtime >= 1.23 only[/dim]
   rmt-deploy export --target openvino --int8           [dim]# OpenVINO IR, NNCF INT8[/dim]
   rmt-deploy export --target executorch --int8         [dim]# .pte for Android/embedded (XNNPACK), PT2E INT8[/dim]
+  rmt-deploy export --target mnn --fp16 --int8         [dim]# .mnn for MNN (Android/iOS/Linux), its own INT8[/dim]
   rmt-deploy export --preset jetson-orin-int8          [dim]# a shipped recipe (rmt-deploy presets)[/dim]
   rmt-deploy export --task backbone -w maskrcnn_rmt_t_1x.pth --img-size 800x1344 --target onnx,trt --int8
 """

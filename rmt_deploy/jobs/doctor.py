@@ -9,7 +9,7 @@ from ..bundled import bundled_images, bundled_presets, bundled_weights
 from ..cpu import cpu_features, cpu_name
 from ..errors import UserInputError
 from ..optional import install_hint
-from ..quiet import quiet
+from ..quiet import native_quiet, quiet
 from ..targets import TARGETS
 
 __all__ = ["diagnose"]
@@ -25,6 +25,8 @@ _COMPONENTS = (
     ("openvino", "openvino", "OpenVINO target (IR, CPU/GPU/NPU runtime)", "openvino"),
     ("tensorrt", "tensorrt", "TensorRT engines (needs an NVIDIA GPU)", "trt"),
     ("tensorrt_rtx", "tensorrt-rtx-cu12", "TensorRT-RTX parse+build proxy (no GPU needed)", "trt-check"),
+    ("executorch", "executorch", "ExecuTorch target (.pte, XNNPACK runtime)", "executorch"),
+    ("MNN", "mnn", "MNN target (.mnn: converter, quantizer and CPU runtime)", "mnn"),
 )
 
 
@@ -34,7 +36,7 @@ def _component(module: str, dist: str) -> tuple[str, str]:
     except importlib.metadata.PackageNotFoundError:
         return "missing", "not installed"
     try:
-        with quiet(module):  # coremltools logs missing macOS libraries at import
+        with quiet(module), native_quiet():  # coremltools logs missing macOS libraries, MNN prints a banner
             importlib.import_module(module)
     except Exception as e:  # noqa: BLE001 — a broken install must be reported, not crash doctor
         return "broken", f"{version} installed but import fails: {str(e).splitlines()[0][:120]}"

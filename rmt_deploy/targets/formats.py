@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..errors import UserInputError
 
-__all__ = ["check_pte", "check_openvino_ir", "check_mlpackage", "read_engine_sidecar", "read_onnx_model", "sidecar_path"]
+__all__ = ["check_pte", "check_mnn", "check_openvino_ir", "check_mlpackage", "read_engine_sidecar", "read_onnx_model", "sidecar_path"]
 
 
 def _refuse(path: Path, what: str, why: str) -> UserInputError:
@@ -132,3 +132,20 @@ def read_engine_sidecar(path: Path) -> dict:
     if not isinstance(facts, dict) or "input" not in facts or "input_shape" not in facts:
         raise _refuse(side, "an engine's sidecar", "no input name and shape in it")
     return facts
+
+
+def check_mnn(path: Path) -> None:
+    """An MNN model: a flatbuffer whose root table and its vtable lie inside the file (MNN's loader
+    reads offsets without bounds checks)."""
+    what = "an MNN model"
+    size = _regular_file(path, what, 16)
+    with open(path, "rb") as f:
+        head = f.read(8)
+    (root,) = struct.unpack_from("<I", head, 0)
+    if root < 4 or root % 4 or root + 4 > size:
+        raise _refuse(path, what, f"its flatbuffer root offset {root:,} is outside the file ({size:,} bytes)")
+    with open(path, "rb") as f:
+        f.seek(root)
+        (back,) = struct.unpack("<i", f.read(4))
+    if not 0 <= root - back < size:
+        raise _refuse(path, what, "its root table's vtable is outside the file")
