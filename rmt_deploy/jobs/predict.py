@@ -75,7 +75,7 @@ class Model:
              preprocess: Preprocess | None = None, execution: str = "verified") -> Model:
         check_execution(execution)
         if threads is not None and threads < 1:
-            raise UserInputError(f"threads must be at least 1, not {threads}")
+            raise UserInputError(f"--threads (threads=) must be at least 1, not {threads}")
         if not path.exists():
             raise UserInputError(f"artifact not found: {path}")
         target = target_for_path(path)
