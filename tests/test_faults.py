@@ -23,7 +23,7 @@ from rmt_deploy.artifacts import artifact_bytes
 from rmt_deploy.bench.report import render_markdown
 from rmt_deploy.bundled import bundled_images
 
-from .test_cli import EXE
+from .test_cli import EXE, run
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(sys.platform != "linux", reason="SIGKILL, tmpfs and namespaces: Linux")]
 
@@ -79,10 +79,6 @@ def _killed(tmp_path: Path, kind: str, name: str, *args: str) -> subprocess.Comp
                           env=_env(), timeout=600)
 
 
-def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([EXE, *args], capture_output=True, text=True, env=_env(), timeout=600, cwd=cwd)
-
-
 def _snapshot(folder: Path) -> dict[str, str]:
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(folder.rglob("*")) if p.is_file()}
@@ -123,7 +119,7 @@ def test_export_killed_at_each_stage_leaves_the_old_folder_or_the_new_one(tmp_pa
     swaps the new one in (after which it is the new one, whole), and the last rerun succeeds."""
     out = tmp_path / "out"
     args = [*EXPORT, "--eval", str(flat_eval), "--out", str(out)]
-    first = _cli(*args)
+    first = run(*args)
     assert first.returncode == 0, first.stderr
     before = _snapshot(out)
     _whole(out)
@@ -135,7 +131,7 @@ def test_export_killed_at_each_stage_leaves_the_old_folder_or_the_new_one(tmp_pa
         else:
             assert _snapshot(out) == before, (kind, where)
         _whole(out)
-    rerun = _cli(*args)
+    rerun = run(*args)
     assert rerun.returncode == 0, rerun.stderr
     _whole(out)
     assert _leftovers(tmp_path, "out") == [] and sorted(p.name for p in tmp_path.iterdir()) == ["killer.py", "out"]
@@ -143,7 +139,7 @@ def test_export_killed_at_each_stage_leaves_the_old_folder_or_the_new_one(tmp_pa
 
 def test_bench_from_killed_mid_run_leaves_the_old_report_or_the_new_one(tmp_path, flat_eval):
     out = tmp_path / "out"
-    assert _cli("export", "--target", "onnx", "--bench-iters", "0", "--parity-samples", "4", "--eval",
+    assert run("export", "--target", "onnx", "--bench-iters", "0", "--parity-samples", "4", "--eval",
                 str(flat_eval), "--out", str(out)).returncode == 0
     before = _snapshot(out)
     bench = ["bench", "--from", str(out), "--iters", "3", "--batch", "1,2"]
@@ -155,7 +151,7 @@ def test_bench_from_killed_mid_run_leaves_the_old_report_or_the_new_one(tmp_path
             assert report.get("bench") and _snapshot(out)["model.onnx"] == before["model.onnx"]
         else:
             assert _snapshot(out) == before, (kind, where)
-    done = _cli(*bench)
+    done = run(*bench)
     assert done.returncode == 0, done.stderr
     assert _whole(out).get("bench") and _leftovers(tmp_path, "out") == []
 

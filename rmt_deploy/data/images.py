@@ -40,24 +40,20 @@ def read_image(path: str | Path):
     Raises:
         UnreadableImage: not an image, truncated, or over ``MAX_PIXELS`` (a decompression bomb).
     """
-    import warnings
-
     from PIL import Image, ImageOps
 
     name = Path(path).name
     limit = Image.MAX_IMAGE_PIXELS
     try:
-        with warnings.catch_warnings():
-            # Pillow's own limits (a warning, then an error at 2x 89 MP) would refuse a 200 MP photo: ours decides
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            Image.MAX_IMAGE_PIXELS = None
-            with Image.open(path) as im:
-                w, h = im.size
-                if w * h > MAX_PIXELS:
-                    raise UnreadableImage(f"{name}: {w}x{h} pixels is over the {MAX_PIXELS:,}-pixel limit "
-                                          "(a decompression bomb, or a scan to downsize first)")
-                im.load()
-                return ImageOps.exif_transpose(im)
+        # Pillow's own limit (a warning, then an error at 2x 89 MP) would refuse a 200 MP photo: ours decides
+        Image.MAX_IMAGE_PIXELS = None
+        with Image.open(path) as im:
+            w, h = im.size
+            if w * h > MAX_PIXELS:
+                raise UnreadableImage(f"{name}: {w}x{h} pixels is over the {MAX_PIXELS:,}-pixel limit "
+                                      "(a decompression bomb, or a scan to downsize first)")
+            im.load()
+            return ImageOps.exif_transpose(im)
     except UnreadableImage:
         raise
     except FileNotFoundError:
