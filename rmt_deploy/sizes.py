@@ -68,6 +68,11 @@ class SizeRange:
     def __str__(self) -> str:
         return f"{self.low}-{self.high}"
 
+    @property
+    def largest(self) -> tuple[int, int]:
+        """The largest input the range takes (what a dynamic form's attention chunks are planned for)."""
+        return self.high, self.high
+
     def holds(self, size: tuple[int, int]) -> bool:
         return all(self.low <= side <= self.high and side % 32 == 0 for side in size)
 

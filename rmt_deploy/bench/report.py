@@ -99,7 +99,27 @@ def _graph_lines(a: dict) -> list[str]:
                      f"{agreement} — {verdict} the threshold it is verified at")
     if a.get("latency_skipped"):
         lines.append(f"- latency not measured: {a['latency_skipped']}")
+    lines += _memory_lines(a)
     return lines + ([f"- ops: {ops}"] if ops else []) + [""]
+
+
+def _memory_lines(a: dict) -> list[str]:
+    m = a.get("memory")
+    if not m:
+        return []
+    at = f"{m['size'][0]}x{m['size'][1]}"
+    if m.get("error"):
+        return [f"- peak memory at {at} not measured: {m['error']}"]
+    return [f"- one inference at {at} in a fresh process: peak {m['peak_mb']:.0f} MB resident "
+            f"({m['imports_mb']:.0f} MB before the runtime was imported, {m['load_mb']:.0f} MB after loading)"]
+
+
+def _peak_mb(a: dict) -> str:
+    """The matrix's memory cell: a fresh process's peak for one image, else this bench process's peak."""
+    m = a.get("memory") or {}
+    if m.get("peak_mb"):
+        return f"{m['peak_mb']:.0f} MB"
+    return f"{a['peak_rss_mb']:.0f} MB*" if a.get("peak_rss_mb") else "—"
 
 
 def render_markdown(report: dict, has_plot: bool = False) -> str:
@@ -149,7 +169,9 @@ def render_markdown(report: dict, has_plot: bool = False) -> str:
               "- **top-1 / drop / agreement**: accuracy on the evaluation set (when its classes match the "
               "model); drop is PyTorch FP32 top-1 minus the artifact's, in points; agreement is the share of images "
               "whose top-1 class equals FP32's.",
-              "- **latency**: " + _latency_note(report), ""]
+              "- **latency**: " + _latency_note(report),
+              "- **peak memory**: one image at the largest size, in a fresh process that loads only the runtime and "
+              "the artifact (each artifact's section says how much of it loading took).", ""]
     for a in report["artifacts"]:
         lines += _graph_lines(a) + _quantization_lines(a)
     env = report["environment"]
@@ -200,12 +222,12 @@ def _matrix_lines(report: dict) -> list[str]:
     if not rows:
         return []
     lines = ["", "## Benchmark matrix", "",
-             "| target | precision | runtime | input | batch | status | size | top-1 | drop | agreement | p50 ms | p99 ms | img/s | load s | peak RSS |",
+             "| target | precision | runtime | input | batch | status | size | top-1 | drop | agreement | p50 ms | p99 ms | img/s | load s | peak memory |",
              "|---|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for a in rows:
         acc = a.get("accuracy") or {}
         size_mb = f"{a['size_bytes'] / 1e6:.1f} MB" if a.get("size_bytes") else "—"
-        rss = f"{a['peak_rss_mb']:.0f} MB" if a.get("peak_rss_mb") else "—"
+        rss = _peak_mb(a)
         agreement = acc.get("agreement")
         for b in a["benchmarks"]:
             lat = b.get("latency_ms") or {}

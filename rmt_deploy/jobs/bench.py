@@ -17,6 +17,7 @@ import numpy as np
 
 from ..artifacts import artifact_bytes
 from ..cpu import usable_cores
+from ..bench import peak_memory
 from ..bench.environment import environment
 from ..bench.evaluate import EvalSet, accuracy_entry, batch_size_for, reference_logits, runner_logits
 from ..bench.latency import measure
@@ -264,6 +265,11 @@ def _bench_runtime(entry, target: Target, path: Path, runtime: str, info: dict, 
             entry["peak_rss_mb"] = round(peak / 2**20, 1) if peak else None
     finally:
         runner.deactivate()
+    if first:  # what one image needs, in a process that holds nothing else
+        big = max(sizes, key=lambda s: (s[0] * s[1], tuple(s)))
+        with progress.step(f"Peak memory of {entry['target']}/{entry['precision']} at {big[0]}x{big[1]} "
+                           "in a fresh process"):
+            entry["memory"] = peak_memory.measure(target.name, path, tuple(big), opts.threads)
 
 
 def _bench_cell(entry, runner, info, size, batch: int, fixed: int | None, opts: BenchOptions, progress) -> dict:

@@ -167,6 +167,8 @@ def _report(job: Plan, prepared: Prepared, entries: list[dict]) -> dict:
             "class_names": prepared.classes,
             # One image's decay tables and attention matrices at run time (the size limit's estimate).
             "run_memory_mb": round(run_memory_bytes(loaded.model.cfg, prepared.size) / 1e6, 1),
+            "attention_chunks": prepared.metadata["attention_chunks"],
+            "attention_chunk_mb": int(prepared.metadata["attention_chunk_mb"]),
         },
         "peak_rss_mb": _peak_rss_mb(),  # this export run: model, exports, calibration, verification
         "verification": {

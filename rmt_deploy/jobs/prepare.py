@@ -17,7 +17,7 @@ from ..data.images import EXIF, ImageSet, Preprocess, UnreadableImage, load_batc
 from ..errors import UserInputError
 from ..model.checkpoint import LoadedModel, load_model, metadata_json
 from ..model.dense import LoadedBackbone, load_backbone
-from ..rewrite import attention_bytes, runtime_table_bytes, to_deploy
+from ..rewrite import CHUNK_BYTES, attention_bytes, chunk_plan, runtime_table_bytes, to_deploy
 from ..sizes import SizeRange, parse_img_size
 from ..version import __version__
 from .plan import MIN_CALIB_IMAGES, Plan
@@ -82,7 +82,8 @@ def prepare(plan: Plan, progress) -> Prepared:
         progress.log(f"skipped unreadable image {path}")
     shapes = f"sizes {size_range} (verified at {size[0]}x{size[1]})" if size_range else f"{size[0]}x{size[1]}"
     with progress.step(f"Rewriting {loaded.variant} to deploy form at {shapes}"):
-        deploy = to_deploy(loaded.model, size, dynamic=size_range is not None)
+        deploy = to_deploy(loaded.model, size, dynamic=size_range is not None,
+                           largest=size_range.largest if size_range else None)
 
     def reference(x: np.ndarray):
         return (reference_features(loaded.model, x, deploy.output_names) if backbone
@@ -123,6 +124,8 @@ def prepare(plan: Plan, progress) -> Prepared:
     folders = list(images.classes) if scored else None
     classes = folders if (opts.label_map and scored) else (stored or folders)
     metadata = _metadata(loaded, size, pre, opts.dynamic_batch or opts.dynamic, classes)
+    # Each stage's attention chunks (rewrite.chunks): what one image's scores were planned to fit.
+    metadata.update(attention_chunks=chunk_plan(deploy), attention_chunk_mb=str(CHUNK_BYTES >> 20))
     if size_range:
         metadata["dynamic_size"] = str(size_range)  # each side, multiples of 32; input_size: the verified one
     if mmdet_pre is not None:  # rd.load applies it to each image
@@ -170,22 +173,31 @@ def _mmdet_groups(images: ImageSet, resize: Preprocess, size_range: SizeRange, p
 
 
 def run_memory_bytes(cfg, size: tuple[int, int]) -> int:
-    """What one image needs at run time beyond the weights: the decay tables a runtime builds from
-    the per-axis ones, and the largest attention matrix with its softmax and a temporary."""
+    """What one image needs at run time beyond the weights, in the deploy form's attention chunks
+    (``rewrite.chunks``): the decay tables a runtime builds from the per-axis ones, and the largest
+    chunk of attention scores with its softmax and a temporary."""
+    return runtime_table_bytes(cfg, size, CHUNK_BYTES) + 3 * attention_bytes(cfg, size, CHUNK_BYTES)
+
+
+def reference_memory_bytes(cfg, size: tuple[int, int]) -> int:
+    """What verifying one image needs: the PyTorch reference, whose attention is not chunked (its
+    full decay tables and attention matrices)."""
     return runtime_table_bytes(cfg, size) + 3 * attention_bytes(cfg, size)
 
 
 def _check_size(loaded, size: tuple[int, int], flag: str) -> None:
+    # The artifacts would fit far larger sizes (run_memory_bytes); verifying them against the
+    # unchunked PyTorch reference is what sets the limit.
     cfg = loaded.model.cfg
-    need = run_memory_bytes(cfg, size)
+    need = reference_memory_bytes(cfg, size)
     if need > MEMORY_LIMIT:
         side = 32
-        while run_memory_bytes(cfg, (side + 32, side + 32)) <= MEMORY_LIMIT:
+        while reference_memory_bytes(cfg, (side + 32, side + 32)) <= MEMORY_LIMIT:
             side += 32
         shown = f"{size[0]}x{size[1]}" if flag == "--img-size" else str(size[0])
-        raise UserInputError(f"{flag} {shown} needs about {need / 2**30:.1f} GiB at run time for "
-                             f"{loaded.variant}'s attention and decay tables (limit {MEMORY_LIMIT >> 30} GiB); use "
-                             f"at most about {side}x{side}")
+        raise UserInputError(f"{flag} {shown} needs about {need / 2**30:.1f} GiB at run time to verify "
+                             f"{loaded.variant} against its PyTorch reference (attention and decay tables; limit "
+                             f"{MEMORY_LIMIT >> 30} GiB); use at most about {side}x{side}")
 
 
 def _preprocess(loaded, opts, size: tuple[int, int], backbone: bool) -> Preprocess:

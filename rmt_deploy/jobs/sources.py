@@ -55,8 +55,10 @@ class ExportSources:
         """The deploy-form module in ``encoding`` (``rewrite.ENCODINGS``); ``deploy`` is the generic one."""
         if encoding == "generic":
             return self.deploy
+        size_range = self.prepared.size_range
         return self.once(("form", encoding), lambda: to_deploy(self.prepared.loaded.model, self.size,
-                                                                encoding=encoding, dynamic=self.dynamic_size))
+                                                                encoding=encoding, dynamic=self.dynamic_size,
+                                                                largest=size_range.largest if size_range else None))
 
     def deploy_onnx(self, dynamic: bool, encoding: str = "generic") -> Path:
         def build() -> Path:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..bench import peak_memory
 from ..bench.evaluate import accuracy_entry
 from ..bench.latency import measure
 from ..bench.schema import Accuracy, Artifact, Latency, Parity, latency_entry
@@ -53,6 +54,8 @@ def verify(target: Target, entry: Artifact, path: Path, sources: ExportSources, 
                 with progress.step(f"Timing {label} at {len(prepared.other_sizes)} other sizes"):
                     entry.details["latency_at_sizes"] = [{"size": list(size), **_time(runner, x[:1], opts)}
                                                          for size, x, _ in prepared.other_sizes]
+    if opts.bench_iters > 0 and runner.measures_latency:
+        _memory(target, entry, path, sources, opts)
     _at_runtime_default(target, entry, path, sources, opts, dynamic)
     failure = judge(entry.precision, entry.parity, execution, opts.atol)
     for other in entry.details.get("parity_at_sizes", []):
@@ -70,6 +73,16 @@ def _time(runner, x, opts: ExportOptions) -> dict:
 
     measured = measure(one_call, opts.bench_warmup, opts.bench_iters)
     return {**measured, **({"model": runner.last_model} if runner.last_model else {})}
+
+
+def _memory(target: Target, entry: Artifact, path: Path, sources: ExportSources, opts: ExportOptions) -> None:
+    """Peak memory of one inference in a fresh process, at the largest verified size (``bench.peak_memory``)."""
+    size = max(sources.sizes, key=lambda s: (s[0] * s[1], s))
+    label = f"{target.name}/{entry.precision}"
+    with sources.progress.step(f"Measuring {label}'s peak memory at {size[0]}x{size[1]} in a fresh process"):
+        memory = peak_memory.measure(target.name, path, size, opts.threads)
+    if memory is not None:
+        entry.details["memory"] = memory
 
 
 def _at_size(parity: dict, failure: str | None) -> str | None:

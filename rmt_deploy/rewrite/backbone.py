@@ -12,6 +12,7 @@ from torch import nn
 
 from ..model.backbone import STRIDES, RMTBackbone
 from . import xnnpack
+from .chunks import CHUNK_BYTES
 from .deploy import deploy_stages, deploy_stem
 
 __all__ = ["DeployBackbone", "feature_name"]
@@ -25,13 +26,15 @@ class DeployBackbone(nn.Module):
     """Export-ready backbone for one input size, or any (``dynamic``): image → one NCHW map per output stage."""
 
     def __init__(self, ref: RMTBackbone, input_size: tuple[int, int], ffn_layout: str = "conv",
-                 encoding: str = "generic", dynamic: bool = False) -> None:
+                 encoding: str = "generic", dynamic: bool = False, largest: tuple[int, int] | None = None,
+                 chunk_bytes: int = CHUNK_BYTES) -> None:
         super().__init__()
         self.cfg, self.input_size, self.out_indices = ref.cfg, input_size, ref.out_indices
         self.encoding, self.dynamic = encoding, dynamic
         self.stem = deploy_stem(ref.patch_embed, encoding)
         # Stages after the last output feed nothing: they are not built.
-        self.stages = deploy_stages(ref.layers[:ref.out_indices[-1] + 1], input_size, ffn_layout, encoding, dynamic)
+        self.stages = deploy_stages(ref.layers[:ref.out_indices[-1] + 1], input_size, ffn_layout, encoding, dynamic,
+                                    largest, chunk_bytes)
         self.norms = nn.ModuleDict()
         if ref.extra_norms is not None:
             for i in ref.out_indices:

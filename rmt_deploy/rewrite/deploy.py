@@ -7,6 +7,9 @@ What changes against the reference, and why:
   form (one graph for many sizes) builds them once per stage from the input's size (``tables.py``). Whole-attention
   stages hold two per-axis decay tables and add them once per stage (a broadcast Add and a
   Reshape), so the file grows linearly with the side, not with its fourth power.
+- Where one image's attention scores would exceed a budget (detection sizes), the attention runs in
+  chunks of grid rows or columns, and whole attention adds its decay per chunk as separable row and
+  column terms, never as the (heads, N, N) table (``chunks.py``).
 - q and k channels are reordered inside each head (same order for both, so q·k is
   unchanged) so that every rotary pair (a, b) sits in two contiguous halves; the rotation
   ``(a, b) → (-b, a)`` is then a swap of halves (Split + Concat, no strided slices, no
@@ -27,82 +30,16 @@ What changes against the reference, and why:
 """
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
 from ..model.rmt import RMT, MaSA, PatchMerging, RetBlock, Stage
-from . import fused, tables, xnnpack
+from . import chunks, fused, tables, xnnpack
+from .fold import GELU, conv1x1, conv_like, dwconv_plus_identity, fold_bn, gelu, linear, scaled_linear
 
 __all__ = ["DeployRMT", "DeployStage", "deploy_stem", "deploy_stages", "ENCODINGS"]
 
 ENCODINGS = ("generic", "onnxruntime", "executorch")
-
-
-# ---------------------------------------------------------------- folding helpers
-
-
-def gelu(x: torch.Tensor) -> torch.Tensor:
-    """Exact (erf) GELU written in the order ONNX Runtime's GeluFusion matches.
-
-    ``F.gelu`` exports as ``x * (0.5 * (1 + erf))``, which ONNX Runtime leaves as five
-    element-wise ops (about 7% of RMT-T's time).
-    """
-    return x * (1.0 + torch.erf(x / math.sqrt(2.0))) * 0.5
-
-
-class GELU(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return gelu(x)
-
-
-def fold_bn(weight: torch.Tensor, bias: torch.Tensor | None, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return (weight, bias) of ``bn(layer(x))`` as one layer; weight's dim 0 is the channel."""
-    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-    bias = torch.zeros_like(bn.running_mean) if bias is None else bias
-    shape = (-1,) + (1,) * (weight.ndim - 1)
-    return weight * scale.reshape(shape), (bias - bn.running_mean) * scale + bn.bias
-
-
-def _conv(ref: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor) -> nn.Conv2d:
-    conv = nn.Conv2d(ref.in_channels, ref.out_channels, ref.kernel_size, ref.stride, ref.padding,
-                     groups=ref.groups)
-    conv.weight.data.copy_(weight)
-    conv.bias.data.copy_(bias)
-    return conv
-
-
-def _linear(weight: torch.Tensor, bias: torch.Tensor) -> nn.Linear:
-    lin = nn.Linear(weight.shape[1], weight.shape[0])
-    lin.weight.data.copy_(weight)
-    lin.bias.data.copy_(bias)
-    return lin
-
-
-def _conv1x1(weight: torch.Tensor, bias: torch.Tensor) -> nn.Conv2d:
-    """A linear layer as the equivalent 1x1 conv."""
-    conv = nn.Conv2d(weight.shape[1], weight.shape[0], 1)
-    conv.weight.data.copy_(weight[:, :, None, None])
-    conv.bias.data.copy_(bias)
-    return conv
-
-
-def _scaled_linear(layer: nn.Linear, gamma: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(weight, bias) of ``gamma * layer(x)``: layer scale folded into the output rows."""
-    weight, bias = layer.weight.detach(), layer.bias.detach()
-    if gamma is None:
-        return weight, bias
-    g = gamma.detach().reshape(-1)
-    return weight * g[:, None], bias * g
-
-
-def _dwconv_plus_identity(conv: nn.Conv2d) -> nn.Conv2d:
-    """``x + dwconv(x)`` as one depthwise conv: add 1 to the centre tap."""
-    weight = conv.weight.detach().clone()
-    kh, kw = weight.shape[-2:]
-    weight[:, 0, kh // 2, kw // 2] += 1.0
-    return _conv(conv, weight, conv.bias.detach())
 
 
 class ChannelsLastConv(nn.Module):
@@ -119,25 +56,6 @@ class ChannelsLastConv(nn.Module):
 # ---------------------------------------------------------------- attention
 
 
-def _evens_then_odds(num_heads: int, head_dim: int) -> torch.Tensor:
-    """Channel order that puts each head's pair members (a, b) in two contiguous halves."""
-    inner = torch.cat([torch.arange(0, head_dim, 2), torch.arange(1, head_dim, 2)])
-    return torch.cat([h * head_dim + inner for h in range(num_heads)])
-
-
-def rotary_tables(sin: torch.Tensor, cos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(h, w, head_dim) tables in ``_evens_then_odds`` channel order, for one head.
-
-    The sign of the rotation (a, b) → (-b, a) is folded into the first half of every
-    head's sin, so the rotation itself becomes a swap of halves. Every head uses the same
-    table: the stage repeats it across heads in the graph (``DeployStage.tables``).
-    """
-    head_dim = sin.shape[-1]
-    perm = _evens_then_odds(1, head_dim)
-    sign = torch.cat([-torch.ones(head_dim // 2), torch.ones(head_dim // 2)])
-    return (sin[..., perm] * sign).contiguous(), cos[..., perm].contiguous()
-
-
 class DeployMaSA(nn.Module):
     """MaSA with constant tables passed in by the stage; rank ≤ 5 everywhere."""
 
@@ -145,16 +63,17 @@ class DeployMaSA(nn.Module):
         super().__init__()
         self.num_heads, self.head_dim, self.decomposed = ref.num_heads, ref.head_dim, ref.decomposed
         self.fused, self.xnnpack = encoding == "onnxruntime", encoding == "executorch"
-        perm = _evens_then_odds(ref.num_heads, ref.head_dim)
+        self.chunks = (1,)  # query chunks (whole) or row and column chunks (decomposed): set by the stage
+        perm = tables.evens_then_odds(ref.num_heads, ref.head_dim)
         # The same channel permutation inside each head of q and k leaves q·k unchanged.
         # Separate q and k projections measured ~6% faster on RMT-T than one [q | k]
         # projection followed by a Split.
-        self.q = _linear(ref.q_proj.weight.detach()[perm], ref.q_proj.bias.detach()[perm])
-        self.k = _linear(ref.k_proj.weight.detach()[perm] * ref.scaling,
+        self.q = linear(ref.q_proj.weight.detach()[perm], ref.q_proj.bias.detach()[perm])
+        self.k = linear(ref.k_proj.weight.detach()[perm] * ref.scaling,
                          ref.k_proj.bias.detach()[perm] * ref.scaling)
-        self.v = _linear(ref.v_proj.weight.detach(), ref.v_proj.bias.detach())
+        self.v = linear(ref.v_proj.weight.detach(), ref.v_proj.bias.detach())
         self.lepe = ChannelsLastConv(ref.lepe.conv)
-        self.out_proj = _linear(*_scaled_linear(ref.out_proj, gamma))
+        self.out_proj = linear(*scaled_linear(ref.out_proj, gamma))
 
     def forward(self, x: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor,
                 masks: tuple[torch.Tensor, ...]) -> torch.Tensor:
@@ -180,6 +99,8 @@ class DeployMaSA(nn.Module):
 
     def _decomposed(self, q, k, v, h: int, w: int, mask_h, mask_w) -> torch.Tensor:
         n, d = self.num_heads, self.head_dim
+        if max(self.chunks) > 1:
+            return self._decomposed_chunks(q, k, v, h, w, mask_h, mask_w)
         # Row pass: batch = (B*H), sequence = W.
         qw = q.reshape(-1, w, n, d).transpose(1, 2)
         kw = k.reshape(-1, w, n, d).transpose(1, 2)
@@ -192,12 +113,39 @@ class DeployMaSA(nn.Module):
         out = self._attend(qh, kh, vh, mask_h).reshape(-1, w, n, h, d).permute(0, 3, 1, 2, 4)  # (B, H, W, n, d)
         return out.reshape(-1, h, w, n * d)
 
-    def _whole(self, q, k, v, h: int, w: int, mask) -> torch.Tensor:
+    def _decomposed_chunks(self, q, k, v, h, w, mask_h, mask_w) -> torch.Tensor:
+        """The row pass in chunks of grid rows, the column pass in chunks of grid columns (``chunks.py``).
+        Shapes name the batch: -1 would also take the chunk's rows."""
+        batch, (row_chunks, col_chunks) = q.shape[0], self.chunks
+        q, k, v = (t.unflatten(-1, (self.num_heads, self.head_dim)) for t in (q, k, v))  # (B, h, w, n, d)
+        rows = []
+        for r0, r1, keep in chunks.chunk_rows(h, row_chunks):
+            # (B*r, n, w, d): the chunk's grid rows as the batch of a row pass
+            q_r, k_r, v_r = (chunks.rows(t, 1, r0, r1, h).flatten(0, 1).transpose(1, 2) for t in (q, k, v))
+            out = self._attend(q_r, k_r, v_r, mask_w).unflatten(0, (batch, r1 - r0))  # (B, r, n, w, d)
+            rows.append(chunks.kept(out, 1, keep))
+        rows = chunks.join(rows, 1, self.xnnpack)  # (B, h, n, w, d)
+        cols = []
+        for c0, c1, keep in chunks.chunk_rows(w, col_chunks):
+            # (B*c, n, h, d): the chunk's grid columns as the batch of a column pass
+            q_c, k_c = (chunks.rows(t, 2, c0, c1, w).permute(0, 2, 3, 1, 4).flatten(0, 1) for t in (q, k))
+            v_c = chunks.rows(rows, 3, c0, c1, w).permute(0, 3, 2, 1, 4).flatten(0, 1)
+            out = self._attend(q_c, k_c, v_c, mask_h).unflatten(0, (batch, c1 - c0))  # (B, c, n, h, d)
+            cols.append(chunks.kept(out, 1, keep))
+        return chunks.join(cols, 1, self.xnnpack).permute(0, 3, 1, 2, 4).flatten(3)
+
+    def _whole(self, q, k, v, h: int, w: int, *masks) -> torch.Tensor:
         n, d = self.num_heads, self.head_dim
         q = q.reshape(-1, h * w, n, d).transpose(1, 2)
         k = k.reshape(-1, h * w, n, d).transpose(1, 2)
         v = v.reshape(-1, h * w, n, d).transpose(1, 2)
-        return self._attend(q, k, v, mask).transpose(1, 2).reshape(-1, h, w, n * d)
+        if self.chunks[0] > 1:  # masks: the decay's row and column terms
+            # The standard encoding goes to converters that reassociate Adds (OpenVINO): a barrier between.
+            out = chunks.attention(q, k, v, masks, h, w, self.chunks[0], bmm=self.xnnpack,
+                                   barrier=not (self.fused or self.xnnpack))
+        else:
+            out = self._attend(q, k, v, masks[0])
+        return out.transpose(1, 2).reshape(-1, h, w, n * d)
 
     def _attend(self, q, k, v, mask) -> torch.Tensor:
         """softmax(q·kᵀ + decay)·v on (B, heads, N, d)."""
@@ -211,9 +159,13 @@ class DeployMaSA(nn.Module):
         n, c = self.num_heads, self.num_heads * self.head_dim
         q = fused.rotary(q.reshape(-1, h * w, c), cos, sin, n)
         k = fused.rotary(k.reshape(-1, h * w, c), cos, sin, n)
+        if not self.decomposed and self.chunks[0] > 1:  # ONNX Attention takes a whole mask: plain ops per chunk
+            return self._whole(q, k, v, h, w, *masks)
         if not self.decomposed:
             return fused.attention(q, k, v.reshape(-1, h * w, c), masks[0], n).reshape(-1, h, w, c)
         mask_h, mask_w = masks
+        if max(self.chunks) > 1:
+            return self._fused_chunks(q, k, v, h, w, mask_h, mask_w)
         rows = fused.attention(q.reshape(-1, w, c), k.reshape(-1, w, c), v.reshape(-1, w, c), mask_w, n)
 
         def columns(t: torch.Tensor) -> torch.Tensor:  # (B, H, W, C) → (B*W, H, C)
@@ -221,6 +173,24 @@ class DeployMaSA(nn.Module):
 
         out = fused.attention(columns(q), columns(k), columns(rows), mask_h, n)
         return out.reshape(-1, w, h, c).transpose(1, 2)
+
+    def _fused_chunks(self, q, k, v, h, w, mask_h, mask_w) -> torch.Tensor:
+        """The fused row and column passes in chunks of grid rows and columns, as ``_decomposed_chunks``."""
+        n, batch, (row_chunks, col_chunks) = self.num_heads, q.shape[0], self.chunks
+        q, k = q.unflatten(1, (h, w)), k.unflatten(1, (h, w))  # (B, h, w, C), as v
+        rows = []
+        for r0, r1, keep in chunks.chunk_rows(h, row_chunks):
+            q_r, k_r, v_r = (chunks.rows(t, 1, r0, r1, h).flatten(0, 1) for t in (q, k, v))  # (B*r, w, C)
+            out = fused.attention(q_r, k_r, v_r, mask_w, n).unflatten(0, (batch, r1 - r0))
+            rows.append(chunks.kept(out, 1, keep))
+        rows = chunks.join(rows, 1)  # (B, h, w, C)
+        cols = []
+        for c0, c1, keep in chunks.chunk_rows(w, col_chunks):
+            q_c, k_c, v_c = (chunks.rows(t, 2, c0, c1, w).transpose(1, 2).flatten(0, 1)  # (B*c, h, C)
+                             for t in (q, k, rows))
+            out = fused.attention(q_c, k_c, v_c, mask_h, n).unflatten(0, (batch, c1 - c0))
+            cols.append(chunks.kept(out, 1, keep))
+        return chunks.join(cols, 1).transpose(1, 2)
 
 
 # ---------------------------------------------------------------- blocks
@@ -238,7 +208,7 @@ class DeployBlock(nn.Module):
         super().__init__()
         g1 = ref.gamma_1 if ref.layerscale else None
         g2 = ref.gamma_2 if ref.layerscale else None
-        self.pos = ChannelsLastConv(_dwconv_plus_identity(ref.pos.conv))
+        self.pos = ChannelsLastConv(dwconv_plus_identity(ref.pos.conv))
         norm = xnnpack.LayerNorm if encoding == "executorch" else (lambda ln: ln)
         self.gelu = xnnpack.gelu if encoding == "executorch" else gelu
         self.norm1 = norm(ref.retention_layer_norm)
@@ -246,11 +216,11 @@ class DeployBlock(nn.Module):
         self.norm2 = norm(ref.final_layer_norm)
         ffn = ref.ffn
         self.tokens_ffn = ffn_layout == "linear"
-        make = _linear if self.tokens_ffn else _conv1x1
+        make = linear if self.tokens_ffn else conv1x1
         self.fc1 = make(ffn.fc1.weight.detach(), ffn.fc1.bias.detach())
-        dwconv = _dwconv_plus_identity(ffn.dwconv.conv)
+        dwconv = dwconv_plus_identity(ffn.dwconv.conv)
         self.dwconv = ChannelsLastConv(dwconv) if self.tokens_ffn else dwconv
-        self.fc2 = make(*_scaled_linear(ffn.fc2, g2))
+        self.fc2 = make(*scaled_linear(ffn.fc2, g2))
 
     def forward(self, x, sin, cos, masks) -> torch.Tensor:
         x = self.pos(x)  # x + dwconv(x), folded
@@ -267,7 +237,7 @@ class DeployStage(nn.Module):
     built in the graph from the token grid's size (``tables.py``)."""
 
     def __init__(self, ref: Stage, h: int, w: int, ffn_layout: str, encoding: str = "generic",
-                 dynamic: bool = False) -> None:
+                 dynamic: bool = False, chunks: tuple[int, ...] = (1,)) -> None:
         super().__init__()
         self.blocks = nn.ModuleList(DeployBlock(b, ffn_layout, encoding) for b in ref.blocks)
         relpos = ref.Relpos
@@ -276,6 +246,11 @@ class DeployStage(nn.Module):
         self.stored_whole = encoding == "executorch"  # every head's channels: XNNPACK has no repeat
         self.decomposed = ref.blocks[0].retention.decomposed
         self.dynamic = dynamic
+        # Attention in chunks (``chunks.py``) where one image's scores would not fit the budget; whole
+        # attention in chunks never builds its full decay mask.
+        self.chunks = chunks
+        for block in self.blocks:
+            block.attn.chunks = chunks
         with torch.no_grad():
             if dynamic:
                 self._store_rates(relpos)
@@ -284,10 +259,10 @@ class DeployStage(nn.Module):
         self.downsample = None if ref.downsample is None else _merge(ref.downsample)
 
     def _store_rates(self, relpos) -> None:
-        """What a dynamic stage builds its tables from: the frequencies in ``_evens_then_odds`` order
+        """What a dynamic stage builds its tables from: the frequencies in ``tables.evens_then_odds`` order
         (for the fused rotary, the distinct ones), the sign of the rotation, each head's decay rate."""
         head_dim = relpos.angle.shape[0]
-        angle = relpos.angle[_evens_then_odds(1, head_dim)]
+        angle = relpos.angle[tables.evens_then_odds(1, head_dim)]
         self.register_buffer("angle", (angle[head_dim // 2:] if self.fused else angle).clone())
         self.register_buffer("sign", torch.cat([-torch.ones(head_dim // 2), torch.ones(head_dim // 2)]))
         self.register_buffer("decay", relpos.decay.clone())
@@ -295,7 +270,7 @@ class DeployStage(nn.Module):
     def _store_tables(self, relpos, h: int, w: int) -> None:
         # One head's (h, w, head_dim) tables, repeated across heads in the graph: stored for
         # every channel they took 64 MB of RMT-T's file at 800x1344.
-        sin, cos = rotary_tables(*relpos.rotary(h, w))
+        sin, cos = tables.rotary_tables(*relpos.rotary(h, w))
         if self.fused:  # fused.rotary takes (h*w, head_dim/2) angle tables
             half = sin.shape[-1] // 2
             sin, cos = sin[..., half:].reshape(h * w, half), cos[..., half:].reshape(h * w, half)
@@ -307,12 +282,15 @@ class DeployStage(nn.Module):
             self.register_buffer("mask_h", relpos.decay_1d(h).contiguous())
             self.register_buffer("mask_w", relpos.decay_1d(w).contiguous())
         else:
-            # The (heads, h*w, h*w) decay is built in the graph from two tables linear in the
-            # side: held as a constant it would be 8 x 4200^2 floats (564 MB) for RMT-T's stage
-            # 3 at 800x1344. decay(i, j; i', j') = gamma * (|i - i'| + |j - j'|).
+            # The decay is built in the graph from two tables linear in the side: held as a
+            # constant it would be 8 x 4200^2 floats (564 MB) for RMT-T's stage 3 at 800x1344.
+            # decay(i, j; i', j') = gamma * (|i - i'| + |j - j'|).
             self.register_buffer("decay_rows", relpos.decay_1d(h)[:, :, None, :, None].contiguous())
             self.register_buffer("decay_cols", relpos.decay_1d(w)[:, None, :, None, :].contiguous())
-        self.tokens = h * w
+            if self.stored_whole and self.chunks[0] > 1:  # XNNPACK takes no expand: the terms themselves
+                rows_term, cols_term = chunks.decay_terms(self.decay_rows, self.decay_cols)
+                self.register_buffer("rows_term", rows_term[None].contiguous())  # rank 5: no unsqueeze either
+                self.register_buffer("cols_term", cols_term[None].contiguous())
 
     def tables(self, h, w) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]:
         """(sin, cos, decay masks) as the blocks take them, built once per stage: from the stored
@@ -326,17 +304,25 @@ class DeployStage(nn.Module):
             sin, cos = self.sin.repeat(1, 1, self.heads), self.cos.repeat(1, 1, self.heads)
         if self.decomposed:
             return sin, cos, (self.mask_h, self.mask_w)
-        mask = (self.decay_rows + self.decay_cols).reshape(self.heads, self.tokens, self.tokens)
-        return sin, cos, (mask,)
+        return sin, cos, self._whole_decay(self.decay_rows, self.decay_cols)
+
+    def _whole_decay(self, rows: torch.Tensor, cols: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """What whole attention adds to its scores, from the per-axis decays shaped (heads, h, 1, h, 1) and
+        (heads, 1, w, 1, w): the (heads, N, N) mask by one broadcast Add, or in chunks the mask's per-query
+        row and column terms."""
+        if self.chunks[0] > 1:
+            return (self.rows_term, self.cols_term) if self.stored_whole else chunks.decay_terms(rows, cols)
+        return (tables.whole_decay(rows, cols),)
 
     def _built_tables(self, h, w) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]:
         sin, cos = tables.rotary(self.angle, h, w)
         if not self.fused:
             sin = (sin * self.sign).reshape(h, w, -1).repeat(1, 1, self.heads)
             cos = cos.reshape(h, w, -1).repeat(1, 1, self.heads)
+        decay_h, decay_w = tables.decay_1d(self.decay, h), tables.decay_1d(self.decay, w)
         if self.decomposed:
-            return sin, cos, (tables.decay_1d(self.decay, h), tables.decay_1d(self.decay, w))
-        return sin, cos, (tables.whole_decay(self.decay, h, w),)
+            return sin, cos, (decay_h, decay_w)
+        return sin, cos, self._whole_decay(decay_h[:, :, None, :, None], decay_w[:, None, :, None, :])
 
     def forward_blocks(self, x: torch.Tensor) -> torch.Tensor:
         """The blocks alone: the stage output before its merge (what a backbone returns)."""
@@ -355,42 +341,57 @@ def deploy_stem(ref: nn.Module, encoding: str = "generic") -> nn.Sequential:
     stem, seq = [], list(ref.proj)
     for i in range(0, len(seq), 3):
         conv, bn = seq[i], seq[i + 1]
-        stem.append(_conv(conv, *fold_bn(conv.weight.detach(), conv.bias.detach(), bn)))
+        stem.append(conv_like(conv, *fold_bn(conv.weight.detach(), conv.bias.detach(), bn)))
         if i + 2 < len(seq):
             stem.append(nn.GELU() if encoding == "executorch" else GELU())
     return nn.Sequential(*stem)
 
 
 def deploy_stages(layers: nn.ModuleList, input_size: tuple[int, int], ffn_layout: str,
-                  encoding: str = "generic", dynamic: bool = False) -> nn.ModuleList:
+                  encoding: str = "generic", dynamic: bool = False, largest: tuple[int, int] | None = None,
+                  chunk_bytes: int = chunks.CHUNK_BYTES) -> nn.ModuleList:
     """Deploy stages with their tables for ``input_size`` (stride 4, then halving per stage), or
-    building them from the input's size when ``dynamic``."""
-    h, w = input_size[0] // 4, input_size[1] // 4
+    building them from the input's size when ``dynamic``. Whole attention is chunked so one chunk's
+    scores fit ``chunk_bytes`` at ``largest``, the largest size the form takes (default ``input_size``)."""
+    grids = stage_grids(input_size, len(layers))
+    big = stage_grids(largest or input_size, len(layers))
     stages = []
-    for stage in layers:
-        stages.append(DeployStage(stage, h, w, ffn_layout, encoding, dynamic))
-        h, w = (h + 1) // 2, (w + 1) // 2
+    for stage, (h, w), (bh, bw) in zip(layers, grids, big):
+        attn = stage.blocks[0].retention
+        count = chunks.stage_chunks(attn.num_heads, bh, bw, attn.decomposed, chunk_bytes)
+        stages.append(DeployStage(stage, h, w, ffn_layout, encoding, dynamic, count))
     return nn.ModuleList(stages)
+
+
+def stage_grids(input_size: tuple[int, int], num_stages: int) -> list[tuple[int, int]]:
+    """Each stage's token grid (h, w): stride 4, then halving (rounding up) per stage."""
+    h, w = input_size[0] // 4, input_size[1] // 4
+    grids = []
+    for _ in range(num_stages):
+        grids.append((h, w))
+        h, w = (h + 1) // 2, (w + 1) // 2
+    return grids
 
 
 def _merge(ref: PatchMerging) -> nn.Module:
     w, b = fold_bn(ref.reduction.weight.detach(), ref.reduction.bias.detach(), ref.norm)
-    return ChannelsLastConv(_conv(ref.reduction, w, b))
+    return ChannelsLastConv(conv_like(ref.reduction, w, b))
 
 
 class DeployRMT(nn.Module):
     """Export-ready RMT for one input size, or any (``dynamic``); see the module docstring."""
 
     def __init__(self, ref: RMT, input_size: tuple[int, int], ffn_layout: str = "conv",
-                 encoding: str = "generic", dynamic: bool = False) -> None:
+                 encoding: str = "generic", dynamic: bool = False, largest: tuple[int, int] | None = None,
+                 chunk_bytes: int = chunks.CHUNK_BYTES) -> None:
         super().__init__()
         cfg = ref.cfg
         self.cfg, self.input_size, self.encoding, self.dynamic = cfg, input_size, encoding, dynamic
         self.stem = deploy_stem(ref.patch_embed, encoding)
-        self.stages = deploy_stages(ref.layers, input_size, ffn_layout, encoding, dynamic)
+        self.stages = deploy_stages(ref.layers, input_size, ffn_layout, encoding, dynamic, largest, chunk_bytes)
         # BatchNorm over the projection channels, folded into the projection linear.
         pw, pb = fold_bn(ref.proj.weight.detach(), ref.proj.bias.detach(), ref.norm)
-        self.proj = _linear(pw, pb)
+        self.proj = linear(pw, pb)
         self.head = ref.head
         self.aux_head = ref.aux_head
         self.output_names = ("logits",)

@@ -12,7 +12,7 @@ A tap is named by the deploy form's module path (``stem``, ``stages.2.blocks.5``
 
 Layouts: the reference keeps tokens channels-last (B, H, W, C); the deploy form's stem and its
 channels-first FFN produce NCHW, which ``to_reference_layout`` transposes back. The q/k channel
-permutation inside heads (``_evens_then_odds``) never reaches a tap: taps are module outputs,
+permutation inside heads (``tables.evens_then_odds``) never reaches a tap: taps are module outputs,
 after ``out_proj``.
 """
 from __future__ import annotations

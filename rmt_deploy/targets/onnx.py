@@ -141,7 +141,8 @@ def export_for_calibration(model, input_size: tuple[int, int], *, dynamic_batch:
 
     from ..rewrite import to_deploy
 
-    deploy = to_deploy(model, input_size, ffn_layout="linear", encoding=encoding, dynamic=size_range is not None)
+    deploy = to_deploy(model, input_size, ffn_layout="linear", encoding=encoding, dynamic=size_range is not None,
+                       largest=size_range.largest if size_range else None)
     with tempfile.TemporaryDirectory(prefix="rmt-int8-") as tmp:
         path = export(deploy, Path(tmp) / "fp32_tokens.onnx", input_size, dynamic_batch=dynamic_batch, metadata={},
                       size_range=size_range)
