@@ -110,16 +110,16 @@ def _memory_lines(a: dict) -> list[str]:
     at = f"{m['size'][0]}x{m['size'][1]}"
     if m.get("error"):
         return [f"- peak memory at {at} not measured: {m['error']}"]
-    return [f"- one inference at {at} in a fresh process: peak {m['peak_mb']:.0f} MB resident "
-            f"({m['imports_mb']:.0f} MB before the runtime was imported, {m['load_mb']:.0f} MB after loading)"]
+    return [f"- one inference at {at} in a fresh process: peak {m['peak_mb']:.0f} MiB resident "
+            f"({m['imports_mb']:.0f} MiB before the runtime was imported, {m['load_mb']:.0f} MiB after loading)"]
 
 
 def _peak_mb(a: dict) -> str:
     """The matrix's memory cell: a fresh process's peak for one image, else this bench process's peak."""
     m = a.get("memory") or {}
     if m.get("peak_mb"):
-        return f"{m['peak_mb']:.0f} MB"
-    return f"{a['peak_rss_mb']:.0f} MB*" if a.get("peak_rss_mb") else "—"
+        return f"{m['peak_mb']:.0f} MiB"
+    return f"{a['peak_rss_mb']:.0f} MiB*" if a.get("peak_rss_mb") else "—"
 
 
 def render_markdown(report: dict, has_plot: bool = False) -> str:
@@ -171,7 +171,8 @@ def render_markdown(report: dict, has_plot: bool = False) -> str:
               "whose top-1 class equals FP32's.",
               "- **latency**: " + _latency_note(report),
               "- **peak memory**: one image at the largest size, in a fresh process that loads only the runtime and "
-              "the artifact (each artifact's section says how much of it loading took).", ""]
+              "the artifact (each artifact's section says how much of it loading took); in the benchmark matrix, * "
+              "marks the bench process's own peak where no fresh process could run.", ""]
     for a in report["artifacts"]:
         lines += _graph_lines(a) + _quantization_lines(a)
     env = report["environment"]

@@ -165,7 +165,7 @@ def _report(job: Plan, prepared: Prepared, entries: list[dict]) -> dict:
             "sha256": loaded.sha256,
             "preprocess": {**(prepared.mmdet_pre or prepared.pre).to_dict(), "exif": EXIF},
             "class_names": prepared.classes,
-            # One image's decay tables and attention matrices at run time (the size limit's estimate).
+            # One image's decay terms and largest chunk of attention scores in the artifacts (an estimate).
             "run_memory_mb": round(run_memory_bytes(loaded.model.cfg, prepared.size) / 1e6, 1),
             "attention_chunks": prepared.metadata["attention_chunks"],
             "attention_chunk_mb": int(prepared.metadata["attention_chunk_mb"]),
