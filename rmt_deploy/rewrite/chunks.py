@@ -1,4 +1,8 @@
-"""Whole attention with its queries in chunks of token-grid rows, and the decay added per chunk.
+"""Attention in chunks, so that one image's scores fit a budget (``CHUNK_BYTES``) at detection sizes.
+
+Decomposed stages (the row pass, then the column pass) take their grid rows, then their grid
+columns, a chunk at a time (``deploy.DeployMaSA``): the same attention, fewer batch items per call.
+Whole attention takes its queries in chunks of token-grid rows, with the decay added per chunk:
 
 A whole-attention stage at detection sizes holds (heads, N, N) scores for N tokens: 8 x 4200^2
 floats (564 MB) for RMT-T's stage 3 at 800x1344, and as many again for the decay mask a runtime
