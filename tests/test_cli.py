@@ -220,7 +220,7 @@ def test_unknown_option_is_usage_error():
 
 
 # Every artifact suffix a loader takes; .mlpackage is a folder, tried both as a file and as a folder.
-SUFFIXES = [".onnx", ".ort.onnx", ".xml", ".engine", ".pte", ".mnn", ".mlpackage", ".mlpackage/"]
+SUFFIXES = [".onnx", ".ort.onnx", ".xml", ".engine", ".pte", ".tflite", ".mnn", ".mlpackage", ".mlpackage/"]
 
 
 def _noise(folder: Path, suffix: str) -> Path:

@@ -19,7 +19,7 @@ from rmt_deploy.targets.tensorrt import engine_unavailable_reason
 from .test_cli import run
 
 SHIPPED = sorted(p.stem for p in bundled_presets().glob("*.toml"))
-NEEDS = {"coreml": "coremltools", "openvino": "openvino", "trt": None}
+NEEDS = {"coreml": "coremltools", "openvino": "openvino", "litert": "litert_torch", "trt": None}
 
 
 def test_shipped_presets_load_and_are_listed():

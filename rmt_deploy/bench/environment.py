@@ -10,7 +10,8 @@ from ..cpu import cpu_features, cpu_name
 __all__ = ["environment"]
 
 _PACKAGES = ("rmt-deploy", "torch", "onnx", "onnxruntime", "onnxslim", "numpy", "safetensors",
-             "nncf", "openvino", "coremltools", "tensorrt", "tensorrt-rtx-cu12", "executorch", "mnn")
+             "nncf", "openvino", "coremltools", "tensorrt", "tensorrt-rtx-cu12", "executorch", "litert-torch",
+             "ai-edge-litert", "mnn")
 
 
 def environment() -> dict:

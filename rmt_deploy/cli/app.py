@@ -25,7 +25,7 @@ __all__ = ["app", "err", "Output", "errors_to_exit", "WeightsOpt", "ArchOpt", "I
 
 app = typer.Typer(
     name="rmt-deploy",
-    help="Ship RMT vision backbones to ONNX, TensorRT, Core ML, OpenVINO, ExecuTorch and MNN with "
+    help="Ship RMT vision backbones to ONNX, TensorRT, Core ML, OpenVINO, ExecuTorch, LiteRT and MNN with "
          "verified numbers and a report.",
     no_args_is_help=True,
     add_completion=False,
@@ -46,7 +46,7 @@ ImgSizeOpt = Annotated[Optional[str], typer.Option(
                        "Default: checkpoint hint, else 224.", show_default=False)]
 TargetOpt = Annotated[list[str], typer.Option(
     "--target", "-t", help="Target(s), comma-separated or repeated: onnx (standard), onnxruntime (ONNX "
-    "Runtime-tuned), trt, coreml, openvino, executorch, mnn.")]
+    "Runtime-tuned), trt, coreml, openvino, executorch, litert, mnn.")]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder (replaced if it holds an "
                                                           "earlier rmt-deploy report).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout (no progress).")]

@@ -24,6 +24,7 @@ EXAMPLES = """
   rmt-deploy export --target onnxruntime --int8        [dim]# model*.ort.onnx: ONNX Runtime >= 1.23 only[/dim]
   rmt-deploy export --target openvino --int8           [dim]# OpenVINO IR, NNCF INT8[/dim]
   rmt-deploy export --target executorch --int8         [dim]# .pte for Android/embedded (XNNPACK), PT2E INT8[/dim]
+  rmt-deploy export --target litert --int8             [dim]# .tflite for Android's LiteRT (XNNPACK), PT2E INT8[/dim]
   rmt-deploy export --target mnn --fp16 --int8         [dim]# .mnn for MNN (Android/iOS/Linux), its own INT8[/dim]
   rmt-deploy export --preset jetson-orin-int8          [dim]# a shipped recipe (rmt-deploy presets)[/dim]
   rmt-deploy export --task backbone -w maskrcnn_rmt_t_1x.pth --img-size 800x1344 --target onnx,trt --int8
@@ -74,7 +75,7 @@ def export(
     out_dir: OutOpt = Path("rmt-deploy-out"),
     int8: Annotated[bool, typer.Option("--int8/--no-int8", help="Write an INT8 model (ONNX, TensorRT, OpenVINO: "
                                                       "post-training, calibrated with NNCF on real images; "
-                                                      "ExecuTorch: PT2E; CoreML: INT8 weights).")] = False,
+                                                      "ExecuTorch, LiteRT: PT2E; CoreML: INT8 weights).")] = False,
     fp16: Annotated[bool, typer.Option("--fp16/--no-fp16", help="Write an FP16 model (ONNX: FP32 inputs/outputs).")] = False,
     fp32: Annotated[bool, typer.Option("--fp32/--no-fp32", help="Write an FP32 model (ONNX always does; CoreML's "
                                                       "default is FP16).")] = False,

@@ -40,7 +40,8 @@ def _expand(inputs: list[Path]) -> list[Path]:
 @app.command(epilog=EXAMPLES)
 def predict(
     artifact: Annotated[Path, typer.Argument(help="An exported model: .onnx, .xml (OpenVINO), .engine (TensorRT), "
-                                             ".mlpackage (Core ML), .pte (ExecuTorch), .mnn (MNN).", show_default=False)],
+                                             ".mlpackage (Core ML), .pte (ExecuTorch), .tflite (LiteRT), .mnn (MNN).",
+                                             show_default=False)],
     images: Annotated[Optional[list[Path]], typer.Argument(
         help="Image files or folders of images. Default: the bundled demo images.", show_default=False)] = None,
     topk: Annotated[int, typer.Option("--topk", help="Classes to show per image.")] = 5,

@@ -26,6 +26,8 @@ _COMPONENTS = (
     ("tensorrt", "tensorrt", "TensorRT engines (needs an NVIDIA GPU)", "trt"),
     ("tensorrt_rtx", "tensorrt-rtx-cu12", "TensorRT-RTX parse+build proxy (no GPU needed)", "trt-check"),
     ("executorch", "executorch", "ExecuTorch target (.pte, XNNPACK runtime)", "executorch"),
+    ("litert_torch", "litert-torch", "LiteRT target (.tflite: converter, PT2E INT8)", "litert"),
+    ("ai_edge_litert.interpreter", "ai-edge-litert", "LiteRT runtime (XNNPACK on the CPU)", "litert"),
     ("MNN", "mnn", "MNN target (.mnn: converter, quantizer and CPU runtime)", "mnn"),
 )
 

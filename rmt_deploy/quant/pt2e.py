@@ -1,5 +1,6 @@
-"""INT8 for ExecuTorch: PyTorch's PT2E flow with XNNPACK's quantizer, under our policy, and the edits the
-accuracy-aware search makes to it (``targets.executorch`` lowers the result).
+"""INT8 by PyTorch's PT2E flow, under our policy, and the edits the accuracy-aware search makes to it:
+for ExecuTorch with XNNPACK's quantizer (``targets.executorch`` lowers the result) and for LiteRT with
+litert-torch's (``targets.litert`` converts it). Both runtimes run the int8 layers on XNNPACK's kernels.
 
 Policy: only what feeds a conv or a linear is quantized (their inputs and per-channel weights), as for
 the other targets; attention matmuls, softmax, LayerNorm, GELU and the residual adds stay float.
@@ -14,8 +15,8 @@ import numpy as np
 
 from ..quiet import quiet
 
-__all__ = ["WEIGHT_RANGE", "EXACT_ON", "STATISTICS", "example_input", "calibrate", "convert", "quantize",
-           "copy_graph", "quantized_layers", "revert_layers", "max_abs_weight"]
+__all__ = ["WEIGHT_RANGE", "EXACT_ON", "STATISTICS", "QUANTIZERS", "example_input", "calibrate", "convert", "quantize",
+           "policy_quantizer", "copy_graph", "quantized_layers", "revert_layers", "max_abs_weight"]
 
 WEIGHT_RANGE = 127  # symmetric int8 weights never reach -128 (Arm's plain-NEON fallback relies on it)
 # Where XNNPACK's int8 GEMMs compute what the quantized graph says: every kernel family sums int8
@@ -23,6 +24,7 @@ WEIGHT_RANGE = 127  # symmetric int8 weights never reach -128 (Arm's plain-NEON 
 # vpmaddwd; VNNI/AMX, Arm dotprod/i8mm accumulate in int32; plain NEON widens to int16).
 EXACT_ON = "every CPU XNNPACK runs on (x86 with or without VNNI, Arm); weights in [-127, 127]"
 STATISTICS = {"minmax": "MinMaxObserver", "histogram": "HistogramObserver"}  # --statistic → PT2E observer
+QUANTIZERS = ("xnnpack", "litert")  # whose PT2E quantizer annotates the graph: ExecuTorch's or litert-torch's
 
 
 def example_input(shape: tuple[int, ...]):
@@ -39,12 +41,13 @@ def quantize(module, shape: tuple[int, ...], calib: np.ndarray, statistic: str =
     return convert(calibrate(module, shape, calib, statistic, progress))
 
 
-def convert(calibrated):
-    """The quantized graph module of a calibrated one (which is not changed)."""
+def convert(calibrated, fold_weights: bool = True):
+    """The quantized graph module of a calibrated one (which is not changed). ``fold_weights=False``
+    keeps each weight's quantize op in the graph, which litert-torch's converter reads."""
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
     with quiet():
-        return convert_pt2e(copy_graph(calibrated))
+        return convert_pt2e(copy_graph(calibrated), fold_quantize=fold_weights)
 
 
 def copy_graph(graph_module):
@@ -54,35 +57,58 @@ def copy_graph(graph_module):
         return copy.deepcopy(graph_module)
 
 
-def calibrate(module, shape: tuple[int, ...], calib: np.ndarray, statistic: str = "minmax", progress=None):
+def calibrate(module, shape: tuple[int, ...], calib: np.ndarray, statistic: str = "minmax", progress=None,
+              quantizer: str = "xnnpack"):
     """``module`` exported for input ``shape`` with observers on the inputs, weights and outputs of its
     conv and linear layers, run on ``calib``: ``convert`` makes it INT8; ``revert_layers`` first keeps some float.
-    The observers see float values whatever is reverted later, so one calibration serves every candidate."""
+    The observers see float values whatever is reverted later, so one calibration serves every candidate.
+    ``quantizer`` (one of ``QUANTIZERS``) is the runtime's own PT2E quantizer, limited to our policy."""
     import torch
-    from executorch.backends.xnnpack.quantizer import xnnpack_quantizer as xq
-    from torchao.quantization.pt2e import observer
     from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
-    from torchao.quantization.pt2e.quantizer import QuantizationConfig
 
-    class LayerQuantizer(xq.XNNPACKQuantizer):  # our policy: only what feeds a conv or a linear
-        SUPPORTED_PATTERNS = [p for p in xq.XNNPACKQuantizer.SUPPORTED_PATTERNS if p.name in ("linear", "conv")]
-
-    config = xq.get_symmetric_quantization_config(is_per_channel=True, weight_qmin=-WEIGHT_RANGE,
-                                                  weight_qmax=WEIGHT_RANGE)
-    act = config.input_activation
-    act = type(act)(**{**act.__dict__, "observer_or_fake_quant_ctr":
-                       getattr(observer, STATISTICS[statistic]).with_args(eps=2 ** -12)})
-    config = QuantizationConfig(act, act, config.weight, config.bias, config.is_qat)
     with torch.no_grad():
         graph = torch.export.export(module.eval(), example_input(shape)).module()
-        prepared = prepare_pt2e(graph, LayerQuantizer().set_global(config))
-        bar = progress.bar(f"Calibrating ExecuTorch INT8 (PT2E) on {len(calib)} images", len(calib)) if progress \
-            else contextlib.nullcontext(lambda n=1: None)
+        prepared = prepare_pt2e(graph, policy_quantizer(quantizer, statistic))
+        bar = progress.bar(f"Calibrating {_TITLES[quantizer]} INT8 (PT2E) on {len(calib)} images", len(calib)) \
+            if progress else contextlib.nullcontext(lambda n=1: None)
         with bar as advance:
             for image in calib:
                 prepared(torch.from_numpy(np.ascontiguousarray(image[None])))
                 advance(1)
         return prepared
+
+
+_TITLES = {"xnnpack": "ExecuTorch", "litert": "LiteRT"}
+
+
+def policy_quantizer(quantizer: str, statistic: str):
+    """The runtime's PT2E quantizer annotating only conv and linear layers: per-channel symmetric
+    weights in [-WEIGHT_RANGE, WEIGHT_RANGE], per-tensor activations observed by ``statistic``."""
+    import dataclasses
+
+    from torchao.quantization.pt2e import observer
+
+    act_observer = getattr(observer, STATISTICS[statistic]).with_args(eps=2 ** -12)
+    if quantizer == "litert":
+        from litert_torch.quantize import pt2e_quantizer as lq
+
+        class LiteRTLayerQuantizer(lq.PT2EQuantizer):
+            STATIC_OPS = ["linear", "conv"]
+
+        config = lq.get_symmetric_quantization_config(is_per_channel=True)  # weights already in [-127, 127]
+        act = dataclasses.replace(config.input_activation, observer_or_fake_quant_ctr=act_observer)
+        return LiteRTLayerQuantizer().set_global(dataclasses.replace(config, input_activation=act,
+                                                                     output_activation=act))
+    from executorch.backends.xnnpack.quantizer import xnnpack_quantizer as xq
+    from torchao.quantization.pt2e.quantizer import QuantizationConfig
+
+    class LayerQuantizer(xq.XNNPACKQuantizer):
+        SUPPORTED_PATTERNS = [p for p in xq.XNNPACKQuantizer.SUPPORTED_PATTERNS if p.name in ("linear", "conv")]
+
+    config = xq.get_symmetric_quantization_config(is_per_channel=True, weight_qmin=-WEIGHT_RANGE,
+                                                  weight_qmax=WEIGHT_RANGE)
+    act = dataclasses.replace(config.input_activation, observer_or_fake_quant_ctr=act_observer)
+    return LayerQuantizer().set_global(QuantizationConfig(act, act, config.weight, config.bias, config.is_qat))
 
 
 def _observed_layers(calibrated) -> dict[str, object]:

@@ -13,6 +13,7 @@ from ..optional import require
 from .base import EXECUTIONS, Exported, ExportRequest, Int8Graph, Sources, Target, TargetOptions
 from .coreml import TARGET as _COREML
 from .executorch import TARGET as _EXECUTORCH
+from .litert import TARGET as _LITERT
 from .mnn import TARGET as _MNN
 from .onnx import TARGET as _ONNX
 from .onnxruntime import TARGET as _ONNXRUNTIME
@@ -22,7 +23,8 @@ from .tensorrt import TARGET as _TENSORRT
 __all__ = ["TARGETS", "ONNX_FILES", "EXECUTIONS", "check_execution", "resolve_target", "target_for_path", "Target",
            "TargetOptions", "ExportRequest", "Exported", "Int8Graph", "Sources", "require"]
 
-TARGETS: dict[str, Target] = {t.name: t for t in (_ONNX, _ONNXRUNTIME, _COREML, _TENSORRT, _OPENVINO, _EXECUTORCH, _MNN)}
+TARGETS: dict[str, Target] = {t.name: t for t in (_ONNX, _ONNXRUNTIME, _COREML, _TENSORRT, _OPENVINO, _EXECUTORCH,
+                                                 _LITERT, _MNN)}
 ONNX_FILES = (_ONNX.name, _ONNXRUNTIME.name)  # targets whose artifacts are ONNX files run by ONNX Runtime
 
 

@@ -1,9 +1,10 @@
 """The target contract: what every backend module declares and does, and what it is given.
 
-Each backend module (``onnx``, ``onnxruntime``, ``tensorrt``, ``coreml``, ``openvino``, ``executorch``) defines one ``Target``
-subclass and exposes an instance as ``TARGET``; ``targets.TARGETS`` is the table of them that
-the CLI, the export job, ``bench``, the report, ``doctor`` and the tests all read. A module
-imports its backend lazily, so the table costs nothing to import.
+Each backend module (``onnx``, ``onnxruntime``, ``tensorrt``, ``coreml``, ``openvino``, ``executorch``,
+``litert``, ``mnn``) defines one ``Target`` subclass and exposes an instance as ``TARGET``;
+``targets.TARGETS`` is the table of them that the CLI, the export job, ``bench``, the report,
+``doctor`` and the tests all read. A module imports its backend lazily, so the table costs nothing
+to import.
 
 The export job hands a target a ``Sources`` object (the deploy form, and graphs built from it
 at most once per run) and an ``ExportRequest``; the target writes its artifact and says what

@@ -30,10 +30,10 @@ from ..cpu import usable_cores
 from ..errors import BackendUnavailable, UserInputError
 from ..optional import install_hint
 from ..quiet import quiet
-from ..quant.pt2e import (EXACT_ON, STATISTICS, calibrate, convert, copy_graph, example_input, max_abs_weight,
-                          quantized_layers, revert_layers)
-from .base import Exported, ExportRequest, Sources, Target, TargetOptions
+from ..quant.pt2e import EXACT_ON, convert, example_input, max_abs_weight
+from .base import Exported, ExportRequest, Sources, TargetOptions
 from .formats import check_pte
+from .pt2e_int8 import INPUT_NAME, Int8Candidate, PT2ERunner, PT2ETarget
 from .runner import Runner
 
 __all__ = ["TARGET", "ExecuTorchTarget", "ExecuTorchOptions", "ExecuTorchRunner", "PT2ERunner", "DELEGATES",
@@ -42,7 +42,6 @@ __all__ = ["TARGET", "ExecuTorchTarget", "ExecuTorchOptions", "ExecuTorchRunner"
 DELEGATES = {"xnnpack": "XnnpackBackend", "vulkan": "VulkanBackend", "coreml": "CoreMLBackend"}
 RUNS_HERE = ("xnnpack",)  # the pip runtime's backends on this OS
 META_METHOD = "get_meta_json"
-INPUT_NAME = "input"
 
 @dataclass(frozen=True)
 class ExecuTorchOptions(TargetOptions):
@@ -211,43 +210,6 @@ class ExecuTorchRunner(Runner):
         return {name: value.numpy().copy() for name, value in zip(self.outputs, values)}
 
 
-@dataclass
-class Int8Candidate:
-    """One step of the accuracy-aware search: the calibrated graph with some layers reverted to float."""
-
-    calibrated: object  # from ``calibrate``; ``revert_layers`` edits it
-    size: tuple[int, int]
-    outputs: tuple[str, ...]
-
-
-class PT2ERunner(Runner):
-    """A converted PT2E graph run by PyTorch eager: the int8 arithmetic XNNPACK runs, emulated with
-    quantize/dequantize ops. For ranking layers only; verification uses the lowered program."""
-
-    name, measures_latency = "pt2e eager (emulated int8)", False
-
-    def __init__(self, graph_module, outputs: tuple[str, ...]) -> None:
-        super().__init__()
-        self.graph_module, self.outputs = graph_module, outputs
-
-    def activate_impl(self) -> None:
-        pass
-
-    def deactivate_impl(self) -> None:
-        pass
-
-    def input_names(self) -> list[str]:
-        return [INPUT_NAME]
-
-    def infer_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        import torch
-
-        with torch.no_grad():
-            out = self.graph_module(torch.from_numpy(np.ascontiguousarray(next(iter(feeds.values())))))
-        values = out if isinstance(out, (tuple, list)) else (out,)
-        return {name: v.numpy() for name, v in zip(self.outputs, values)}
-
-
 def render_graph(entry: dict) -> list[str]:
     delegation = entry.get("delegation")
     if not delegation:
@@ -259,12 +221,11 @@ def render_graph(entry: dict) -> list[str]:
             f"kernels: {left}"] + ([] if entry.get("graph") else [""])
 
 
-class ExecuTorchTarget(Target):
+class ExecuTorchTarget(PT2ETarget):
     name, title, aliases, suffix = "executorch", "ExecuTorch", ("pte", "et"), ".pte"
     precisions, default_precision = ("fp32", "int8"), "fp32"
-    calibrated_int8, extra, dynamic_batch = True, "executorch", False
-    calibrator = "pt2e"  # INT8 is calibrated by PyTorch's PT2E flow, not NNCF
-    statistics = tuple(STATISTICS)
+    extra, dynamic_batch = "executorch", False
+    quantizer, encoding = "xnnpack", "executorch"  # INT8: PT2E with XNNPACK's quantizer
     options_type = ExecuTorchOptions
     no_taps_reason = ("an ExecuTorch program runs as one XNNPACK delegate call: intermediate tensors inside it "
                       "cannot be read (ETDump sees delegate calls only); compare the ONNX or OpenVINO artifact")
@@ -297,7 +258,7 @@ class ExecuTorchTarget(Target):
         request.metadata.update(delegate=delegate, output_names=json.dumps(list(module.output_names)))
         fields: dict = {"delegate": delegate}
         if request.precision == "int8":
-            calibrated, seconds = self._calibrated(sources)
+            calibrated, seconds = self.calibrated(sources)
             module = convert(calibrated)
             fields["quantization"] = {
                 "encoding": "executorch", "calibrator": "pt2e (XNNPACKQuantizer)", "statistic": sources.statistic,
@@ -316,15 +277,6 @@ class ExecuTorchTarget(Target):
                             shipped=request.path)
         return Exported(request.path, fields)
 
-    def _calibrated(self, sources: Sources):
-        """(the calibrated PT2E graph, calibration seconds), once per run: export and the search share it."""
-        def build():
-            start = time.perf_counter()
-            graph = calibrate(sources.deploy_form("executorch"), (1, 3, *sources.size), sources.calib,
-                              sources.statistic, sources.progress)
-            return graph, round(time.perf_counter() - start, 2)
-        return sources.once(("executorch int8", sources.statistic), build)
-
     @staticmethod
     def _write(module, path: Path, metadata: dict[str, str], size: tuple[int, int], delegate: str) -> dict:
         program, delegation = lower(module, (1, 3, *size), delegate, metadata)
@@ -332,25 +284,8 @@ class ExecuTorchTarget(Target):
             Path(tmp).write_bytes(program)
         return delegation
 
-    # -- accuracy-aware INT8 -----------------------------------------------------------------------------
-    def revertible(self, path: Path, sources: Sources):
-        from ..quant.accuracy_aware import Reverter
-
-        candidate = Int8Candidate(copy_graph(self._calibrated(sources)[0]), sources.size,
-                                  tuple(sources.deploy_form("executorch").output_names))
-        reverter = Reverter(lambda c: quantized_layers(c.calibrated),
-                            lambda c, names, _original: revert_layers(c.calibrated, names),
-                            lambda c: Int8Candidate(copy_graph(c.calibrated), c.size, c.outputs))
-        return candidate, None, reverter
-
-    def save_model(self, model: Int8Candidate, path: Path, metadata: dict[str, str]) -> Path:
-        self._write(convert(model.calibrated), path, metadata, model.size, metadata.get("delegate", "xnnpack"))
-        return path
-
-    def candidate_runner(self, model: Int8Candidate, threads: int | None = None) -> Runner:
-        """The candidate's quantize/dequantize graph run by PyTorch (XNNPACK's int8 arithmetic, emulated in
-        float): lowering a program per layer to rank them would take most of a minute each."""
-        return PT2ERunner(convert(model.calibrated), model.outputs)
+    def write_int8(self, candidate: Int8Candidate, path: Path, metadata: dict[str, str]) -> None:
+        self._write(convert(candidate.calibrated), path, metadata, candidate.size, metadata.get("delegate", "xnnpack"))
 
     def inspect(self, path: Path) -> dict:
         return inspect_program(path)

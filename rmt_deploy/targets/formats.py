@@ -14,7 +14,8 @@ from pathlib import Path
 
 from ..errors import UserInputError
 
-__all__ = ["check_pte", "check_mnn", "check_openvino_ir", "check_mlpackage", "read_engine_sidecar", "read_onnx_model", "sidecar_path"]
+__all__ = ["check_pte", "check_mnn", "check_tflite", "check_openvino_ir", "check_mlpackage", "read_engine_sidecar",
+           "read_onnx_model", "sidecar_path"]
 
 
 def _refuse(path: Path, what: str, why: str) -> UserInputError:
@@ -149,3 +150,17 @@ def check_mnn(path: Path) -> None:
         (back,) = struct.unpack("<i", f.read(4))
     if not 0 <= root - back < size:
         raise _refuse(path, what, "its root table's vtable is outside the file")
+
+
+def check_tflite(path: Path) -> None:
+    """A LiteRT model: the flatbuffer identifier ``TFL3`` at byte 4 and a root table inside the file
+    (the interpreter verifies the rest when it loads it)."""
+    what = "a LiteRT (.tflite) model"
+    size = _regular_file(path, what, 16)
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head[4:8] != b"TFL3":
+        raise _refuse(path, what, f"no 'TFL3' flatbuffer identifier at byte 4 (found {head[4:8]!r})")
+    (root,) = struct.unpack_from("<I", head, 0)
+    if root < 8 or root + 4 > size:
+        raise _refuse(path, what, f"its flatbuffer root offset {root:,} is outside the file ({size:,} bytes)")
