@@ -129,3 +129,14 @@ def test_int8_runs_on_mnn_at_batch_one_only_when_fixed(exported):
     with rd.load(out / "model.mnn") as model:
         x = np.stack([model.tensor(p) for p in VAL[:3]])
         assert model.logits(x).shape == (3, 10)  # a fixed-batch file runs one image per call
+
+
+def test_backbone_file_matches_pytorch_per_map(tmp_path):
+    report = run_export(ExportOptions(targets=("mnn",), task="backbone", img_size=(64, 96), out_indices=(1, 2, 3),
+                                      out=tmp_path / "out", bench_iters=0, parity_samples=4))
+    (entry,) = report["artifacts"]
+    assert entry["status"] == "ok" and entry["parity"]["max_abs"] <= 1e-4, entry
+    assert set(entry["parity"]["outputs"]) == {"feat1", "feat2", "feat3"}
+    from rmt_deploy.targets.mnn import describe
+
+    assert describe(tmp_path / "out" / "model.mnn")["output_names"] == ["feat1", "feat2", "feat3"]

@@ -90,6 +90,11 @@ def _graph_lines(a: dict) -> list[str]:
     if a.get("compile_config"):
         config = ", ".join(f"`{k}={v}`" for k, v in a["compile_config"].items())
         lines.append(f"- verified with compile properties {config} (stored in the artifact; rmt-deploy's runners use them)")
+    target_missed = a.get("int8_target")
+    if target_missed:  # INT8 under 0.99 at some verified size (jobs.verify.INT8_TARGET_COSINE)
+        where = ", ".join(f"{m['cosine']:.4f} at {m['size'][0]}x{m['size'][1]}" for m in target_missed["missed"])
+        lines.append(f"- **under INT8's {target_missed['min_cosine']} worst cosine**: {where}; "
+                     f"`--min-cosine {target_missed['min_cosine']}` keeps the layers that cost most in float")
     other = a.get("at_runtime_default")
     if other:  # the same artifact at the runtime's own defaults, where they differ on this machine
         p, verdict = other["parity"], "meets" if other["meets_threshold"] else "**below**"

@@ -164,6 +164,19 @@ class ExportSources:
                                                  else compare_logits(ref, got))})
         return found
 
+    def worst_cosine(self, runner, dynamic: bool) -> float:
+        """The worst image cosine on the parity images at every verified size (``--min-cosine`` holds it)."""
+        return min([self.parity(runner, dynamic)["cosine"]] +
+                   [p["cosine"] for p in self.parity_at_other_sizes(runner, dynamic)])
+
+    def outputs_at_every_size(self, runner, dynamic: bool) -> list:
+        """``parity_outputs`` at the verified size, then on the same images at each other verified size."""
+        found = [self.parity_outputs(runner, dynamic)]
+        for _, x, ref in self.prepared.other_sizes:
+            found.append(runner_outputs(runner, x, dynamic, self.deploy.cfg) if isinstance(ref, dict)
+                         else self.logits(runner, x, dynamic))
+        return found
+
     def parity_outputs(self, runner, dynamic: bool):
         """What ``runner`` computes on the parity images: logits, or {name: feature map} for a backbone."""
         x = self.prepared.x_parity

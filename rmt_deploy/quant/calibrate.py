@@ -64,7 +64,8 @@ def _quantize(model, samples: np.ndarray, feed, policy: QuantPolicy, ignored_typ
         # depthwise convs) on the 7-bit grid (see policy.WEIGHT_RANGES).
         overflow_fix=OverflowFix.ENABLE if policy.weight_bits == 7 else OverflowFix.DISABLE,
     )
-    dataset = nncf.Dataset([samples[i:i + 1] for i in range(len(samples))], feed)
+    # One image per item, each at its own size: a dynamic graph is calibrated at several (prepare.calibration_sizes).
+    dataset = nncf.Dataset([np.ascontiguousarray(x)[None] for x in samples], feed)
     with quiet("nncf"):  # NNCF logs every skipped node and draws its own progress bars
         return nncf.quantize(model, dataset, preset=nncf.QuantizationPreset.PERFORMANCE,
                              subset_size=len(samples), fast_bias_correction=policy.fast_bias_correction,

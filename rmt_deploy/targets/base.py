@@ -65,6 +65,7 @@ class Sources(Protocol):
     progress: Any  # step(description) / bar(description, total) / log(message)
 
     def deploy_form(self, encoding: str) -> Any: ...  # the deploy-form module in that encoding (rewrite.ENCODINGS)
+    def once(self, key: Any, build: Any) -> Any: ...  # build(), at most once per run for key (targets' own caches)
 
     # FP32 deploy form, ONNX, no metadata; encoding "onnxruntime" = fused attention/rotary (rewrite.ENCODINGS)
     def deploy_onnx(self, dynamic: bool, encoding: str = "generic") -> Path: ...

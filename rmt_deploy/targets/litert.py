@@ -315,7 +315,8 @@ class LiteRTTarget(PT2ETarget):
         return ["xnnpack"] if self.unavailable_reason() is None else []
 
     def no_runtime_reason(self) -> str:
-        return self.unavailable_reason() or "LiteRT runs on the CPU here"
+        return self.unavailable_reason() or ("LiteRT runs only on the CPU here (XNNPACK); its GPU and NPU delegates "
+                                             "run on the device")
 
     def export(self, sources: Sources, request: ExportRequest) -> Exported:
         module = sources.deploy_form(self.encoding)
