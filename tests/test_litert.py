@@ -170,3 +170,16 @@ def test_reverted_layers_run_in_float_in_the_file(demo_weights, tmp_path):
     pt2e.revert_layers(everything, layers)
     out, dtype = run_file(everything)
     assert np.abs(out - ref).max() <= 1e-5 and dtype == "float32"
+
+
+def test_a_missing_extra_is_one_line(tmp_path):
+    """As on a machine without the litert extra: the converter cannot be found (find_spec says None)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['litert_torch'] = None; from rmt_deploy.cli import main; "
+            f"sys.argv = ['rmt-deploy', 'export', '--target', 'litert', '--out', {str(tmp_path / 'o')!r}]; main()")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "Traceback" not in done.stderr and not (tmp_path / "o").exists()
+    (line,) = [ln for ln in done.stderr.splitlines() if ln.startswith("error:")]
+    assert "litert_torch not installed" in line and '".[litert]"' in line
