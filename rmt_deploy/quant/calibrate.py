@@ -64,7 +64,7 @@ def _quantize(model, samples: np.ndarray, feed, policy: QuantPolicy, ignored_typ
         # depthwise convs) on the 7-bit grid (see policy.WEIGHT_RANGES).
         overflow_fix=OverflowFix.ENABLE if policy.weight_bits == 7 else OverflowFix.DISABLE,
     )
-    # One image per item, each at its own size: a dynamic graph is calibrated at several (prepare.calibration_sizes).
+    # One image per item: items may differ in size (benches/bench_int8_sizes.py calibrates a dynamic graph at several).
     dataset = nncf.Dataset([np.ascontiguousarray(x)[None] for x in samples], feed)
     with quiet("nncf"):  # NNCF logs every skipped node and draws its own progress bars
         return nncf.quantize(model, dataset, preset=nncf.QuantizationPreset.PERFORMANCE,
