@@ -166,6 +166,7 @@ def test_reverted_layers_run_in_float_in_the_file(demo_weights, tmp_path):
     assert pt2e.revert_layers(partial, ["stages.0.blocks.0.fc2", "stages.1.blocks.0.pos.conv"])
     out, dtype = run_file(partial)
     assert np.abs(out - ref).max() > 1e-3 and dtype == "int8"  # the stem's first conv is int8: so is the input
+    assert np.abs(out - ref).max() < 0.25  # int8 logits dequantized with the output tensor's own scale
     everything = pt2e.copy_graph(calibrated)
     pt2e.revert_layers(everything, layers)
     out, dtype = run_file(everything)
