@@ -226,7 +226,10 @@ def _dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
 def describe(path: Path) -> dict:
     """Input name and shape (batch fixed), output names and our metadata."""
     check_tflite(Path(path))
-    signature = _Signature(_interpreter(path, 1))
+    return _facts(path, _Signature(_interpreter(path, 1)))
+
+
+def _facts(path: Path, signature: _Signature) -> dict:
     name, detail = next(iter(signature.inputs.items()))
     metadata = read_metadata(path)
     outputs = json.loads(metadata.get("output_names", "null")) or list(signature.outputs)
@@ -276,9 +279,10 @@ class LiteRTRunner(Runner):
         self.outputs: list[str] = []
 
     def activate_impl(self) -> None:
-        info = describe(self.path)
+        check_tflite(self.path)
+        self.signature = _Signature(_interpreter(self.path, self.threads))  # loaded once: describe's facts from it
+        info = _facts(self.path, self.signature)
         self.input, self.shape = info["input_name"], tuple(info["input_shape"])
-        self.signature = _Signature(_interpreter(self.path, self.threads))
         names = list(self.signature.outputs)
         self.outputs = info["output_names"] if set(info["output_names"]) == set(names) else names
 
