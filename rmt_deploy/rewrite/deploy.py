@@ -142,7 +142,7 @@ class DeployMaSA(nn.Module):
         if self.chunks[0] > 1:  # masks: the decay's row and column terms
             # The standard encoding goes to converters that reassociate Adds (OpenVINO): a barrier between.
             out = chunks.attention(q, k, v, masks, h, w, self.chunks[0], bmm=self.xnnpack,
-                                   barrier=not (self.fused or self.xnnpack))
+                                   barrier=not self.xnnpack)
         else:
             out = self._attend(q, k, v, masks[0])
         return out.transpose(1, 2).reshape(-1, h, w, n * d)
@@ -159,8 +159,9 @@ class DeployMaSA(nn.Module):
         n, c = self.num_heads, self.num_heads * self.head_dim
         q = fused.rotary(q.reshape(-1, h * w, c), cos, sin, n)
         k = fused.rotary(k.reshape(-1, h * w, c), cos, sin, n)
-        if not self.decomposed and self.chunks[0] > 1:  # ONNX Attention takes a whole mask: plain ops per chunk
-            return self._whole(q, k, v, h, w, *masks)
+        if not self.decomposed and self.chunks[0] > 1:  # a mask per chunk, built at run time
+            v = v.reshape(-1, h * w, c)
+            return chunks.fused_attention(q, k, v, masks, h, w, self.chunks[0], n).reshape(-1, h, w, c)
         if not self.decomposed:
             return fused.attention(q, k, v.reshape(-1, h * w, c), masks[0], n).reshape(-1, h, w, c)
         mask_h, mask_w = masks
