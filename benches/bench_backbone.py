@@ -3,7 +3,7 @@ OpenVINO's figures beside them, and each file's peak memory for one image in a f
 
     python benches/bench_backbone.py [--arch rmt-t] [--size 512] [--threads 2] [--rounds 20] [--calib 32]
     python benches/bench_backbone.py --size 800x1344 --rounds 20
-    python benches/bench_backbone.py --arch rmt-l --size 800x1344 --rounds 20 --no-reference --no-int8
+    python benches/bench_backbone.py --arch rmt-l --size 800x1344 --rounds 20 --no-reference --no-int8 --no-openvino
 
 One process, RMT backbone (random weights: speed ignores them; out_indices 0-3) at batch 1:
   deploy fp32      our deploy form, ONNX Runtime encoding (`rmt-deploy export --task backbone --target onnxruntime`)
@@ -47,6 +47,7 @@ F32 = json.dumps({"INFERENCE_PRECISION_HINT": "f32"})  # float layers as verifie
 def _extra(ap) -> None:
     ap.add_argument("--no-reference", action="store_true", help="skip the reference export (tens of GiB for RMT-L)")
     ap.add_argument("--no-int8", action="store_true", help="FP32 files only")
+    ap.add_argument("--no-openvino", action="store_true", help="ONNX Runtime files only")
 
 
 def main() -> None:
@@ -68,10 +69,12 @@ def main() -> None:
     print(f"  attention chunks per stage: {chunk_plan(deploy)}")
     timed("deploy fp32", "onnxruntime", lambda: onnx_target.export(deploy, work / "deploy.onnx", size,
                                                                     dynamic_batch=False, metadata={}))
-    generic = onnx_target.export(to_deploy(model, size), work / "generic.onnx", size, dynamic_batch=False,
-                                 metadata={})
-    ov_fp32 = openvino.convert(generic)
-    timed("openvino fp32", "openvino", lambda: openvino.save(ov_fp32, work / "ov_fp32.xml", {"precision": "fp32"}))
+    if not args.no_openvino:
+        generic = onnx_target.export(to_deploy(model, size), work / "generic.onnx", size, dynamic_batch=False,
+                                     metadata={})
+        ov_fp32 = openvino.convert(generic)
+        timed("openvino fp32", "openvino", lambda: openvino.save(ov_fp32, work / "ov_fp32.xml",
+                                                                 {"precision": "fp32"}))
     if not args.no_int8:
         pre = Preprocess(size, crop_pct=1.0, interpolation="bilinear", resize="letterbox")
         samples, _, _ = load_batch(open_image_set(bundled_images("train")).subset(args.calib), pre)
@@ -81,9 +84,10 @@ def main() -> None:
             return onnx_target.save(calibrate_int8(graph, samples, QuantPolicy()).onnxruntime,
                                     work / "deploy_int8.onnx", {})
         timed("deploy int8", "onnxruntime", ort_int8)
-        timed("openvino int8", "openvino", lambda: openvino.save(
-            quantize_openvino(ov_fp32.clone(), samples, QuantPolicy()), work / "ov_int8.xml",
-            {"precision": "int8", "compile_config": F32}))
+        if not args.no_openvino:
+            timed("openvino int8", "openvino", lambda: openvino.save(
+                quantize_openvino(ov_fp32.clone(), samples, QuantPolicy()), work / "ov_int8.xml",
+                {"precision": "int8", "compile_config": F32}))
     if not args.no_reference:
         def reference():
             with _quiet_exporter(), warnings.catch_warnings():

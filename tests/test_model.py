@@ -66,3 +66,26 @@ def test_token_label_head_adds_half_max_of_aux():
 def test_bad_config_is_rejected():
     with pytest.raises(ValueError, match="even size"):
         create_model("rmt-demo", num_heads=(3, 2, 4, 4))
+
+
+def test_attention_in_chunks_computes_the_same_model():
+    """Verification's low-memory reference: queries a few at a time (stage 3's whole attention 13 of its 60
+    tokens, splitting grid rows; stage 1's row pass one grid row, its column pass two columns), the same
+    outputs; outside the context, the official forward."""
+    from rmt_deploy.model.backbone import create_backbone
+    from rmt_deploy.model.rmt import attention_in_chunks
+
+    from .conftest import randomize_
+
+    model = randomize_(create_backbone("rmt-demo"), 0).eval()
+    x = normal((2, 3, 96, 160))
+    with torch.inference_mode():
+        whole = model(x)
+        with attention_in_chunks(model, elements=2 * 4 * 60 * 13):  # batch 2, 4 heads, 60 keys, 13 queries
+            chunked = model(x)
+        again = model(x)
+    assert all(m.chunk_elements is None for m in model.modules() if hasattr(m, "chunk_elements"))
+    for a, b, c in zip(whole, chunked, again):
+        assert a.abs().max() > 0.1
+        assert (a - b).abs().max() <= 1e-5
+        assert torch.equal(a, c)

@@ -9,6 +9,7 @@ import torch
 
 from ..data.images import ImageSet, Preprocess, iter_batches
 from ..errors import UserInputError
+from ..model.rmt import attention_in_chunks
 from ..rewrite import attention_bytes
 from .accuracy import topk_accuracy
 
@@ -25,8 +26,10 @@ def batch_size_for(cfg, size: tuple[int, int]) -> int:
 
 
 def reference_logits(model: torch.nn.Module, x: np.ndarray) -> np.ndarray:
+    """The PyTorch model's logits on ``x``, its attention in chunks (``model.rmt.attention_in_chunks``):
+    at detection sizes the reference then needs about as much memory as the chunked artifacts."""
     batch = batch_size_for(model.cfg, tuple(x.shape[2:]))
-    with torch.inference_mode():
+    with torch.inference_mode(), attention_in_chunks(model):
         return np.concatenate([model(torch.from_numpy(x[i:i + batch])).numpy()
                                for i in range(0, len(x), batch)])
 
@@ -42,7 +45,7 @@ def reference_features(model: torch.nn.Module, x: np.ndarray, names: tuple[str, 
     """A backbone's feature maps on ``x``, by output name, batched like ``reference_logits``."""
     batch = batch_size_for(model.cfg, tuple(x.shape[2:]))
     parts: list[tuple] = []
-    with torch.inference_mode():
+    with torch.inference_mode(), attention_in_chunks(model):
         for i in range(0, len(x), batch):
             parts.append(tuple(t.numpy() for t in model(torch.from_numpy(x[i:i + batch]))))
     return {name: np.concatenate([p[j] for p in parts]) for j, name in enumerate(names)}

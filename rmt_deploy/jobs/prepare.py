@@ -180,24 +180,28 @@ def run_memory_bytes(cfg, size: tuple[int, int]) -> int:
 
 
 def reference_memory_bytes(cfg, size: tuple[int, int]) -> int:
-    """What verifying one image needs: the PyTorch reference, whose attention is not chunked (its
-    full decay tables and attention matrices)."""
-    return runtime_table_bytes(cfg, size) + 3 * attention_bytes(cfg, size)
+    """What verifying one image needs: the PyTorch reference, its attention in chunks
+    (``model.rmt.attention_in_chunks``: one chunk's scores, decay, their sum and softmax), or the chunked
+    artifact run beside it (``run_memory_bytes``), whichever is more; and stage 1's activations, which
+    outgrow both at very large sizes (a block's input, q, k, v, attention, FFN hidden and output)."""
+    tokens = (size[0] // 4) * (size[1] // 4)
+    activations = 4 * tokens * cfg.embed_dims[0] * (6 + cfg.mlp_ratios[0])
+    return max(4 * attention_bytes(cfg, size, CHUNK_BYTES), run_memory_bytes(cfg, size)) + activations
 
 
-def _check_size(loaded, size: tuple[int, int], flag: str) -> None:
-    # The artifacts would fit far larger sizes (run_memory_bytes); verifying them against the
-    # unchunked PyTorch reference is what sets the limit.
+def _check_size(loaded, size: tuple[int, int], flag: str, limit: int = MEMORY_LIMIT) -> None:
+    # With the reference's attention in chunks every size up to 2048 needs under 2 GiB (rmt-l: 1.2);
+    # the limit guards what verification would need if larger sizes were allowed.
     cfg = loaded.model.cfg
     need = reference_memory_bytes(cfg, size)
-    if need > MEMORY_LIMIT:
+    if need > limit:
         side = 32
-        while reference_memory_bytes(cfg, (side + 32, side + 32)) <= MEMORY_LIMIT:
+        while reference_memory_bytes(cfg, (side + 32, side + 32)) <= limit:
             side += 32
         shown = f"{size[0]}x{size[1]}" if flag == "--img-size" else str(size[0])
         raise UserInputError(f"{flag} {shown} needs about {need / 2**30:.1f} GiB at run time to verify "
-                             f"{loaded.variant} against its PyTorch reference (attention and decay tables; limit "
-                             f"{MEMORY_LIMIT >> 30} GiB); use at most about {side}x{side}")
+                             f"{loaded.variant} against its PyTorch reference (attention scores in chunks and "
+                             f"decay terms; limit {limit / 2**30:.3g} GiB); use at most about {side}x{side}")
 
 
 def _preprocess(loaded, opts, size: tuple[int, int], backbone: bool) -> Preprocess:

@@ -14,13 +14,16 @@ faithful baseline for the deploy form (``rmt_deploy.rewrite``). Differences:
 - swish is ``x * sigmoid(x)`` instead of a custom autograd Function (same values);
 - the token-label model returns ``head(cls) + 0.5 * max_tokens(aux_head(tokens))`` in
   eval mode only (the MixToken training path is not reproduced);
-- variants are rows of one table (``model.variants.VARIANTS``) instead of one function each.
+- variants are rows of one table (``model.variants.VARIANTS``) instead of one function each;
+- ``attention_in_chunks`` runs the attention a chunk of queries at a time (verification at
+  detection sizes); outside it the forward is the official one.
 
 Tokens are channels-last (B, H, W, C) throughout the trunk, as in the original.
 """
 from __future__ import annotations
 
 import dataclasses
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +31,10 @@ from torch import nn
 
 from .variants import VARIANTS, RMTConfig, resolve_variant
 
-__all__ = ["RMT", "create_model"]
+__all__ = ["RMT", "create_model", "attention_in_chunks", "CHUNK_ELEMENTS"]
+
+# Scores of one chunk (64 MB of float32) in ``attention_in_chunks``.
+CHUNK_ELEMENTS = 16 << 20
 
 # ---------------------------------------------------------------- helpers
 
@@ -97,12 +103,13 @@ class RelPos(nn.Module):
         dist = (index[:, None] - index[None, :]).abs()
         return dist * self.decay[:, None, None]
 
-    def decay_2d(self, h: int, w: int) -> torch.Tensor:
-        """(heads, h*w, h*w): decay_h * Manhattan distance between flat positions."""
+    def decay_2d(self, h: int, w: int, queries: slice = slice(None)) -> torch.Tensor:
+        """(heads, h*w, h*w): decay_h * Manhattan distance between flat positions; the rows of
+        ``queries`` only, if given."""
         ii, jj = torch.meshgrid(torch.arange(h).to(self.decay), torch.arange(w).to(self.decay),
                                 indexing="ij")
         grid = torch.stack((ii, jj), dim=-1).reshape(h * w, 2)
-        dist = (grid[:, None, :] - grid[None, :, :]).abs().sum(-1)
+        dist = (grid[queries, None, :] - grid[None, :, :]).abs().sum(-1)
         return dist * self.decay[:, None, None]
 
 
@@ -122,6 +129,7 @@ class MaSA(nn.Module):
         self.head_dim = dim // num_heads
         self.scaling = self.head_dim ** -0.5
         self.decomposed = decomposed
+        self.chunk_elements: int | None = None  # set by ``attention_in_chunks``
         self.q_proj = nn.Linear(dim, dim)
         self.k_proj = nn.Linear(dim, dim)
         self.v_proj = nn.Linear(dim, dim)
@@ -147,26 +155,56 @@ class MaSA(nn.Module):
             out = self._whole(q, k, v.view(b, h, w, n, d), relpos)
         return self.out_proj(out.reshape(b, h, w, c) + lepe)
 
-    @staticmethod
-    def _decomposed(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, relpos: RelPos) -> torch.Tensor:
+    def _decomposed(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, relpos: RelPos) -> torch.Tensor:
         h, w = q.shape[2], q.shape[3]
         # Row pass: attend along W inside each row.
         qw, kw = q.transpose(1, 2), k.transpose(1, 2)  # (b h n w d)
-        attn = torch.softmax(qw @ kw.transpose(-1, -2) + relpos.decay_1d(w), dim=-1)
-        v = attn @ v.permute(0, 1, 3, 2, 4)  # (b h n w d)
+        v = self._per_row(qw, kw, v.permute(0, 1, 3, 2, 4), relpos.decay_1d(w))  # (b h n w d)
         # Column pass on that result: attend along H inside each column.
         qh, kh = q.permute(0, 3, 1, 2, 4), k.permute(0, 3, 1, 2, 4)  # (b w n h d)
-        attn = torch.softmax(qh @ kh.transpose(-1, -2) + relpos.decay_1d(h), dim=-1)
-        out = attn @ v.permute(0, 3, 2, 1, 4)  # (b w n h d)
+        out = self._per_row(qh, kh, v.permute(0, 3, 2, 1, 4), relpos.decay_1d(h))  # (b w n h d)
         return out.permute(0, 3, 1, 2, 4)  # (b h w n d)
 
-    @staticmethod
-    def _whole(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, relpos: RelPos) -> torch.Tensor:
+    def _per_row(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, decay: torch.Tensor) -> torch.Tensor:
+        """softmax(q·kᵀ + decay)·v for each index of axis 1 (grid rows or columns) on its own."""
+        rows = q.shape[1]
+        step = _chunk(rows, q[:, :1].numel() // q.shape[-1] * k.shape[-2], self.chunk_elements)
+        if step >= rows:
+            return torch.softmax(q @ k.transpose(-1, -2) + decay, dim=-1) @ v
+        return torch.cat([torch.softmax(q[:, i:i + step] @ k[:, i:i + step].transpose(-1, -2) + decay, dim=-1)
+                          @ v[:, i:i + step] for i in range(0, rows, step)], dim=1)
+
+    def _whole(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, relpos: RelPos) -> torch.Tensor:
         b, n, h, w, d = q.shape
         q, k = q.flatten(2, 3), k.flatten(2, 3)  # (b n l d)
         v = v.permute(0, 3, 1, 2, 4).flatten(2, 3)
-        attn = torch.softmax(q @ k.transpose(-1, -2) + relpos.decay_2d(h, w), dim=-1)
-        return (attn @ v).transpose(1, 2)  # (b l n d)
+        step = _chunk(h * w, b * n * h * w, self.chunk_elements)
+        if step >= h * w:
+            attn = torch.softmax(q @ k.transpose(-1, -2) + relpos.decay_2d(h, w), dim=-1)
+            return (attn @ v).transpose(1, 2)  # (b l n d)
+        spans = [slice(i, i + step) for i in range(0, h * w, step)]
+        return torch.cat([torch.softmax(q[:, :, s] @ k.transpose(-1, -2) + relpos.decay_2d(h, w, s), dim=-1) @ v
+                          for s in spans], dim=2).transpose(1, 2)
+
+
+def _chunk(rows: int, per_row: int, budget: int | None) -> int:
+    """Rows per chunk so that one chunk's scores (``per_row`` each) stay within ``budget``; all without one."""
+    return rows if budget is None else max(1, budget // per_row)
+
+
+@contextmanager
+def attention_in_chunks(model: nn.Module, elements: int = CHUNK_ELEMENTS):
+    """Inside, every attention of ``model`` takes its queries a chunk at a time, so that one chunk's scores
+    stay within ``elements`` floats: the same values (each query's softmax still covers all its keys),
+    for verifying at detection sizes without holding every (heads, N, N) score and decay tensor at once."""
+    attentions = [m for m in model.modules() if isinstance(m, MaSA)]
+    for m in attentions:
+        m.chunk_elements = elements
+    try:
+        yield model
+    finally:
+        for m in attentions:
+            m.chunk_elements = None
 
 
 class ConvFFN(nn.Module):
