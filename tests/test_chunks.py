@@ -120,3 +120,25 @@ def test_executorch_chunks_stay_in_the_xnnpack_delegate(model):
     with torch.inference_mode():
         ref = model(x)
     assert (method.execute([x])[0] - ref).abs().max() <= 1e-4
+
+
+@pytest.mark.slow
+def test_coreml_converts_the_chunked_form(model, tmp_path):
+    """Core ML's converter traces with torch.jit.trace, which gives sizes as tensors: a fixed-size form's
+    chunk offsets must stay constants. FP32 compute, run by the ML program's numpy evaluator."""
+    pytest.importorskip("coremltools", reason="coremltools not installed (pip install -e '.[coreml]')")
+    import json
+
+    from rmt_deploy.targets import coreml
+
+    deploy = to_deploy(model, SIZE, chunk_bytes=BUDGET)
+    assert chunk_plan(deploy) == "12/8,2/1,5,1"
+    path = coreml.export(deploy, tmp_path / "chunked.mlpackage", SIZE, precision="fp32",
+                         metadata={"mean": json.dumps([0.5] * 3), "std": json.dumps([0.5] * 3), "num_classes": "10"},
+                         settings=coreml.CoreMLSettings())
+    x = _inputs(SIZE)
+    with torch.inference_mode():
+        ref = model(x).numpy()
+    with coreml.TARGET.load(path) as runner:
+        got = runner.infer({"input": x.numpy()})["logits"]
+    assert np.abs(got - ref).max() <= 1e-4

@@ -189,9 +189,10 @@ def test_demo_backbone_is_verified_per_map_at_detection_like_aspect_ratios(tmp_p
     assert report["model"]["attention_chunks"] == "1/1,1/1,1,1" and report["model"]["attention_chunk_mb"] == 64
     for a in report["artifacts"]:
         assert a["status"] == "ok", a
-        # Peak memory of one image in a fresh process, at the largest verified size.
+        # Peak memory of one image run twice in a fresh process, at the largest verified size.
         memory = a["memory"]
-        assert memory["size"] == [128, 128] and 0 < memory["imports_mb"] < memory["load_mb"] <= memory["peak_mb"]
+        assert memory["size"] == [128, 128] and 0 < memory["imports_mb"] < memory["load_mb"]
+        assert memory["load_mb"] <= memory["first_run_mb"] <= memory["peak_mb"]
         assert [t["size"] for t in a["latency_at_sizes"]] == [[32, 32], [32, 128], [128, 128]]
         assert all(t["p50"] > 0 and t["iterations"] == 3 for t in a["latency_at_sizes"])
         if a["target"] == "openvino":  # the verified size on a static copy, the others on the dynamic IR
@@ -201,7 +202,7 @@ def test_demo_backbone_is_verified_per_map_at_detection_like_aspect_ratios(tmp_p
             assert set(parity["outputs"]) == {"feat0", "feat1", "feat2", "feat3"} and parity["max_abs"] <= 1e-4, parity
     text = (tmp_path / "out" / "report.md").read_text()
     assert "## At every verified size" in text and "| openvino | fp32 | 128x128 |" in text
-    assert "one inference at 128x128 in a fresh process: peak" in text
+    assert "inference at 128x128 in a fresh process: peak" in text and "after the first run" in text
 
 
 @pytest.mark.slow

@@ -115,12 +115,15 @@ def _memory_lines(a: dict) -> list[str]:
     at = f"{m['size'][0]}x{m['size'][1]}"
     if m.get("error"):
         return [f"- peak memory at {at} not measured: {m['error']}"]
-    return [f"- one inference at {at} in a fresh process: peak {m['peak_mb']:.0f} MiB resident "
-            f"({m['imports_mb']:.0f} MiB before the runtime was imported, {m['load_mb']:.0f} MiB after loading)"]
+    first = f", {m['first_run_mb']:.0f} MiB after the first run" if m.get("first_run_mb") else ""
+    return [f"- inference at {at} in a fresh process: peak {m['peak_mb']:.0f} MiB resident over two runs "
+            f"({m['imports_mb']:.0f} MiB before the runtime was imported, {m['load_mb']:.0f} MiB after loading"
+            f"{first})"]
 
 
 def _peak_mb(a: dict) -> str:
-    """The matrix's memory cell: a fresh process's peak for one image, else this bench process's peak."""
+    """The matrix's memory cell: a fresh process's peak over two runs of one image, else this bench process's
+    peak."""
     m = a.get("memory") or {}
     if m.get("peak_mb"):
         return f"{m['peak_mb']:.0f} MiB"

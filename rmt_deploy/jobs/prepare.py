@@ -190,7 +190,7 @@ def reference_memory_bytes(cfg, size: tuple[int, int]) -> int:
 
 
 def _check_size(loaded, size: tuple[int, int], flag: str, limit: int = MEMORY_LIMIT) -> None:
-    # With the reference's attention in chunks every size up to 2048 needs under 2 GiB (rmt-l: 1.2);
+    # With the reference's attention in chunks every size up to 2048 needs under 2 GiB (rmt-l: 1.3);
     # the limit guards what verification would need if larger sizes were allowed.
     cfg = loaded.model.cfg
     need = reference_memory_bytes(cfg, size)

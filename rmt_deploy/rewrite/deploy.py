@@ -64,6 +64,9 @@ class DeployMaSA(nn.Module):
         self.num_heads, self.head_dim, self.decomposed = ref.num_heads, ref.head_dim, ref.decomposed
         self.fused, self.xnnpack = encoding == "onnxruntime", encoding == "executorch"
         self.chunks = (1,)  # query chunks (whole) or row and column chunks (decomposed): set by the stage
+        # A fixed-size stage's token grid, set by the stage: chunk offsets stay ints under torch.jit.trace
+        # (Core ML's converter), which gives sizes read from tensors as tensors.
+        self.grid: tuple[int, int] | None = None
         perm = tables.evens_then_odds(ref.num_heads, ref.head_dim)
         # The same channel permutation inside each head of q and k leaves q·k unchanged.
         # Separate q and k projections measured ~6% faster on RMT-T than one [q | k]
@@ -77,7 +80,7 @@ class DeployMaSA(nn.Module):
 
     def forward(self, x: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor,
                 masks: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        h, w = x.shape[1], x.shape[2]
+        h, w = self.grid or (x.shape[1], x.shape[2])
         q, k, v = self.q(x), self.k(x), self.v(x)
         if self.fused:
             return self.out_proj(self._fused(q, k, v, h, w, sin, cos, masks) + self.lepe(v))
@@ -252,6 +255,7 @@ class DeployStage(nn.Module):
         self.chunks = chunks
         for block in self.blocks:
             block.attn.chunks = chunks
+            block.attn.grid = None if dynamic else (h, w)
         with torch.no_grad():
             if dynamic:
                 self._store_rates(relpos)
