@@ -11,7 +11,7 @@ import torch
 from rmt_deploy.rewrite import attention_bytes, chunk_plan, runtime_table_bytes, to_deploy
 from rmt_deploy.rewrite.chunks import chunk_count, chunk_rows, stage_chunks
 from rmt_deploy.sizes import SizeRange
-from rmt_deploy.targets.onnx import export
+from rmt_deploy.targets.onnx import export, inspect_graph
 
 from .conftest import random_model, real_images
 from .seeded import normal
@@ -82,6 +82,7 @@ def test_onnx_chunks_build_no_full_mask(model, encoding, tmp_path):
         got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
         assert np.abs(got - ref).max() <= 1e-4
         sizes[budget] = _folded_constants(path, tmp_path)
+        assert inspect_graph(path)["forbidden_ops"] == []
     # Unchunked, ONNX Runtime folds stage 3's (heads, N, N) mask; in chunks nothing near that size remains.
     assert sizes[None] >= HEADS * TOKENS ** 2
     assert sizes[BUDGET] < HEADS * TOKENS ** 2 / 4

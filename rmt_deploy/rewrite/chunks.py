@@ -135,11 +135,12 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, terms: tuple[to
 
 
 def runtime_zero(t: torch.Tensor) -> torch.Tensor:
-    """A zero (0-d) that depends on ``t``'s values (``x < x`` is false even for NaN), so that no runtime or
-    converter can compute what it is added to before the model runs. Indexed, not sliced: a slice of a
-    dynamic chunk has a size the exporter cannot prove is 1."""
-    first = t[0, 0, 0]
-    return (first < first).to(t.dtype)
+    """A (1, 1, 1) zero computed from ``t``'s first value (clipped to [0, 0]), so that no runtime or converter
+    can compute what it is added to before the model runs. Sliced and clipped, not indexed and compared:
+    the deploy form holds no Gather or Cast (``targets.onnx.FORBIDDEN_OPS``). It is NaN only where that
+    value is NaN, and then so is the output anyway (the token's key is NaN too, in every query's softmax)."""
+    first = t.narrow(0, 0, 1).narrow(1, 0, 1).narrow(2, 0, 1)  # narrow: size 1 even for a dynamic chunk
+    return first.clamp(0.0, 0.0)
 
 
 def fused_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, terms: tuple[torch.Tensor, torch.Tensor],
