@@ -94,6 +94,14 @@ def test_range_that_misses_the_verified_size_or_memory_is_refused(tmp_path):
         _check_size(loaded, (2048, 2048), "--max-size", limit=1 << 28)
 
 
+def test_coreml_enumerated_sizes_that_need_chunks_are_refused(tmp_path):
+    pytest.importorskip("coremltools", reason="coremltools not installed (pip install -e '.[coreml]')")
+    with pytest.raises(UserInputError, match=r"--target coreml with --dynamic takes no attention in chunks, and "
+                                             r"--max-size 1024 needs them for rmt-demo \(2/2,1/1,4,1\)"):
+        run_export(ExportOptions(targets=("coreml",), dynamic=True, img_size=(512, 512), out=tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.slow
 def test_demo_exports_one_artifact_for_many_sizes(tmp_path):
     """FP32 and INT8 for ONNX, ONNX Runtime and OpenVINO: verified at four sizes, runnable at others.

@@ -116,7 +116,8 @@ def _memory_lines(a: dict) -> list[str]:
     if m.get("error"):
         return [f"- peak memory at {at} not measured: {m['error']}"]
     first = f", {m['first_run_mb']:.0f} MiB after the first run" if m.get("first_run_mb") else ""
-    return [f"- inference at {at} in a fresh process: peak {m['peak_mb']:.0f} MiB resident over two runs "
+    runs = " over two runs" if first else ""
+    return [f"- inference at {at} in a fresh process: peak {m['peak_mb']:.0f} MiB resident{runs} "
             f"({m['imports_mb']:.0f} MiB before the runtime was imported, {m['load_mb']:.0f} MiB after loading"
             f"{first})"]
 

@@ -117,9 +117,10 @@ def _images(opts: CompareOptions, pre: Preprocess, size: tuple[int, int], progre
 def _reference(loaded, taps: list[str], x: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
     import torch
 
+    from ..model.rmt import attention_in_chunks
     from ..rewrite.taps import ReferenceTaps
 
-    with ReferenceTaps(loaded.model, taps) as hooks, torch.inference_mode():
+    with ReferenceTaps(loaded.model, taps) as hooks, torch.inference_mode(), attention_in_chunks(loaded.model):
         logits = np.concatenate([loaded.model(torch.from_numpy(x[i:i + 4])).numpy() for i in range(0, len(x), 4)])
     return hooks.arrays(), logits
 

@@ -84,6 +84,7 @@ def prepare(plan: Plan, progress) -> Prepared:
     with progress.step(f"Rewriting {loaded.variant} to deploy form at {shapes}"):
         deploy = to_deploy(loaded.model, size, dynamic=size_range is not None,
                            largest=size_range.largest if size_range else None)
+    _check_enumerated_chunks(plan, loaded, deploy, size_range)
 
     def reference(x: np.ndarray):
         return (reference_features(loaded.model, x, deploy.output_names) if backbone
@@ -190,8 +191,8 @@ def reference_memory_bytes(cfg, size: tuple[int, int]) -> int:
 
 
 def _check_size(loaded, size: tuple[int, int], flag: str, limit: int = MEMORY_LIMIT) -> None:
-    # With the reference's attention in chunks every size up to 2048 needs under 2 GiB (rmt-l: 1.3);
-    # the limit guards what verification would need if larger sizes were allowed.
+    # An estimate of the attention's share, not of the process (weights, runtimes and other activations
+    # come on top): with the reference in chunks, no allowed size (up to 2048) comes near the limit.
     cfg = loaded.model.cfg
     need = reference_memory_bytes(cfg, size)
     if need > limit:
@@ -202,6 +203,16 @@ def _check_size(loaded, size: tuple[int, int], flag: str, limit: int = MEMORY_LI
         raise UserInputError(f"{flag} {shown} needs about {need / 2**30:.1f} GiB at run time to verify "
                              f"{loaded.variant} against its PyTorch reference (attention scores in chunks and "
                              f"decay terms; limit {limit / 2**30:.3g} GiB); use at most about {side}x{side}")
+
+
+def _check_enumerated_chunks(plan: Plan, loaded, deploy, size_range) -> None:
+    # Core ML's converter traces one size (torch.jit.trace) and takes the others as enumerated shapes:
+    # chunk offsets computed from a traced size would be wrong at the others.
+    chunks = chunk_plan(deploy)
+    if size_range and any(t.name == "coreml" for t in plan.targets) and set(chunks) - set("1/,"):
+        raise UserInputError(f"--target coreml with --dynamic takes no attention in chunks, and --max-size "
+                             f"{size_range.high} needs them for {loaded.variant} ({chunks}); lower --max-size, or "
+                             "export Core ML at one size without --dynamic")
 
 
 def _preprocess(loaded, opts, size: tuple[int, int], backbone: bool) -> Preprocess:

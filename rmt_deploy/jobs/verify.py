@@ -81,7 +81,7 @@ def _time(runner, x, opts: ExportOptions) -> dict:
 
 
 def _memory(target: Target, entry: Artifact, path: Path, sources: ExportSources, opts: ExportOptions) -> None:
-    """Peak memory of one inference in a fresh process, at the largest verified size (``bench.peak_memory``)."""
+    """Peak memory of one image run twice in a fresh process, at the largest verified size (``bench.peak_memory``)."""
     size = max(sources.sizes, key=lambda s: (s[0] * s[1], s))
     label = f"{target.name}/{entry.precision}"
     with sources.progress.step(f"Measuring {label}'s peak memory at {size[0]}x{size[1]} in a fresh process"):

@@ -197,14 +197,14 @@ def attention_in_chunks(model: nn.Module, elements: int = CHUNK_ELEMENTS):
     """Inside, every attention of ``model`` takes its queries a chunk at a time, so that one chunk's scores
     stay within ``elements`` floats: the same values (each query's softmax still covers all its keys),
     for verifying at detection sizes without holding every (heads, N, N) score and decay tensor at once."""
-    attentions = [m for m in model.modules() if isinstance(m, MaSA)]
-    for m in attentions:
+    before = {m: m.chunk_elements for m in model.modules() if isinstance(m, MaSA)}
+    for m in before:
         m.chunk_elements = elements
     try:
         yield model
     finally:
-        for m in attentions:
-            m.chunk_elements = None
+        for m, value in before.items():
+            m.chunk_elements = value
 
 
 class ConvFFN(nn.Module):

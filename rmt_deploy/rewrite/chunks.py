@@ -137,8 +137,9 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, terms: tuple[to
 def runtime_zero(t: torch.Tensor) -> torch.Tensor:
     """A (1, 1, 1) zero computed from ``t``'s first value (clipped to [0, 0]), so that no runtime or converter
     can compute what it is added to before the model runs. Sliced and clipped, not indexed and compared:
-    the deploy form holds no Gather or Cast (``targets.onnx.FORBIDDEN_OPS``). It is NaN only where that
-    value is NaN, and then so is the output anyway (the token's key is NaN too, in every query's softmax)."""
+    the deploy form holds no Gather or Cast (``targets.onnx.FORBIDDEN_OPS``). It is NaN only where the first
+    image's first query value is NaN; that token's key is then NaN too, so that image's output is NaN
+    anyway, and in a batch the mask (shared by every image) makes the others' NaN as well."""
     first = t.narrow(0, 0, 1).narrow(1, 0, 1).narrow(2, 0, 1)  # narrow: size 1 even for a dynamic chunk
     return first.clamp(0.0, 0.0)
 
