@@ -49,14 +49,13 @@ def _gamma(heads: int) -> np.ndarray:
 
 def tables(heads: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     """The decay's per-query row and column terms, (heads, N, h, 1) and (heads, N, 1, w), RMT's gammas."""
-    gamma = tables.gamma(heads)
+    gamma = _gamma(heads)
     i, j = np.divmod(np.arange(h * w), w)
     rows = gamma[:, None, None] * np.abs(i[None, :, None] - np.arange(h)[None, None, :])
     cols = gamma[:, None, None] * np.abs(j[None, :, None] - np.arange(w)[None, None, :])
     return rows[..., None].astype(np.float32), cols[:, :, None, :].astype(np.float32)
 
 
-tables.gamma = _gamma
 
 
 def build(variant: str, heads: int, h: int, w: int, d: int, chunks: int) -> tuple[onnx.ModelProto, dict]:
@@ -111,7 +110,7 @@ def build(variant: str, heads: int, h: int, w: int, d: int, chunks: int) -> tupl
             a = np.arange(rows_per)[:, None, None, None]  # (local query row, query col, extended key row, key col)
             ext = np.arange(2 * h - 1)[None, None, :, None] - (h - 1)
             j, jk = np.arange(w)[None, :, None, None], np.arange(w)[None, None, None, :]
-            gamma = tables.gamma(heads)[:, None, None, None, None]
+            gamma = _gamma(heads)[:, None, None, None, None]
             table = gamma * (np.abs(a - ext) + np.abs(j - jk))[None]
             table = table.reshape(heads, rows_per * w, (2 * h - 1) * w).astype(np.float32)
             if variant == "chunks, slid table":
