@@ -56,8 +56,6 @@ def tables(heads: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     return rows[..., None].astype(np.float32), cols[:, :, None, :].astype(np.float32)
 
 
-
-
 def build(variant: str, heads: int, h: int, w: int, d: int, chunks: int) -> tuple[onnx.ModelProto, dict]:
     """The variant's graph and the extra feeds it takes (its run-time decay terms)."""
     n, c = h * w, heads * d
