@@ -91,11 +91,15 @@ def test_onnx_chunks_build_no_full_mask(model, encoding, tmp_path):
 @pytest.mark.slow
 def test_dynamic_chunks_at_every_size(model, tmp_path):
     """A dynamic form keeps the chunk count of its largest size; at small sizes the chunks overlap
-    instead of going empty (ONNX Runtime's Attention refuses zero rows)."""
+    instead of going empty (ONNX Runtime's Attention refuses zero rows).
+
+    The ONNX Runtime encoding splits stage 3's 2 rows at 32x32 into 4 chunks: the last two keep no row.
+    The generic one, at a larger budget (a smaller graph: these exports take most of the test's time),
+    splits stage 1's 8 rows at 32x32 into windows of 3, the last one moved back over the second."""
     sizes = [(32, 32), (32, 96), (96, 64), (256, 256)]
-    for encoding in ("generic", "onnxruntime"):
-        deploy = to_deploy(model, (96, 64), encoding=encoding, dynamic=True, largest=(256, 256), chunk_bytes=300_000)
-        assert chunk_plan(deploy) == "8/8,1/1,4,1"
+    for encoding, budget, plan in (("generic", 1_000_000, "3/3,1/1,2,1"), ("onnxruntime", 300_000, "8/8,1/1,4,1")):
+        deploy = to_deploy(model, (96, 64), encoding=encoding, dynamic=True, largest=(256, 256), chunk_bytes=budget)
+        assert chunk_plan(deploy) == plan
         path = export(deploy, tmp_path / f"{encoding}.onnx", (96, 64), dynamic_batch=True, metadata={},
                       size_range=SizeRange(32, 256))
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])

@@ -10,6 +10,7 @@ import torch
 from rmt_deploy.errors import UserInputError
 from rmt_deploy.jobs.export import run_export
 from rmt_deploy.jobs.plan import ExportOptions, plan
+from rmt_deploy.progress import NullProgress
 from rmt_deploy.rewrite import to_deploy
 from rmt_deploy.sizes import InputSizes, SizeRange, parse_sizes
 
@@ -102,6 +103,17 @@ def test_coreml_enumerated_sizes_that_need_chunks_are_refused(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+class StepLog(NullProgress):
+    """The progress interface, recording each step's description."""
+
+    def __init__(self) -> None:
+        self.steps: list[str] = []
+
+    def step(self, description: str):
+        self.steps.append(description)
+        return super().step(description)
+
+
 @pytest.mark.slow
 def test_demo_exports_one_artifact_for_many_sizes(tmp_path):
     """FP32 and INT8 for ONNX, ONNX Runtime and OpenVINO: verified at four sizes, runnable at others.
@@ -112,9 +124,14 @@ def test_demo_exports_one_artifact_for_many_sizes(tmp_path):
     from rmt_deploy.model.checkpoint import load_model
 
     out = tmp_path / "out"
+    steps = StepLog()
     report = run_export(ExportOptions(targets=("onnx", "onnxruntime", "openvino"), dynamic=True, int8=True, fp32=True,
                                       min_size=32, max_size=128, bench_iters=0, calib_size=32, parity_samples=4,
-                                      min_cosine=0.99, out=out))
+                                      min_cosine=0.99, out=out), steps)
+    # One graph per encoding: ONNX's files and OpenVINO's calibration read the same generic export.
+    assert sorted(s for s in steps.steps if s.startswith("Exporting the deploy form")) == [
+        "Exporting the deploy form to ONNX (generic encoding, dynamic size)",
+        "Exporting the deploy form to ONNX (onnxruntime encoding, dynamic size)"]
     dyn = report["model"]["dynamic_size"]
     assert dyn == {"min": 32, "max": 128, "verified_sizes": [[32, 32], [32, 128], [64, 64], [128, 128]]}
     assert len(report["artifacts"]) == 6

@@ -134,6 +134,12 @@ def test_export_inspect_load_render(target, tmp_path):
             feeds = {runner.input_names()[0]: sources.x[:1]}
             async_run = runner.throughput(feeds, 0.2)
             assert async_run is None or async_run["images_per_s"] > 0
+        checker = target.check_runner(exported.path)
+        if checker is not None:  # the export's checks run here: the same values in less memory
+            with checker:
+                assert sources.parity(checker, False) == parity
+                if target.name in ("onnx", "onnxruntime"):
+                    assert not checker.session.get_session_options().enable_mem_pattern
     else:  # TensorRT without a GPU: the TensorRT-ready ONNX, checked, and the device command
         assert exported.status == "skipped" and "engine not built" in exported.reason
         assert entry["readiness"]["status"] == "ready" and entry["trtexec"][0] == "trtexec"

@@ -60,22 +60,28 @@ class ExportSources:
                                                                 encoding=encoding, dynamic=self.dynamic_size,
                                                                 largest=size_range.largest if size_range else None))
 
+    def _mode(self, dynamic: bool) -> str:
+        """What a graph's input takes: a dynamic size implies a dynamic batch, so both modes share one graph."""
+        return "dynamic size" if self.dynamic_size else "dynamic batch" if dynamic else "fixed"
+
     def deploy_onnx(self, dynamic: bool, encoding: str = "generic") -> Path:
+        mode = self._mode(dynamic)
+
         def build() -> Path:
-            mode = "dynamic size" if self.dynamic_size else "dynamic batch" if dynamic else "fixed"
             deploy = self.deploy_form(encoding)
             with self.progress.step(f"Exporting the deploy form to ONNX ({encoding} encoding, {mode})"):
                 return export(deploy, self._scratch(f"deploy_{encoding}_{mode}.onnx"), self.size,
                               dynamic_batch=dynamic, metadata={}, size_range=self.prepared.size_range)
-        return self.once(("fp32", encoding, dynamic), build)
+        return self.once(("fp32", encoding, mode), build)
 
     def fp16_onnx(self, dynamic: bool) -> Path:
+        mode = self._mode(dynamic)
+
         def build() -> Path:
-            mode = "dynamic" if dynamic else "fixed"
-            with self.progress.step(f"Exporting the deploy form to FP16 ONNX ({mode} batch)"):
+            with self.progress.step(f"Exporting the deploy form to FP16 ONNX ({mode})"):
                 return export_fp16(self.deploy, self._scratch(f"deploy_fp16_{mode}.onnx"), self.size,
                                    dynamic_batch=dynamic, metadata={}, size_range=self.prepared.size_range)
-        return self.once(("fp16", dynamic), build)
+        return self.once(("fp16", mode), build)
 
     # -- INT8 -------------------------------------------------------------------------------
     def policy(self, weight_range: str = CPU_WEIGHT_RANGE) -> QuantPolicy:

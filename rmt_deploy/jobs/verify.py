@@ -11,6 +11,7 @@ from pathlib import Path
 from ..bench import peak_memory
 from ..bench.evaluate import accuracy_entry
 from ..bench.latency import measure
+from ..bench.memory import release_freed_memory
 from ..bench.schema import Accuracy, Artifact, Latency, Parity, latency_entry
 from ..targets import Target
 from .plan import ExportOptions
@@ -31,42 +32,64 @@ def verify(target: Target, entry: Artifact, path: Path, sources: ExportSources, 
            dynamic: bool) -> None:
     """Fill parity, accuracy, latency and what the device ran; mark the entry failed when it
     misses its threshold (the caller removes the artifact)."""
-    progress, prepared, label = sources.progress, sources.prepared, f"{target.name}/{entry.precision}"
-    with target.load(path, opts.threads) as runner:
-        entry.details["verified_with"] = runner.name
-        execution = runner.execution()  # what the device really ran (e.g. bf16 on AVX512-BF16/AMX)
-        if execution is not None:
-            entry.details["execution"] = execution
-        with progress.step(f"Verifying {label} on {len(prepared.x_parity)} real images"):
-            entry.parity = Parity.from_dict(sources.parity(runner, dynamic))
-        if sources.prepared.other_sizes:
-            with progress.step(f"Verifying {label} at {len(sources.prepared.other_sizes)} other sizes"):
-                entry.details["parity_at_sizes"] = sources.parity_at_other_sizes(runner, dynamic)
-        eval_set = prepared.eval_set
-        if eval_set is not None:
-            with progress.bar(f"Evaluating {label}", len(eval_set.images)) as advance:
-                logits = eval_set.logits(lambda x: sources.logits(runner, x, dynamic), advance)
-            entry.accuracy = Accuracy.from_dict(accuracy_entry(logits, eval_set))
-        if opts.bench_iters > 0 and not runner.measures_latency:
-            entry.details["latency_skipped"] = target.no_runtime_reason()
-        elif opts.bench_iters > 0:
-            with progress.step(f"Timing {label} ({opts.bench_iters} runs)"):
-                measured = _time(runner, prepared.x_parity[:1], opts)
-            entry.latency_ms = Latency.from_dict(latency_entry(measured, runner, opts.threads, 1))
-            if prepared.other_sizes:  # --dynamic: batch 1 at each other verified size too
-                with progress.step(f"Timing {label} at {len(prepared.other_sizes)} other sizes"):
-                    entry.details["latency_at_sizes"] = [{"size": list(size), **_time(runner, x[:1], opts)}
-                                                         for size, x, _ in prepared.other_sizes]
+    label = f"{target.name}/{entry.precision}"
+    release_freed_memory()  # the export's garbage would otherwise sit under this step's peak
+    checker = target.check_runner(path, opts.threads)  # leaner where the runtime has a way; None: load's
+    with (checker or target.load(path, opts.threads)) as runner:
+        _check(runner, entry, sources, dynamic, label)
+        if checker is None:
+            _latency(runner, entry, target, opts, sources, label)
+    if checker is not None and opts.bench_iters > 0:
+        release_freed_memory()
+        with target.load(path, opts.threads) as runner:  # timed at the runtime's defaults
+            _latency(runner, entry, target, opts, sources, label)
     if opts.bench_iters > 0 and runner.measures_latency:
         _memory(target, entry, path, sources, opts)
     _at_runtime_default(target, entry, path, sources, opts, dynamic)
     if entry.precision == "int8" and opts.min_cosine is None:
-        _int8_target(entry, sources, f"{target.name}/{entry.precision}")
+        _int8_target(entry, sources, label)
+    execution = entry.details.get("execution")
     failure = judge(entry.precision, entry.parity, execution, opts.atol)
     for other in entry.details.get("parity_at_sizes", []):
         failure = failure or _at_size(other, judge(entry.precision, Parity.from_dict(other), execution, opts.atol))
     if failure:
         entry.fail("validation", failure)
+
+
+def _check(runner, entry: Artifact, sources: ExportSources, dynamic: bool, label: str) -> None:
+    """Parity at every verified size and, with ``--eval``, accuracy; and what the device ran."""
+    progress, prepared = sources.progress, sources.prepared
+    entry.details["verified_with"] = runner.name
+    execution = runner.execution()  # what the device really ran (e.g. bf16 on AVX512-BF16/AMX)
+    if execution is not None:
+        entry.details["execution"] = execution
+    with progress.step(f"Verifying {label} on {len(prepared.x_parity)} real images"):
+        entry.parity = Parity.from_dict(sources.parity(runner, dynamic))
+    if prepared.other_sizes:
+        with progress.step(f"Verifying {label} at {len(prepared.other_sizes)} other sizes"):
+            entry.details["parity_at_sizes"] = sources.parity_at_other_sizes(runner, dynamic)
+    eval_set = prepared.eval_set
+    if eval_set is not None:
+        with progress.bar(f"Evaluating {label}", len(eval_set.images)) as advance:
+            logits = eval_set.logits(lambda x: sources.logits(runner, x, dynamic), advance)
+        entry.accuracy = Accuracy.from_dict(accuracy_entry(logits, eval_set))
+
+
+def _latency(runner, entry: Artifact, target: Target, opts: ExportOptions, sources: ExportSources,
+             label: str) -> None:
+    prepared = sources.prepared
+    if opts.bench_iters <= 0:
+        return
+    if not runner.measures_latency:
+        entry.details["latency_skipped"] = target.no_runtime_reason()
+        return
+    with sources.progress.step(f"Timing {label} ({opts.bench_iters} runs)"):
+        measured = _time(runner, prepared.x_parity[:1], opts)
+    entry.latency_ms = Latency.from_dict(latency_entry(measured, runner, opts.threads, 1))
+    if prepared.other_sizes:  # --dynamic: batch 1 at each other verified size too
+        with sources.progress.step(f"Timing {label} at {len(prepared.other_sizes)} other sizes"):
+            entry.details["latency_at_sizes"] = [{"size": list(size), **_time(runner, x[:1], opts)}
+                                                 for size, x, _ in prepared.other_sizes]
 
 
 def _time(runner, x, opts: ExportOptions) -> dict:

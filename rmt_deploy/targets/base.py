@@ -194,6 +194,11 @@ class Target:
         """A runner for ``path``; ``execution`` is one of ``EXECUTIONS`` (only OpenVINO tells them apart)."""
         raise NotImplementedError
 
+    def check_runner(self, path: Path, threads: int | None = None) -> Runner | None:
+        """A runner that computes what ``load``'s does in less memory, for checking values and not
+        timing them (ONNX Runtime without its memory pattern); None where ``load``'s is already lean."""
+        return None
+
     def default_runner(self, path: Path, threads: int | None = None) -> Runner | None:
         """A runner at the runtime's own default settings where, on this machine, they compute
         differently from the verified ones (the export records both); None where they do not."""

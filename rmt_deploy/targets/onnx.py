@@ -258,12 +258,17 @@ class OnnxRuntimeRunner(Runner):
     ``fuse_int8=False`` keeps ONNX Runtime from fusing Q/DQ pairs into int8 kernels (basic graph
     optimizations only): the graph then computes its Q/DQ arithmetic in float, the same on every
     CPU — how a graph meant for another runtime (TensorRT) is checked here.
+
+    ``memory_pattern=False`` turns off ONNX Runtime's memory pattern (on by default): from the second
+    run at one shape it allocates all of a run's buffers as one planned block, which raised RMT-T's
+    backbone at 800x1344 from 637 to 1,005 MiB (docs/backbones.md) and changes no value. Checks use it.
     """
 
     def __init__(self, path: Path, threads: int | None = None, provider: str = "CPUExecutionProvider",
-                 fuse_int8: bool = True) -> None:
+                 fuse_int8: bool = True, memory_pattern: bool = True) -> None:
         super().__init__()
         self.path, self.threads, self.provider, self.fuse_int8 = Path(path), threads, provider, fuse_int8
+        self.memory_pattern = memory_pattern
         self.name = f"onnxruntime {provider}"
         self.device = _COMPUTE_PROVIDERS.get(provider, "cpu")
         self.session = None
@@ -277,6 +282,7 @@ class OnnxRuntimeRunner(Runner):
         options.inter_op_num_threads = 1
         options.add_session_config_entry("session.force_spinning_stop", "1")
         options.log_severity_level = 3
+        options.enable_mem_pattern = self.memory_pattern
         if not self.fuse_int8:
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
         self.session = ort.InferenceSession(self._model_source(), options, providers=[self.provider])
@@ -385,6 +391,9 @@ class OnnxTarget(Target):
     def load(self, path: Path, threads: int | None = None, runtime: str | None = None,
              hint: str = "latency", execution: str = "verified") -> OnnxRuntimeRunner:
         return OnnxRuntimeRunner(path, threads, runtime or "CPUExecutionProvider")
+
+    def check_runner(self, path: Path, threads: int | None = None) -> OnnxRuntimeRunner:
+        return OnnxRuntimeRunner(path, threads, memory_pattern=False)
 
     def load_taps(self, path: Path, tensors: list[str], threads: int | None = None) -> OnnxTapsRunner:
         return OnnxTapsRunner(path, tensors, threads)

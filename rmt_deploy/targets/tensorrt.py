@@ -373,7 +373,7 @@ class TensorRTTarget(Target):
         fields["onnx"] = onnx_path.name
         # The same graph run by ONNX Runtime without its int8 kernels (Q/DQ as float math, what TensorRT
         # computes): fused kernels would saturate the full 8-bit grid on x86 CPUs without VNNI.
-        with OnnxRuntimeRunner(onnx_path, request.threads, fuse_int8=False) as runner:
+        with OnnxRuntimeRunner(onnx_path, request.threads, fuse_int8=False, memory_pattern=False) as runner:
             fields["onnx_parity"] = sources.parity(runner, dynamic)
             if sources.dynamic_size:  # --dynamic: also at the profile's ends
                 fields["onnx_parity_at_sizes"] = sources.parity_at_other_sizes(runner, dynamic)
