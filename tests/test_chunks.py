@@ -95,7 +95,8 @@ def test_dynamic_chunks_at_every_size(model, tmp_path):
 
     The ONNX Runtime encoding splits stage 3's 2 rows at 32x32 into 4 chunks: the last two keep no row.
     The generic one, at a larger budget (a smaller graph: these exports take most of the test's time),
-    splits stage 1's 8 rows at 32x32 into windows of 3, the last one moved back over the second."""
+    splits stage 1's 8 rows at 32x32 into windows of 3, the last one moved back over the second (both
+    encodings share ``chunk_rows``, so the zero-row case is tested once)."""
     sizes = [(32, 32), (32, 96), (96, 64), (256, 256)]
     for encoding, budget, plan in (("generic", 1_000_000, "3/3,1/1,2,1"), ("onnxruntime", 300_000, "8/8,1/1,4,1")):
         deploy = to_deploy(model, (96, 64), encoding=encoding, dynamic=True, largest=(256, 256), chunk_bytes=budget)

@@ -94,7 +94,8 @@ def fit_or_gate(target: Target, entry: Artifact, path: Path, metadata: dict, sou
 
     def run(candidate, fn):
         target.save_model(candidate, scratch, metadata)
-        with target.load(scratch, threads) as runner:
+        checker = target.check_runner(scratch, threads)
+        with checker if checker is not None else target.load(scratch, threads) as runner:
             return fn(runner)
 
     def rank_run(candidate, fn):  # a target's in-memory runner where saving every candidate is slow

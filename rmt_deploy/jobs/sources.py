@@ -61,7 +61,8 @@ class ExportSources:
                                                                 largest=size_range.largest if size_range else None))
 
     def _mode(self, dynamic: bool) -> str:
-        """What a graph's input takes: a dynamic size implies a dynamic batch, so both modes share one graph."""
+        """What a graph's input takes. A dynamic size implies a dynamic batch (``export`` makes the batch
+        dynamic whenever it has a size range), so under ``--dynamic`` both callers share one graph."""
         return "dynamic size" if self.dynamic_size else "dynamic batch" if dynamic else "fixed"
 
     def deploy_onnx(self, dynamic: bool, encoding: str = "generic") -> Path:

@@ -34,21 +34,20 @@ def verify(target: Target, entry: Artifact, path: Path, sources: ExportSources, 
     misses its threshold (the caller removes the artifact)."""
     label = f"{target.name}/{entry.precision}"
     release_freed_memory()  # the export's garbage would otherwise sit under this step's peak
-    checker = target.check_runner(path, opts.threads)  # leaner where the runtime has a way; None: load's
-    with (checker or target.load(path, opts.threads)) as runner:
-        _check(runner, entry, sources, dynamic, label)
-        if checker is None:
-            _latency(runner, entry, target, opts, sources, label)
+    # The same values in less memory where the runtime has a way (None: check in load()'s runner).
+    checker = target.check_runner(path, opts.threads)
+    with checker if checker is not None else target.load(path, opts.threads) as runner:
+        execution = _check(runner, entry, sources, dynamic, label)
+        timed = checker is None and _latency(runner, entry, target, opts, sources, label)
     if checker is not None and opts.bench_iters > 0:
         release_freed_memory()
         with target.load(path, opts.threads) as runner:  # timed at the runtime's defaults
-            _latency(runner, entry, target, opts, sources, label)
-    if opts.bench_iters > 0 and runner.measures_latency:
+            timed = _latency(runner, entry, target, opts, sources, label)
+    if timed:
         _memory(target, entry, path, sources, opts)
     _at_runtime_default(target, entry, path, sources, opts, dynamic)
     if entry.precision == "int8" and opts.min_cosine is None:
         _int8_target(entry, sources, label)
-    execution = entry.details.get("execution")
     failure = judge(entry.precision, entry.parity, execution, opts.atol)
     for other in entry.details.get("parity_at_sizes", []):
         failure = failure or _at_size(other, judge(entry.precision, Parity.from_dict(other), execution, opts.atol))
@@ -56,8 +55,8 @@ def verify(target: Target, entry: Artifact, path: Path, sources: ExportSources, 
         entry.fail("validation", failure)
 
 
-def _check(runner, entry: Artifact, sources: ExportSources, dynamic: bool, label: str) -> None:
-    """Parity at every verified size and, with ``--eval``, accuracy; and what the device ran."""
+def _check(runner, entry: Artifact, sources: ExportSources, dynamic: bool, label: str) -> dict | None:
+    """Parity at every verified size and, with ``--eval``, accuracy; returns what the device ran."""
     progress, prepared = sources.progress, sources.prepared
     entry.details["verified_with"] = runner.name
     execution = runner.execution()  # what the device really ran (e.g. bf16 on AVX512-BF16/AMX)
@@ -73,16 +72,18 @@ def _check(runner, entry: Artifact, sources: ExportSources, dynamic: bool, label
         with progress.bar(f"Evaluating {label}", len(eval_set.images)) as advance:
             logits = eval_set.logits(lambda x: sources.logits(runner, x, dynamic), advance)
         entry.accuracy = Accuracy.from_dict(accuracy_entry(logits, eval_set))
+    return execution
 
 
 def _latency(runner, entry: Artifact, target: Target, opts: ExportOptions, sources: ExportSources,
-             label: str) -> None:
+             label: str) -> bool:
+    """Time batch 1 at every verified size (``--bench-iters``); False where nothing was timed."""
     prepared = sources.prepared
     if opts.bench_iters <= 0:
-        return
+        return False
     if not runner.measures_latency:
         entry.details["latency_skipped"] = target.no_runtime_reason()
-        return
+        return False
     with sources.progress.step(f"Timing {label} ({opts.bench_iters} runs)"):
         measured = _time(runner, prepared.x_parity[:1], opts)
     entry.latency_ms = Latency.from_dict(latency_entry(measured, runner, opts.threads, 1))
@@ -90,6 +91,7 @@ def _latency(runner, entry: Artifact, target: Target, opts: ExportOptions, sourc
         with sources.progress.step(f"Timing {label} at {len(prepared.other_sizes)} other sizes"):
             entry.details["latency_at_sizes"] = [{"size": list(size), **_time(runner, x[:1], opts)}
                                                  for size, x, _ in prepared.other_sizes]
+    return True
 
 
 def _time(runner, x, opts: ExportOptions) -> dict:
