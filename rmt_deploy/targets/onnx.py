@@ -131,10 +131,9 @@ def export_fp16(model, path: Path, input_size: tuple[int, int], *, dynamic_batch
 
 def export_for_calibration(model, input_size: tuple[int, int], *, dynamic_batch: bool, encoding: str = "generic",
                            size_range: SizeRange | None = None):
-    """The reference ``model`` as the FP32 graph INT8 calibration takes (``quant.int8``): deploy
-    form with the FFN as linear layers on tokens, loaded as an onnx.ModelProto. ``encoding``
-    "onnxruntime" for the ONNX Runtime INT8 artifact (its attention stays float either way),
-    "generic" for the Q/DQ graph TensorRT takes."""
+    """The reference ``model`` as the FP32 graph INT8 calibration takes (``quant.int8``): deploy form with the
+    FFN as linear layers on tokens, as an onnx.ModelProto. ``encoding`` "onnxruntime" for the ONNX Runtime
+    INT8 artifact (its attention stays float either way), "generic" for the Q/DQ graph TensorRT takes."""
     import tempfile
 
     import onnx
@@ -201,12 +200,8 @@ def describe(path: Path) -> dict:
     proto = read_onnx_model(Path(path))
     value = proto.graph.input[0]
     dims = [d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim]
-    return {
-        "input_name": value.name,
-        "input_shape": dims,  # None for symbolic dims
-        "dynamic_batch": dims[0] is None,
-        "metadata": {p.key: p.value for p in proto.metadata_props},
-    }
+    return {"input_name": value.name, "input_shape": dims,  # None for symbolic dims
+            "dynamic_batch": dims[0] is None, "metadata": {p.key: p.value for p in proto.metadata_props}}
 
 
 def inspect_graph(path: Path) -> dict:
@@ -259,18 +254,15 @@ class OnnxRuntimeRunner(Runner):
     optimizations only): the graph then computes its Q/DQ arithmetic in float, the same on every
     CPU — how a graph meant for another runtime (TensorRT) is checked here.
 
-    ``memory_pattern=False`` turns off ONNX Runtime's memory pattern (on by default): from the second
-    run at one shape it allocates all of a run's buffers as one planned block, which raised RMT-T's
-    backbone at 800x1344 from 637 to 992 MiB (docs/backbones.md) and changes no value. The export's
-    value checks (``OnnxTarget.check_runner``, the TensorRT-ready ONNX's check) pass False.
+    ``memory_pattern=False`` (the export's value checks) skips the planned block ONNX Runtime allocates
+    from a shape's second run: the same values, RMT-T at 800x1344 in 637 MiB, not 992 (docs/backbones.md).
     """
 
     def __init__(self, path: Path, threads: int | None = None, provider: str = "CPUExecutionProvider",
                  fuse_int8: bool = True, memory_pattern: bool = True) -> None:
         super().__init__()
         self.path, self.threads, self.provider, self.fuse_int8 = Path(path), threads, provider, fuse_int8
-        self.memory_pattern = memory_pattern
-        self.name = f"onnxruntime {provider}"
+        self.memory_pattern, self.name = memory_pattern, f"onnxruntime {provider}"
         self.device = _COMPUTE_PROVIDERS.get(provider, "cpu")
         self.session = None
 
