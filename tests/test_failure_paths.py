@@ -8,6 +8,7 @@ removed (or kept, where README says the best model is kept), the other artifacts
 from __future__ import annotations
 
 import json
+import struct
 
 import pytest
 from typer.testing import CliRunner
@@ -72,3 +73,62 @@ def test_core_ml_check_failures_remove_or_keep_as_promised(tmp_path, monkeypatch
     assert int8["status"] == "failed" and int8["stage"] == "accuracy"
     assert "misses --min-cosine 0.99999999" in int8["reason"] and "kept model_int8.mlpackage" in int8["reason"]
     assert int8["accuracy_aware"]["fits"] is False and (out / "model_int8.mlpackage").exists()
+
+
+def test_a_converter_that_fails_costs_only_its_own_artifact(tmp_path, monkeypatch):
+    """Converters that write files their own runtimes refuse (MNN, LiteRT) and an ONNX that TensorRT's
+    parser rejects: each is that artifact's failure, with its stage; model.onnx is verified and kept,
+    the report is written, exit 1 — not exit 2 with every finished artifact thrown away."""
+    from rmt_deploy.targets import litert, mnn, trt_readiness
+
+    for module in ("MNN", "ai_edge_litert", "litert_torch", "tensorrt_rtx"):
+        pytest.importorskip(module, reason=f"{module} not installed")
+    # Real refusals: MNN's loader and LiteRT's flatbuffer verifier reject these bytes with an error
+    # (they pass the Python-side format checks, so the native loaders really read them).
+    bad_mnn = struct.pack("<I", 16) + bytes(12) + struct.pack("<i", 8) + bytes(64)
+    bad_tflite = struct.pack("<I", 16) + b"TFL3" + bytes(range(56))
+    monkeypatch.setattr(mnn, "_mnnconvert", lambda args, out: out.write_bytes(bad_mnn))
+    monkeypatch.setattr(litert, "convert_module", lambda *a, **k: b"")
+    monkeypatch.setattr(litert.LiteRTTarget, "_save", staticmethod(lambda data, path, meta: path.write_bytes(bad_tflite)))
+    real_build = trt_readiness.rtx_build
+
+    def cut_then_build(path):  # TensorRT-RTX's parser on a cut copy of the file we wrote
+        cut = path.with_name("cut.onnx")
+        cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+        return real_build(cut)
+
+    monkeypatch.setattr(trt_readiness, "rtx_build", cut_then_build)
+    out = tmp_path / "out"
+    code, output = _export("--target", "onnx,mnn,litert,trt", "--out", str(out))
+    assert code == 1, output
+    entries = _entries(out)
+    assert entries["onnx", "fp32"]["status"] == "ok" and (out / "model.onnx").exists()
+    mnn_entry, litert_entry = entries["mnn", "fp32"], entries["litert", "fp32"]
+    assert mnn_entry["status"] == "failed" and mnn_entry["stage"] == "validation", mnn_entry
+    assert "MNN cannot load it" in mnn_entry["reason"] and not (out / "model.mnn").exists()
+    assert litert_entry["status"] == "failed" and litert_entry["stage"] == "inspection", litert_entry
+    assert "LiteRT cannot load it" in litert_entry["reason"] and not (out / "model.tflite").exists()
+    trt = entries["trt", "fp16"]
+    assert trt["status"] == "failed" and trt["stage"] == "readiness", trt
+    assert "cannot parse it" in trt["reason"] and trt["readiness"]["rtx_build"]["parsed"] is False
+    assert "mnn/fp32" in output and "litert/fp32" in output and "report.json" in output
+
+
+def test_our_own_bug_while_reading_an_artifact_is_an_internal_error_not_bad_input(tmp_path, monkeypatch):
+    """A KeyError in rmt-deploy's own code is reported as an internal error (exit 1, please report),
+    never rephrased as a damaged file (exit 2); RMT_DEPLOY_DEBUG shows the original traceback."""
+    from rmt_deploy.targets import onnx as onnx_target
+
+    def broken(path):
+        return {}["input_name"]
+
+    monkeypatch.setattr(onnx_target.OnnxTarget, "describe", lambda self, path: broken(path))
+    artifact = tmp_path / "model.onnx"
+    artifact.write_bytes(b"never read: describe fails first")
+    result = CliRunner().invoke(app, ["predict", str(artifact), "--topk", "1"])
+    assert result.exit_code == 1, result.output
+    assert "internal error" in result.output and "KeyError" in result.output and "please report" in result.output
+    assert "not a readable" not in result.output
+    monkeypatch.setenv("RMT_DEPLOY_DEBUG", "1")
+    result = CliRunner().invoke(app, ["predict", str(artifact), "--topk", "1"])
+    assert isinstance(result.exception, KeyError)

@@ -161,8 +161,8 @@ class Artifact:
         path: The artifact file (absolute when read from a report file); None if nothing was written.
         size_bytes: Size on disk, in bytes.
         status: ``ok``, ``skipped`` or ``failed``.
-        stage: Where a failure happened (``export``, ``preflight``, ``readiness``, ``validation``,
-            ``accuracy``, ``load``, ``benchmark``).
+        stage: Where a failure happened (``export``, ``inspection``, ``preflight``, ``readiness``,
+            ``validation``, ``accuracy``, ``load``, ``benchmark``).
         reason: Why it failed or was skipped, in one line.
         parity: Its outputs against PyTorch FP32 on the parity images.
         accuracy: Top-k on the evaluation set, when the set has labels the model knows.

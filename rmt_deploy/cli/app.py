@@ -1,7 +1,7 @@
 """The typer app, the options every command shares, errors → exit codes, progress, output.
 
-Errors become one line on stderr with a non-zero exit code (2: bad input, 1: verification
-failed or unexpected error). Set RMT_DEPLOY_DEBUG=1 to get the traceback instead.
+Errors become one line on stderr with a non-zero exit code (2: bad input, 1: an artifact failed,
+or an internal error, which asks to be reported). Set RMT_DEPLOY_DEBUG=1 to get the traceback instead.
 """
 from __future__ import annotations
 
@@ -104,8 +104,9 @@ def errors_to_exit():
                       "--parity-samples or a machine with more RAM", highlight=False)
             raise typer.Exit(1) from None
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        err.print(f"[bold red]error:[/bold red] unexpected {type(e).__name__}: {escape(first)} "
-                  "(set RMT_DEPLOY_DEBUG=1 for the traceback)", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]internal error:[/bold red] {type(e).__name__}: {escape(first)} — a bug in "
+                  "rmt-deploy or a library it calls; please report it with the traceback (rerun with "
+                  "RMT_DEPLOY_DEBUG=1)", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
 
 

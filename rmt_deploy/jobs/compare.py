@@ -20,7 +20,8 @@ from ..atomic import write_text_atomic
 from ..bench.taps import COMPARE_JSON, CompareResult, first_divergence, largest_jump, tap_error, worst_taps
 from ..bundled import bundled_images, bundled_weights
 from ..data.images import Preprocess, load_batch, open_image_set
-from ..errors import BackendUnavailable, UserInputError
+from ..bench.schema import failure_reason
+from ..errors import PROGRAMMING_ERRORS, BackendUnavailable, UserInputError
 from ..targets import ONNX_FILES, Target, target_for_path
 from .predict import preprocess_from_metadata
 
@@ -71,11 +72,10 @@ def _describe(path: Path) -> tuple[Target, dict]:
         raise UserInputError(f"{path.name}: cannot run {target.title} artifacts here: {reason}")
     try:
         return target, target.describe(path)
-    except UserInputError:
+    except (UserInputError, *PROGRAMMING_ERRORS):  # ours are bugs, not bad input
         raise
-    except Exception as e:  # noqa: BLE001 — a damaged file is bad input, in one line
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise UserInputError(f"{path}: not a readable {target.title} artifact ({type(e).__name__}: {first})") from None
+    except Exception as e:  # noqa: BLE001 — a runtime refusing a damaged file: bad input, in one line
+        raise UserInputError(f"{path}: not a readable {target.title} artifact ({failure_reason(e)})") from e
 
 
 def _weights_for(path: Path, metadata: dict, given: Path | None) -> Path:

@@ -18,7 +18,7 @@ from ..bench.memory import peak_rss_bytes
 from ..bench.report import write_report
 from ..bench.schema import Artifact, failure_reason, stamp
 from ..data.images import EXIF
-from ..errors import UserInputError, VerificationError
+from ..errors import VerificationError
 from ..outdir import REPORT_JSON, writing
 from ..progress import NullProgress
 from ..targets import ExportRequest
@@ -61,12 +61,26 @@ def run_export(opts: ExportOptions, progress=None) -> dict:
 
 
 def _step(cell: Cell, folder: Path, sources: ExportSources, opts: ExportOptions) -> Artifact:
-    """One artifact: export, inspect, verify; its failure is recorded and the other cells still run."""
+    """One artifact: export, inspect, verify. Any failure here is about this artifact (its converter,
+    its runtime, the file it wrote: the user's input was checked by ``plan`` and ``prepare``), so it
+    is recorded with the stage it happened in and the other cells still run."""
     target, precision = cell.target, cell.precision
     entry = Artifact(target.name, precision)  # plan() has checked that the target can export here
+    stage = "export"
     try:
-        _export_and_verify(cell, entry, folder, sources, opts)
-    except (UserInputError, KeyboardInterrupt, MemoryError):
+        written = _export(cell, entry, folder, sources, opts)
+        if written is None:
+            return entry
+        path, metadata = written
+        stage = "inspection"
+        with sources.progress.step(f"Inspecting {target.name}/{precision}"):
+            entry.graph = target.inspect(path)
+        if entry.graph and entry.graph.get("problems"):  # e.g. CoreML preflight: a tensor above rank 5
+            _reject(entry, path, "preflight", "; ".join(entry.graph["problems"]))
+            return entry
+        stage = "validation"
+        _verify_and_fit(cell, entry, path, metadata, sources, opts)
+    except (KeyboardInterrupt, MemoryError):
         raise
     except Exception as e:  # noqa: BLE001 — recorded in the report unless --strict
         if opts.strict or os.environ.get("RMT_DEPLOY_DEBUG"):
@@ -74,13 +88,15 @@ def _step(cell: Cell, folder: Path, sources: ExportSources, opts: ExportOptions)
         for leftover in target.leftovers(folder, precision):
             remove_artifact(leftover)
         entry.path = entry.size_bytes = None
-        entry.fail("export", failure_reason(e))
+        entry.fail(stage, failure_reason(e))
     return entry
 
 
-def _export_and_verify(cell: Cell, entry: Artifact, folder: Path, sources: ExportSources,
-                       opts: ExportOptions) -> None:
-    target, precision, progress = cell.target, cell.precision, sources.progress
+def _export(cell: Cell, entry: Artifact, folder: Path, sources: ExportSources, opts: ExportOptions
+            ) -> tuple[Path, dict[str, str]] | None:
+    """Write the artifact: its path and the metadata it carries, or None when the target recorded it
+    as skipped or failed."""
+    target, precision = cell.target, cell.precision
     metadata = {**sources.prepared.metadata, "precision": precision, "dynamic_batch": str(cell.dynamic_batch).lower()}
     request = ExportRequest(precision, target.artifact_path(folder, precision), metadata, cell.dynamic_batch,
                             cell.options, opts.threads)
@@ -93,14 +109,15 @@ def _export_and_verify(cell: Cell, entry: Artifact, folder: Path, sources: Expor
         entry.path, entry.size_bytes = shipped.name, artifact_bytes(shipped)
     if exported.status != "ok" or exported.path is None:
         entry.status, entry.stage, entry.reason = exported.status, exported.stage, exported.reason
-        return
-    path = exported.path
-    with progress.step(f"Inspecting {target.name}/{precision}"):
-        entry.graph = target.inspect(path)
-    if entry.graph and entry.graph.get("problems"):  # e.g. CoreML preflight: a tensor above rank 5
-        _reject(entry, path, "preflight", "; ".join(entry.graph["problems"]))
-        return
-    verify(target, entry, path, sources, opts, cell.dynamic_batch)
+        return None
+    return exported.path, request.metadata
+
+
+def _verify_and_fit(cell: Cell, entry: Artifact, path: Path, metadata: dict[str, str], sources: ExportSources,
+                    opts: ExportOptions) -> None:
+    """Verify the written artifact; under an INT8 budget, revert layers until it fits (the search
+    re-saves the artifact with ``metadata``)."""
+    verify(cell.target, entry, path, sources, opts, cell.dynamic_batch)
     budget = _budget(cell, entry, sources, opts)
     guard = None
     if not entry.ok:
@@ -114,7 +131,7 @@ def _export_and_verify(cell: Cell, entry: Artifact, folder: Path, sources: Expor
         entry.status, entry.stage, entry.reason = "ok", None, None
     if budget is None:
         return
-    fit_or_gate(target, entry, path, request.metadata, sources, budget, opts.threads, cell.dynamic_batch,
+    fit_or_gate(cell.target, entry, path, metadata, sources, budget, opts.threads, cell.dynamic_batch,
                 lambda: _reverify(cell, entry, path, sources, opts))
     if guard and not entry.details["accuracy_aware"]["reverted_layers"]:
         _reject(entry, path, *guard)

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..bench.schema import failure_reason
 from ..data.images import Preprocess, UnreadableImage, read_image
-from ..errors import UserInputError
+from ..errors import PROGRAMMING_ERRORS, UserInputError
 from ..sizes import InputSizes
 from .plan import parse_resize_scale
 from ..targets import Target, check_execution, target_for_path
@@ -84,11 +85,10 @@ class Model:
             raise UserInputError(f"{path.name}: cannot run {target.title} artifacts here: {reason}")
         try:
             info = target.describe(path)
-        except UserInputError:
+        except (UserInputError, *PROGRAMMING_ERRORS):  # ours are bugs, not bad input
             raise
-        except Exception as e:  # noqa: BLE001 — a damaged file is bad input, in one line
-            raise UserInputError(f"{path}: not a readable {target.title} artifact ({type(e).__name__}: "
-                                 f"{str(e).strip().splitlines()[0] if str(e).strip() else ''})") from None
+        except Exception as e:  # noqa: BLE001 — a runtime refusing a damaged file: bad input, in one line
+            raise UserInputError(f"{path}: not a readable {target.title} artifact ({failure_reason(e)})") from e
         pre = preprocess or preprocess_from_metadata(info.get("metadata") or {}, info["input_shape"])
         if pre is None:
             raise UserInputError(f"{path.name} has no rmt-deploy metadata (input size, mean/std); pass "
@@ -98,11 +98,10 @@ class Model:
         runner = target.load(path, threads, runtime, execution=execution)
         try:
             runner.activate()
-        except UserInputError:
+        except (UserInputError, *PROGRAMMING_ERRORS):
             raise
         except Exception as e:  # noqa: BLE001 — a runtime that cannot take the artifact is one line too
-            raise UserInputError(f"{path.name}: {runner.name} cannot load it ({type(e).__name__}: "
-                                 f"{str(e).strip().splitlines()[0][:200] if str(e).strip() else ''})") from None
+            raise UserInputError(f"{path.name}: {runner.name} cannot load it ({failure_reason(e)})") from e
         return cls(path, target, info, pre, runner)
 
     def close(self) -> None:

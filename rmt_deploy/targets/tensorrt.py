@@ -20,7 +20,7 @@ import numpy as np
 
 from ..artifacts import artifact_stem
 from ..atomic import atomic_path, write_text_atomic
-from ..errors import BackendUnavailable, UserInputError
+from ..errors import BackendUnavailable, ConversionError, UserInputError
 from ..optional import install_hint
 from .base import Exported, ExportRequest, Sources, Target, TargetOptions
 from .formats import read_engine_sidecar, sidecar_path
@@ -148,7 +148,7 @@ def build_engine(onnx_path: Path, engine_path: Path, settings: EngineSettings) -
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(parser.get_error(i).desc().splitlines()[0] for i in range(parser.num_errors))
-        raise UserInputError(f"TensorRT cannot parse {onnx_path.name}: {errors}")
+        raise ConversionError(f"TensorRT cannot parse {onnx_path.name}: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(settings.workspace_gib * (1 << 30)))
     inp = network.get_input(0)
@@ -171,7 +171,7 @@ def build_engine(onnx_path: Path, engine_path: Path, settings: EngineSettings) -
     start = time.perf_counter()
     plan = builder.build_serialized_network(network, config)
     if plan is None:
-        raise RuntimeError(f"TensorRT could not build an engine from {onnx_path.name} (see the log above)")
+        raise ConversionError(f"TensorRT could not build an engine from {onnx_path.name} (see the log above)")
     with atomic_path(engine_path) as tmp:
         tmp.write_bytes(bytes(plan))
     if cache is not None:
@@ -350,7 +350,7 @@ class TensorRTTarget(Target):
         from .onnx import OnnxRuntimeRunner
         from .onnx import describe as describe_onnx
         from .onnx import save as save_onnx
-        from .trt_readiness import readiness, rtx_build
+        from .trt_readiness import readiness, rtx_build, with_trial_build
 
         precision, dynamic = request.precision, request.dynamic_batch
         onnx_path, fields = self.onnx_path(request.path.parent, precision), {}
@@ -369,7 +369,7 @@ class TensorRTTarget(Target):
         seconds = round(time.perf_counter() - start, 2)  # export_seconds: the ONNX, not the checks or the engine
         with sources.progress.step(f"Checking TensorRT readiness of {onnx_path.name}"):
             fields["readiness"] = readiness(onnx.load(str(onnx_path)), dynamic)
-            fields["readiness"]["rtx_build"] = rtx_build(onnx_path)
+            fields["readiness"] = with_trial_build(fields["readiness"], rtx_build(onnx_path))
         fields["onnx"] = onnx_path.name
         # The same graph run by ONNX Runtime without its int8 kernels (Q/DQ as float math, what TensorRT
         # computes): fused kernels would saturate the full 8-bit grid on x86 CPUs without VNNI.

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-__all__ = ["readiness", "rtx_build", "profile_shapes", "TRT_ONNX_OPS", "TARGET_VERSIONS"]
+__all__ = ["readiness", "rtx_build", "with_trial_build", "profile_shapes", "TRT_ONNX_OPS", "TARGET_VERSIONS"]
 
 TARGET_VERSIONS = "TensorRT 10.x / 11.x"
 OPSET_RANGE = (9, 22)  # opsets TensorRT 10.x's parser accepts
@@ -141,6 +141,17 @@ def rtx_build(path: Path) -> dict | None:
             "built": built, "layers": network.num_layers if parsed else None, "errors": errors[:5],
             "seconds": round(time.perf_counter() - start, 2),
             "status": "ok" if parsed and built else "failed"}
+
+
+def with_trial_build(ready: dict, build: dict | None) -> dict:
+    """``readiness``'s verdict with the TensorRT-RTX trial build in it: a file its ONNX parser (the
+    same parser as TensorRT's) rejects, or that does not build, is not ready."""
+    problems = list(ready["problems"])
+    if build is not None and not build["parsed"]:
+        problems.append(f"{build['proxy']} cannot parse it: {'; '.join(build['errors']) or 'no reason given'}")
+    elif build is not None and not build["built"]:
+        problems.append(f"{build['proxy']} parses it but builds no engine")
+    return {**ready, "status": "ready" if not problems else "problems", "problems": problems, "rtx_build": build}
 
 
 def _metadata(path: Path) -> dict[str, str]:
