@@ -57,7 +57,8 @@ def export(weights: str | Path | None = None, *, targets: Sequence[str] | str = 
     """Export a checkpoint like ``rmt-deploy export`` and return its report.
 
     Keyword arguments are the CLI's flags (``--calib-size`` → ``calib_size``, ``--eval`` → ``eval``);
-    ``weights=None`` uses the bundled demo checkpoint. ``task="backbone"`` exports the feature maps
+    ``weights=None`` uses the bundled demo checkpoint. With your own ``weights``, INT8 needs ``calib`` (a folder
+    of images like those the model will see; ``"demo"``: the bundled digits, on purpose). ``task="backbone"`` exports the feature maps
     of a detection/segmentation (or classification) checkpoint's backbone. ``dynamic=True`` writes one artifact
     for every height and width from ``min_size`` to ``max_size`` (multiples of 32), verified at both ends and at
     ``img_size``; ``resize="mmdet"`` (backbones, with ``dynamic``) records mmdet's own test resize, which

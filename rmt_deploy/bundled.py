@@ -11,9 +11,11 @@ from pathlib import Path
 
 from .errors import UserInputError
 
-__all__ = ["bundled_weights", "bundled_images", "bundled_presets", "copy_demo_images"]
+__all__ = ["bundled_weights", "bundled_images", "bundled_presets", "copy_demo_images", "DEMO_CALIB"]
 
 SPLITS = ("train", "val")
+# `--calib demo`: the bundled calibration digits, chosen on purpose (a folder named demo is ./demo).
+DEMO_CALIB = "demo"
 
 
 def _asset(*parts: str) -> Path:

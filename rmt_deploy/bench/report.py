@@ -153,8 +153,12 @@ def render_markdown(report: dict, has_plot: bool = False) -> str:
     if model.get("checkpoint"):
         lines.append(f"- checkpoint: `{model['checkpoint']}` (sha256 `{(model.get('sha256') or '')[:16]}…`)")
     if ver.get("images"):
-        evals = f", {ver['eval_samples']} for accuracy" if ver.get("eval_samples") else ""
-        lines.append(f"- verification images: `{ver['images']}` ({ver.get('parity_samples', 0)} for parity{evals})")
+        evals = (f", {ver['eval_samples']} for accuracy" if ver.get("eval_samples")
+                 else "; accuracy not measured: pass --eval DIR" if ver.get("bundled_images") else "")
+        bundled = "the bundled demo images " if ver.get("bundled_images") else ""
+        lines.append(f"- verification images: {bundled}`{ver['images']}` ({ver.get('parity_samples', 0)} for "
+                     f"parity{evals})")
+    lines += _calibration_lines(report.get("calibration"))
     lines += [f"- created {report['created']} by rmt-deploy {report['tool_version']}", ""]
     if has_plot:
         lines += ["![accuracy vs latency, latency by batch size](plot.png)", ""]
@@ -192,6 +196,14 @@ def render_markdown(report: dict, has_plot: bool = False) -> str:
               f"- CPU features: {', '.join(isa['isa']) or 'unknown'}; int8 accumulation: {isa['int8_accumulation']}",
               f"- {pkgs}", ""]
     return "\n".join(lines)
+
+
+def _calibration_lines(calib: dict | None) -> list[str]:
+    if not calib:
+        return []
+    demo = " — the bundled demo digits" if calib["source"] == "demo" else ""
+    return [f"- INT8 calibration: `{calib['path']}`, {calib['images']} images (file list sha256 "
+            f"`{calib['digest'][:16]}…`){demo}"]
 
 
 def _size_lines(report: dict) -> list[str]:

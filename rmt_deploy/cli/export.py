@@ -27,10 +27,22 @@ EXAMPLES = """
   rmt-deploy export --target litert --int8             [dim]# .tflite for Android's LiteRT (XNNPACK), PT2E INT8[/dim]
   rmt-deploy export --target mnn --fp16 --int8         [dim]# .mnn for MNN (Android/iOS/Linux), its own INT8[/dim]
   rmt-deploy export --preset jetson-orin-int8          [dim]# a shipped recipe (rmt-deploy presets)[/dim]
-  rmt-deploy export --task backbone -w maskrcnn_rmt_t_1x.pth --img-size 800x1344 --target onnx,trt --int8
+  rmt-deploy export --task backbone -w maskrcnn_rmt_t_1x.pth --img-size 800x1344 --target onnx,trt --int8 --calib /data/calib
 """
 
 VERIFY, INT8 = "Verification", "INT8 calibration"
+_CALIBRATORS = {"nncf": "NNCF", "pt2e": "PT2E", "mnn": "MNN's own quantizer"}
+
+
+def _int8_help() -> str:
+    """--int8's help from the target table: who calibrates each target's INT8 on real images."""
+    by = {}
+    for t in TARGETS.values():
+        if "int8" in t.precisions:
+            by.setdefault(_CALIBRATORS.get(t.calibrator, t.calibrator) if t.calibrated_int8 else "INT8 weights only",
+                          []).append(t.title)
+    return ("Write an INT8 model, post-training, calibrated on real images (--calib): "
+            + "; ".join(f"{', '.join(titles)}: {how}" for how, titles in by.items()) + ".")
 COREML, TENSORRT = f"{TARGETS['coreml'].title} options", f"{TARGETS['trt'].title} options"
 EXECUTORCH = f"{TARGETS['executorch'].title} options"
 # CLI parameter → ExportOptions / target options field where the names differ (presets merge by field).
@@ -52,7 +64,9 @@ def export(
     out_indices: Annotated[Optional[str], typer.Option(
         "--out-indices", help="With --task backbone: stages to output, e.g. 1,2,3 (default 0,1,2,3).",
         show_default=False)] = None,
-    dynamic_batch: Annotated[bool, typer.Option("--dynamic-batch/--no-dynamic-batch", help="Batch axis dynamic in the ONNX.")] = False,
+    dynamic_batch: Annotated[bool, typer.Option("--dynamic-batch/--no-dynamic-batch", help="Batch axis dynamic ("
+                                                 + ", ".join(t.title for t in TARGETS.values() if t.dynamic_batch)
+                                                 + "; the others take batch 1).")] = False,
     dynamic: Annotated[bool, typer.Option("--dynamic/--no-dynamic", help="One artifact for many input sizes: batch, "
                                           "height and width dynamic (ONNX, ONNX Runtime, OpenVINO, TensorRT; Core ML: enumerated "
                                           "sizes). --img-size is the "
@@ -73,9 +87,7 @@ def export(
         show_default=False)] = None,
     target: TargetOpt = ["onnx"],  # noqa: B006 — typer reads the default
     out_dir: OutOpt = Path("rmt-deploy-out"),
-    int8: Annotated[bool, typer.Option("--int8/--no-int8", help="Write an INT8 model (ONNX, TensorRT, OpenVINO: "
-                                                      "post-training, calibrated with NNCF on real images; "
-                                                      "ExecuTorch, LiteRT: PT2E; CoreML: INT8 weights).")] = False,
+    int8: Annotated[bool, typer.Option("--int8/--no-int8", help=_int8_help())] = False,
     fp16: Annotated[bool, typer.Option("--fp16/--no-fp16", help="Write an FP16 model (ONNX: FP32 inputs/outputs).")] = False,
     fp32: Annotated[bool, typer.Option("--fp32/--no-fp32", help="Write an FP32 model (ONNX always does; CoreML's "
                                                       "default is FP16).")] = False,
@@ -95,9 +107,11 @@ def export(
                                                    show_default=False, rich_help_panel=VERIFY)] = None,
     strict: Annotated[bool, typer.Option("--strict/--no-strict", help="Stop at the first target that fails instead of "
                                                          "recording it in the report.")] = False,
-    calib: Annotated[Optional[Path], typer.Option(
-        "--calib", help="INT8 calibration images: ImageFolder, flat folder or .txt list. "
-                        "Default: bundled calib/train.", show_default=False, rich_help_panel=INT8)] = None,
+    calib: Annotated[Optional[str], typer.Option(
+        "--calib", help="INT8 calibration images: ImageFolder, flat folder or .txt list; a few hundred like those "
+                        "the model will see. Needed with your own checkpoint (-w); 'demo': the bundled digits, on "
+                        "purpose. Default for the demo model: the bundled digits.", show_default=False,
+        rich_help_panel=INT8)] = None,
     calib_size: Annotated[int, typer.Option("--calib-size", help="Calibration images (an evenly spread, "
                                                                  "deterministic subset).", rich_help_panel=INT8)] = 256,
     max_drop: Annotated[Optional[float], typer.Option(

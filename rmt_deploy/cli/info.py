@@ -22,14 +22,14 @@ def presets_command(as_json: JsonOpt = False) -> None:
         found = list_presets()
 
         def table(out: Console) -> None:
-            rows = Table("preset", "recipe", title="Export presets (rmt-deploy export --preset NAME)",
-                         title_justify="left")
+            rows = Table("preset", "recipe", "with your checkpoint (-w), add",
+                         title="Export presets (rmt-deploy export --preset NAME)", title_justify="left")
             for p in found:
-                rows.add_row(p.name, escape(p.description))
+                rows.add_row(p.name, escape(p.description), escape(", ".join(p.needs)) or "—")
             out.print(rows)
 
-        Output(as_json).result([{"name": p.name, "path": str(p.path), "description": p.description} for p in found],
-                               table)
+        Output(as_json).result([{"name": p.name, "path": str(p.path), "description": p.description, "needs": p.needs}
+                                for p in found], table)
 
 
 @app.command("demo-images")

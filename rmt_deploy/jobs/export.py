@@ -190,6 +190,7 @@ def _report(job: Plan, prepared: Prepared, entries: list[dict]) -> dict:
         "peak_rss_mb": _peak_rss_mb(),  # this export run: model, exports, calibration, verification
         "verification": {
             "images": str(prepared.images.root),
+            "bundled_images": opts.eval_dir is None,  # the demo digits: accuracy only if the model is the demo's
             "parity_samples": int(len(prepared.x_parity)),
             "eval_samples": int(len(eval_set.labels)) if eval_set else None,
             "reference_accuracy": topk_accuracy(eval_set.reference, eval_set.labels) if eval_set else None,
@@ -197,6 +198,8 @@ def _report(job: Plan, prepared: Prepared, entries: list[dict]) -> dict:
             "min_cosine": dict(MIN_COSINE),  # the worst-image cosine each precision must reach
             "skipped_images": sorted({str(p) for p in skipped}),
         },
+        # INT8 calibration set (None when nothing calibrated): source demo/user, path, images, file-list digest.
+        "calibration": prepared.calibration,
         "artifacts": entries,
         "environment": environment(),
     }

@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..bundled import bundled_weights
+from ..bundled import DEMO_CALIB, bundled_weights
 from ..errors import UserInputError
 from ..optional import require
 from ..quant.policy import STATISTICS
@@ -58,7 +58,9 @@ class ExportOptions:
     int8: bool = False
     fp16: bool = False
     fp32: bool = False
-    calib: Path | None = None  # None: bundled calib/train
+    # Calibration images; DEMO_CALIB: the bundled calib/train. None: the bundled set for the demo
+    # checkpoint, refused for the user's own (plan).
+    calib: Path | str | None = None
     calib_size: int = 256
     max_drop: float | None = None  # top-1 points; with a labelled eval set: accuracy-aware INT8
     min_cosine: float | None = None  # worst per-image cosine of every output: accuracy-aware INT8 without labels
@@ -124,7 +126,7 @@ def options_from_flags(flags: dict, preset: str | Path | None = None, given: fro
     elif indices is not None:
         flags["out_indices"] = tuple(indices)
     for key in ("weights", "out", "eval_dir", "label_map", "calib"):
-        if flags.get(key) is not None:
+        if flags.get(key) is not None and not (key == "calib" and flags[key] == DEMO_CALIB):
             flags[key] = Path(flags[key])
     flags, target_flags = merge(load_preset(preset) if preset else None, flags, target_flags, set(given))
     options = {name: TARGETS[name].options_type(**values) for name, values in target_flags.items()}
@@ -174,7 +176,16 @@ def plan(opts: ExportOptions) -> Plan:
     for target in targets:
         target.require(next(c.options for c in cells if c.target is target),
                        tuple(c.precision for c in cells if c.target is target))
+    if calibrate and opts.calib is None and _own_checkpoint(opts):
+        raise UserInputError("INT8 with your own checkpoint calibrates on your images: pass --calib DIR (a few "
+                             "hundred images like those the model will see; ImageFolder, flat folder or .txt list), "
+                             f"or --calib {DEMO_CALIB} to calibrate on the bundled demo digits on purpose")
     return Plan(opts, Path(opts.weights) if opts.weights else bundled_weights(), cells, calibrate)
+
+
+def _own_checkpoint(opts: ExportOptions) -> bool:
+    """A checkpoint other than the bundled demo, whose images the bundled digits are not."""
+    return opts.weights is not None and Path(opts.weights).resolve() != bundled_weights().resolve()
 
 
 def _check_numbers(opts: ExportOptions) -> None:

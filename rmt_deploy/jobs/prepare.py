@@ -4,6 +4,7 @@ metadata every artifact carries."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..bench.evaluate import EvalSet, batch_size_for, reference_features, reference_logits
-from ..bundled import bundled_images
+from ..bundled import DEMO_CALIB, bundled_images
 from ..data import mmdet
 from ..data.images import EXIF, ImageSet, Preprocess, UnreadableImage, load_batch, open_image_set, read_image
 from ..errors import UserInputError
@@ -42,6 +43,7 @@ class Prepared:
     skipped: list[Path]
     eval_set: EvalSet | None  # labelled and matching the model's classes: accuracy too
     calib: np.ndarray | None
+    calibration: dict | None  # the calibration set as the report names it (source, path, images, digest)
     deploy: object  # the deploy-form module
     classes: list[str] | None
     metadata: dict[str, str]  # what every artifact says about itself (precision added per artifact)
@@ -114,7 +116,9 @@ def prepare(plan: Plan, progress) -> Prepared:
     if opts.max_drop is not None and eval_set is None:
         raise UserInputError("--max-drop needs a labelled evaluation set: pass --eval DIR with one folder per "
                              "class, matching the model's classes")
-    calib = _calibration_samples(opts.calib, opts.calib_size, pre, progress) if plan.calibrate else None
+    calib, calibration = (_calibration_samples(opts.calib, opts.calib_size, pre, progress) if plan.calibrate
+                          else (None, None))
+    _say_what_verifies(opts.eval_dir, scored, progress)
     if opts.dynamic_batch:
         for target in plan.targets:
             if not target.dynamic_batch:
@@ -134,8 +138,8 @@ def prepare(plan: Plan, progress) -> Prepared:
                         size_divisor=str(mmdet_pre.size_divisor))
     if backbone:
         metadata.update(_backbone_metadata(loaded, deploy))
-    return Prepared(loaded, size, pre, images, x_parity, ref_parity, skipped, eval_set, calib, deploy, classes,
-                    metadata, size_range, other_sizes, mmdet_pre)
+    return Prepared(loaded, size, pre, images, x_parity, ref_parity, skipped, eval_set, calib, calibration, deploy,
+                    classes, metadata, size_range, other_sizes, mmdet_pre)
 
 
 def _size_range(opts, size: tuple[int, int], scale: tuple[int, int] | None) -> SizeRange | None:
@@ -255,11 +259,22 @@ def _eval_images(eval_dir: Path | None, label_map: Path | None, num_classes: int
     return images, True
 
 
-def _calibration_samples(calib: Path | None, calib_size: int, pre: Preprocess, progress) -> np.ndarray:
-    """Decode the calibration subset up front, so bad input fails before any export work."""
-    explicit = calib is not None
-    root = Path(calib) if explicit else bundled_images("train")
+def _say_what_verifies(eval_dir: Path | None, scored: bool, progress) -> None:
+    if eval_dir is None:
+        progress.log("no --eval: parity checked on the bundled demo images; "
+                     + ("accuracy on their labels (the demo's digits)" if scored
+                        else "accuracy not measured (pass --eval DIR, one folder per class)"))
+
+
+def _calibration_samples(calib: Path | str | None, calib_size: int, pre: Preprocess, progress
+                         ) -> tuple[np.ndarray, dict]:
+    """Decode the calibration subset up front, so bad input fails before any export work; returns the
+    samples and the set as the report names it (``plan`` has refused None for a user's checkpoint)."""
+    demo = calib is None or calib == DEMO_CALIB
+    root = bundled_images("train") if demo else Path(calib)
     images = open_image_set(root).subset(calib_size)
+    if demo:
+        progress.log(f"calibrating INT8 on the bundled demo digits ({root})")
     with progress.bar(f"Reading {len(images)} calibration images", len(images)) as advance:
         samples, skipped, _ = load_batch(images, pre, advance)
     if skipped:
@@ -270,7 +285,9 @@ def _calibration_samples(calib: Path | None, calib_size: int, pre: Preprocess, p
                              f"{MIN_CALIB_IMAGES} (256 recommended)")
     if len(samples) < calib_size:
         progress.log(f"calibrating on {len(samples)} images ({root} has fewer than --calib-size {calib_size})")
-    return samples
+    used = sorted(str(p.relative_to(root) if p.is_relative_to(root) else p) for p in images.paths if p not in skipped)
+    return samples, {"source": "demo" if demo else "user", "path": str(root.resolve()), "images": int(len(samples)),
+                     "digest": hashlib.sha256("\n".join(used).encode()).hexdigest()}
 
 
 def _metadata(loaded, size: tuple[int, int], pre: Preprocess, dynamic: bool, classes) -> dict[str, str]:

@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..bundled import bundled_presets
+from ..bundled import DEMO_CALIB, bundled_presets
 from ..errors import UserInputError
 from ..sizes import parse_img_size
 from ..targets import TARGETS, resolve_target
@@ -45,6 +45,27 @@ class Preset:
     description: str
     options: dict  # ExportOptions field → value (img_size still as written)
     target_options: dict  # target name → {options field → value}
+
+    @property
+    def needs(self) -> list[str]:
+        """What the user adds with their own checkpoint: calibration images for INT8, labels for --max-drop."""
+        needs = []
+        if self._calibrates() and "calib" not in self.options:
+            needs.append("--calib DIR")
+        if self.options.get("max_drop") is not None and "eval_dir" not in self.options:
+            needs.append("--eval DIR (labelled)")
+        return needs
+
+    def _calibrates(self) -> bool:
+        if not self.options.get("int8"):
+            return False
+        for name in self.options.get("targets") or ("onnx",):
+            target = resolve_target(name)
+            values = self.target_options.get(target.name) or {}
+            options = target.options_type(**values) if target.options_type else None
+            if target.needs_calibration("int8", options):
+                return True
+        return False
 
 
 def list_presets() -> list[Preset]:
@@ -85,7 +106,8 @@ def load_preset(name_or_path: str | Path) -> Preset:
     if "targets" in options and not all(isinstance(t, str) for t in options["targets"]):
         raise UserInputError(f"preset {path}: 'targets' must be a list of target names, e.g. [\"onnx\", \"trt\"]")
     for key in _PATHS & set(options):
-        options[key] = (path.parent / Path(options[key]).expanduser()).resolve()
+        if not (key == "calib" and options[key] == DEMO_CALIB):  # the bundled set, not a folder beside the preset
+            options[key] = (path.parent / Path(options[key]).expanduser()).resolve()
     return Preset(path.stem, path, description, options, tables)
 
 
