@@ -38,7 +38,7 @@ from rmt_deploy.rewrite import chunk_plan, to_deploy
 from rmt_deploy.targets import TARGETS
 from rmt_deploy.targets import onnx as onnx_target
 from rmt_deploy.targets import openvino
-from rmt_deploy.targets.onnx import _quiet_exporter, export_for_calibration
+from rmt_deploy.targets.onnx_export import _quiet_exporter, export_for_calibration
 
 NAMES = ["feat0", "feat1", "feat2", "feat3"]
 F32 = json.dumps({"INFERENCE_PRECISION_HINT": "f32"})  # float layers as verified, not the CPU's bf16 default

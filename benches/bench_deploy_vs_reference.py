@@ -28,7 +28,7 @@ import torch
 from common import bench_setup, export_deploy_fp32, interleaved_medians
 
 from rmt_deploy.targets import onnx as onnx_target
-from rmt_deploy.targets.onnx import _quiet_exporter
+from rmt_deploy.targets.onnx_export import _quiet_exporter
 
 
 def export_reference(model: torch.nn.Module, path: Path, x: torch.Tensor, dynamo: bool) -> None:

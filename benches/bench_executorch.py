@@ -23,7 +23,7 @@ from rmt_deploy.quant.policy import QuantPolicy
 from rmt_deploy.rewrite import to_deploy
 from rmt_deploy.targets import executorch as et
 from rmt_deploy.targets import onnx as onnx_target
-from rmt_deploy.targets.onnx import export_for_calibration
+from rmt_deploy.targets.onnx_export import export_for_calibration
 
 
 def main() -> None:
@@ -32,7 +32,7 @@ def main() -> None:
     samples = calibration_samples(args.calib, size)
     paths, notes = {}, []
 
-    form = to_deploy(model, size, encoding="executorch")
+    form = to_deploy(model, size, encoding="xnnpack")
     start = time.perf_counter()
     program, delegation = et.lower(form, (1, 3, *size), "xnnpack", {})
     (work / "model.pte").write_bytes(program)

@@ -22,7 +22,7 @@ from rmt_deploy.quant.checks import quantizer_summary
 from rmt_deploy.quant.int8 import calibrate_int8
 from rmt_deploy.quant.policy import QuantPolicy
 from rmt_deploy.targets import onnx as onnx_target
-from rmt_deploy.targets.onnx import export_for_calibration
+from rmt_deploy.targets.onnx_export import export_for_calibration
 
 FILES = {"generic": ("model.onnx", "model_int8.onnx"), "onnxruntime": ("model.ort.onnx", "model_int8.ort.onnx")}
 

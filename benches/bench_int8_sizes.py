@@ -28,7 +28,7 @@ from rmt_deploy.quant.policy import QuantPolicy
 from rmt_deploy.rewrite import to_deploy
 from rmt_deploy.sizes import SizeRange
 from rmt_deploy.targets import onnx as onnx_target
-from rmt_deploy.targets.onnx import export_for_calibration
+from rmt_deploy.targets.onnx_export import export_for_calibration
 from rmt_deploy.targets.openvino import convert
 
 

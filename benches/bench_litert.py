@@ -25,7 +25,7 @@ from rmt_deploy.quant.policy import QuantPolicy
 from rmt_deploy.rewrite import to_deploy
 from rmt_deploy.targets import litert
 from rmt_deploy.targets import onnx as onnx_target
-from rmt_deploy.targets.onnx import export_for_calibration
+from rmt_deploy.targets.onnx_export import export_for_calibration
 from rmt_deploy.targets.pt2e_int8 import Int8Candidate
 
 
@@ -46,7 +46,7 @@ def main() -> None:
     calibrate_int8(export_for_calibration(model, size, dynamic_batch=False, encoding="generic"), samples, QuantPolicy())
     seconds[f"ONNX INT8 (export for calibration + NNCF on {len(samples)} images)"] = time.perf_counter() - start
 
-    form = to_deploy(model, size, encoding="executorch")
+    form = to_deploy(model, size, encoding="xnnpack")
     names = tuple(form.output_names)
     start = time.perf_counter()
     data = litert.convert_module(form, size, names)

@@ -20,7 +20,7 @@ from common import bench_setup, calibration_samples, export_deploy_fp32, random_
 
 from rmt_deploy.quant.int8 import calibrate_int8
 from rmt_deploy.quant.policy import QuantPolicy
-from rmt_deploy.targets.onnx import export_for_calibration
+from rmt_deploy.targets.onnx_export import export_for_calibration
 
 # Op types that are the network's matrix work (what INT8 speeds up); the rest is "non-GEMM".
 GEMM_OPS = {"Conv", "Gemm", "MatMul", "FusedConv", "FusedGemm", "FusedMatMul", "QLinearConv", "QLinearMatMul",

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from .bench.schema import CheckSummary, Report
+from .targets import DEFAULT_TARGETS
 from .bench.taps import CompareResult, TapError
 from .jobs.predict import Model, Prediction
 
@@ -42,7 +43,7 @@ def _tracks_given(fn):
 
 
 @_tracks_given
-def export(weights: str | Path | None = None, *, targets: Sequence[str] | str = ("onnx",), out: str | Path = "rmt-deploy-out",
+def export(weights: str | Path | None = None, *, targets: Sequence[str] | str = DEFAULT_TARGETS, out: str | Path = "rmt-deploy-out",
            int8: bool = False, fp16: bool = False, fp32: bool = False, arch: str | None = None,
            img_size: str | int | tuple[int, int] | None = None, task: str = "classify",
            out_indices: str | Sequence[int] | None = None, dynamic_batch: bool = False, dynamic: bool = False,

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +14,7 @@ import torch
 
 from rmt_deploy.bundled import bundled_images, bundled_weights
 from rmt_deploy.data.images import Preprocess, load_batch, open_image_set
+from rmt_deploy.model.backbone import create_backbone
 from rmt_deploy.model.rmt import RMT, create_model
 
 from .seeded import seeded_values
@@ -18,6 +22,27 @@ from .seeded import seeded_values
 REPO = Path(__file__).resolve().parents[1]
 # Keys and shapes of the official qhfan/RMT checkpoints (copied from shared/reference).
 REFERENCE_SHAPES = REPO / "tests" / "data" / "rmt_state_dict_shapes.json"
+# The installed `rmt-deploy` command of this environment.
+EXE = shutil.which("rmt-deploy") or str(Path(sys.executable).with_name("rmt-deploy"))
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """`rmt-deploy ARGS` in a fresh process, as a user runs it (no RMT_DEPLOY_DEBUG, wide terminal)."""
+    env = {k: v for k, v in os.environ.items() if k != "RMT_DEPLOY_DEBUG"}
+    env["COLUMNS"] = "200"
+    return subprocess.run([EXE, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
+
+
+def mm_checkpoint(path, heads: tuple[str, ...], variant: str = "rmt-t", wrapper: str = "state_dict"):
+    """An mmdet/mmseg-style checkpoint at ``path``: ``backbone.*`` beside a neck and ``heads``; returns the backbone."""
+    backbone = create_backbone(variant)
+    state = {f"backbone.{k}": v for k, v in backbone.state_dict().items()}
+    state.update({"neck.lateral_convs.0.conv.weight": torch.zeros(256, 64, 1, 1)})
+    for head in heads:
+        state[f"{head}.conv.weight"] = torch.zeros(8, 8, 3, 3)
+    torch.save({wrapper: state, "meta": {"epoch": 12, "mmdet_version": "2.25.0"},
+                "optimizer": {"state": {}, "param_groups": [{"lr": 1e-4}]}}, path)
+    return backbone
 
 
 def pytest_configure(config) -> None:

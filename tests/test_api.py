@@ -13,7 +13,7 @@ from PIL import Image
 import rmt_deploy as rd
 from rmt_deploy.bundled import bundled_images
 
-from .test_cli import run
+from .conftest import run
 
 VAL = sorted(bundled_images("val").rglob("*.png"))
 FAST = dict(bench_iters=0, parity_samples=4, calib_size=16)

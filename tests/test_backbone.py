@@ -11,9 +11,8 @@ from rmt_deploy.model.checkpoint import inspect_checkpoint, load_model
 from rmt_deploy.model.dense import load_backbone, parse_out_indices
 from rmt_deploy.model.variants import VARIANTS
 
-from .conftest import random_model
+from .conftest import mm_checkpoint, random_model, run
 from .seeded import normal
-from .test_cli import run
 
 
 def _stage_outputs(classifier, x: torch.Tensor) -> list[torch.Tensor]:
@@ -63,17 +62,6 @@ def test_extra_norms_use_pytorch_default_eps_and_out_indices_pick_stages():
         assert torch.allclose(got, want.permute(0, 3, 1, 2), atol=1e-6)
 
 
-def _mm_checkpoint(path, heads: tuple[str, ...], variant: str = "rmt-t", wrapper: str = "state_dict"):
-    backbone = create_backbone(variant)
-    state = {f"backbone.{k}": v for k, v in backbone.state_dict().items()}
-    state.update({"neck.lateral_convs.0.conv.weight": torch.zeros(256, 64, 1, 1)})
-    for head in heads:
-        state[f"{head}.conv.weight"] = torch.zeros(8, 8, 3, 3)
-    torch.save({wrapper: state, "meta": {"epoch": 12, "mmdet_version": "2.25.0"},
-                "optimizer": {"state": {}, "param_groups": [{"lr": 1e-4}]}}, path)
-    return backbone
-
-
 @pytest.mark.parametrize("heads, task, wrapper", [
     (("rpn_head", "roi_head"), "detection", "state_dict"),
     (("bbox_head",), "detection", "model"),
@@ -82,7 +70,7 @@ def _mm_checkpoint(path, heads: tuple[str, ...], variant: str = "rmt-t", wrapper
 ])
 def test_detection_and_segmentation_checkpoints(tmp_path, heads, task, wrapper):
     path = tmp_path / "mm.pth"
-    original = _mm_checkpoint(path, heads, wrapper=wrapper).eval()
+    original = mm_checkpoint(path, heads, wrapper=wrapper).eval()
     loaded = load_backbone(path)
     assert loaded.variant == "rmt-t" and loaded.task == task and not loaded.features_only
     assert set(loaded.ignored) == {"neck", *heads}
@@ -113,7 +101,7 @@ def test_bad_backbone_input(tmp_path):
         with pytest.raises(UserInputError, match="--out-indices"):
             parse_out_indices(text)
     path = tmp_path / "mm.pth"
-    _mm_checkpoint(path, ("rpn_head",))
+    mm_checkpoint(path, ("rpn_head",))
     with pytest.raises(UserInputError, match="out_indices"):
         load_backbone(path, out_indices=(3, 1))
     resnet = tmp_path / "resnet_maskrcnn.pth"
@@ -128,7 +116,7 @@ def test_bad_backbone_input(tmp_path):
 
 def test_cli_inspect_and_export_of_a_detection_checkpoint(tmp_path):
     path = tmp_path / "maskrcnn_rmt_t.pth"
-    _mm_checkpoint(path, ("rpn_head", "roi_head"))
+    mm_checkpoint(path, ("rpn_head", "roi_head"))
     shown = run("inspect", str(path))
     assert shown.returncode == 0, shown.stderr
     assert "detection checkpoint" in shown.stdout and "backbone rmt-t" in shown.stdout and "roi_head" in shown.stdout

@@ -14,10 +14,8 @@ from rmt_deploy.model.backbone import create_backbone
 from rmt_deploy.rewrite import table_bytes, to_deploy
 from rmt_deploy.targets.tensorrt import engine_unavailable_reason
 
-from .conftest import randomize_, real_images
+from .conftest import mm_checkpoint, randomize_, real_images, run
 from .seeded import normal
-from .test_backbone import _mm_checkpoint
-from .test_cli import run
 
 ATOL = 1e-4
 
@@ -160,7 +158,7 @@ def test_int8_feature_budget_reverts_layers_until_every_map_fits(tmp_path):
 
 def test_detection_checkpoint_exports_with_extra_norms(tmp_path):
     path = tmp_path / "maskrcnn_rmt_t_1x.pth"
-    _mm_checkpoint(path, ("rpn_head", "roi_head"))
+    mm_checkpoint(path, ("rpn_head", "roi_head"))
     out = tmp_path / "out"
     result = run("export", "--task", "backbone", "-w", str(path), "--img-size", "64x96", "--out-indices", "1,2,3",
                  "--out", str(out), "--bench-iters", "0", "--parity-samples", "4")
@@ -189,7 +187,7 @@ def test_bad_backbone_flags(tmp_path, args, message):
 
 def test_detection_checkpoint_as_classifier_points_to_the_backbone_task(tmp_path):
     path = tmp_path / "maskrcnn_rmt_t_1x.pth"
-    _mm_checkpoint(path, ("rpn_head", "roi_head"))
+    mm_checkpoint(path, ("rpn_head", "roi_head"))
     result = run("export", "-w", str(path), "--out", str(tmp_path / "out"))
     assert result.returncode == 2 and "--task backbone" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
@@ -201,7 +199,7 @@ def test_rmt_t_at_detection_size_exports_a_small_onnx(tmp_path):
     ONNX Runtime (which builds the table at load) matches PyTorch."""
     import onnxruntime as ort
 
-    from rmt_deploy.targets.onnx import export
+    from rmt_deploy.targets.onnx_export import export
 
     model = _random_backbone("rmt-t")
     size = (800, 1344)
@@ -224,7 +222,7 @@ def test_openvino_ir_rebuilds_folded_tables_exactly(tmp_path):
     """Every folded decay and rotary table of a small backbone is found and rebuilt, bit for bit."""
     import openvino as ov
 
-    from rmt_deploy.targets.onnx import export
+    from rmt_deploy.targets.onnx_export import export
     from rmt_deploy.targets.openvino import convert, read_model, unfold_position_tables
 
     model = _random_backbone("rmt-t", seed=2)

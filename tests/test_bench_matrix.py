@@ -13,7 +13,7 @@ from rmt_deploy.errors import UserInputError
 from rmt_deploy.jobs.export import ExportOptions, run_export
 from rmt_deploy.progress import NullProgress
 
-from .test_cli import run
+from .conftest import run
 
 FAST = dict(min_iters=3, min_seconds=0.0, warmup=1)
 

@@ -10,7 +10,7 @@ import pytest
 from rmt_deploy.bench.check import Limits, check_report, load_limits, write_junit
 from rmt_deploy.errors import UserInputError
 
-from .test_cli import run
+from .conftest import run
 
 
 def _artifact(target="onnx", precision="fp32", top1=90.0, fp32=90.0, p50=10.0, status="ok"):

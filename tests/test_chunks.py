@@ -11,7 +11,8 @@ import torch
 from rmt_deploy.rewrite import attention_bytes, chunk_plan, runtime_table_bytes, to_deploy
 from rmt_deploy.rewrite.chunks import chunk_count, chunk_rows, stage_chunks
 from rmt_deploy.sizes import SizeRange
-from rmt_deploy.targets.onnx import export, inspect_graph
+from rmt_deploy.targets.onnx import inspect_graph
+from rmt_deploy.targets.onnx_export import export
 
 from .conftest import random_model, real_images
 from .seeded import normal
@@ -44,7 +45,7 @@ def test_chunk_plan_follows_the_budget():
     assert attention_bytes(cfg, SIZE, BUDGET) <= BUDGET < attention_bytes(cfg, SIZE)
 
 
-@pytest.mark.parametrize("encoding", ["generic", "onnxruntime", "executorch"])
+@pytest.mark.parametrize("encoding", ["generic", "onnxruntime", "xnnpack"])
 def test_chunks_compute_what_the_reference_does(model, encoding):
     x = _inputs(SIZE)
     whole = to_deploy(model, SIZE, encoding=encoding)
@@ -118,7 +119,7 @@ def test_executorch_chunks_stay_in_the_xnnpack_delegate(model):
 
     from rmt_deploy.targets.executorch import lower
 
-    deploy = to_deploy(model, SIZE, encoding="executorch", chunk_bytes=BUDGET)
+    deploy = to_deploy(model, SIZE, encoding="xnnpack", chunk_bytes=BUDGET)
     program, delegation = lower(deploy, (1, 3, *SIZE), "xnnpack", {})
     assert delegation["portable_ops"] == {} and delegation["delegate_calls"] == 1
     method = executorch.runtime.Runtime.get().load_program(program).load_method("forward")

@@ -11,16 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from .conftest import random_model
-
-EXE = shutil.which("rmt-deploy") or str(Path(sys.executable).with_name("rmt-deploy"))
-
-
-def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "RMT_DEPLOY_DEBUG"}
-    env["COLUMNS"] = "200"
-    return subprocess.run([EXE, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
-
+from .conftest import random_model, run
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):

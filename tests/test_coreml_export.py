@@ -9,7 +9,7 @@ import pytest
 
 from rmt_deploy.bundled import bundled_images
 
-from .test_cli import run
+from .conftest import run
 
 pytest.importorskip("coremltools", reason="coremltools not installed (pip install -e '.[coreml]')")
 

@@ -14,8 +14,7 @@ from rmt_deploy.progress import NullProgress
 from rmt_deploy.rewrite import to_deploy
 from rmt_deploy.sizes import InputSizes, SizeRange, parse_sizes
 
-from .conftest import random_model, real_images
-from .test_cli import run
+from .conftest import random_model, real_images, run
 
 SIZES = [(64, 64), (64, 128), (96, 64)]  # the verified size, then two non-square ones
 
@@ -234,7 +233,7 @@ def test_demo_backbone_is_verified_per_map_at_detection_like_aspect_ratios(tmp_p
 def test_rmt_t_dynamic_onnx_matches_pytorch_from_96_to_448(tmp_path):
     import onnxruntime as ort
 
-    from rmt_deploy.targets.onnx import export
+    from rmt_deploy.targets.onnx_export import export
 
     ref = random_model("rmt-t")
     path = export(to_deploy(ref, (224, 224), dynamic=True), tmp_path / "model.onnx", (224, 224), dynamic_batch=True,

@@ -15,8 +15,7 @@ from rmt_deploy.model.backbone import create_backbone
 from rmt_deploy.model.checkpoint import load_model
 from rmt_deploy.rewrite import to_deploy
 
-from .conftest import random_model, randomize_, real_images
-from .test_cli import run
+from .conftest import random_model, randomize_, real_images, run
 
 pytest.importorskip("executorch", reason='executorch not installed (pip install -e ".[executorch]")')
 
@@ -33,7 +32,7 @@ def test_encoding_matches_the_reference(variant, size):
     x = torch.from_numpy(np.concatenate([real_images(size, 2), np.random.default_rng(0).standard_normal(
         (1, 3, *size)).astype(np.float32)]))
     with torch.inference_mode():
-        ref, got = model(x), to_deploy(model, size, encoding="executorch")(x)
+        ref, got = model(x), to_deploy(model, size, encoding="xnnpack")(x)
     assert ref.abs().max() > 0.5
     assert (ref - got).abs().max().item() <= ATOL
 
@@ -42,7 +41,7 @@ def test_backbone_encoding_matches_the_reference():
     backbone = randomize_(create_backbone("rmt-t", out_indices=(1, 2, 3)), seed=2).eval()
     x = torch.from_numpy(real_images((64, 96), 2))
     with torch.inference_mode():
-        ref, got = backbone(x), to_deploy(backbone, (64, 96), encoding="executorch")(x)
+        ref, got = backbone(x), to_deploy(backbone, (64, 96), encoding="xnnpack")(x)
     assert len(ref) == len(got) == 3
     for r, g in zip(ref, got):
         assert r.shape == g.shape and (r - g).abs().max().item() <= ATOL
@@ -174,7 +173,7 @@ def test_reverted_layers_run_in_float_on_the_runtime(demo_weights, tmp_path):
     """The accuracy-aware search's edits (``revert_layers``): every layer reverted gives the FP32 program
     back; a few reverted (fc2 reads an int8 dwconv's output, the convs sit between permutes) still lower
     into one XNNPACK call with those layers in float."""
-    model = to_deploy(load_model(demo_weights).model, (64, 64), encoding="executorch")
+    model = to_deploy(load_model(demo_weights).model, (64, 64), encoding="xnnpack")
     x = real_images((64, 64), 3)
     with torch.inference_mode():
         ref = model(torch.from_numpy(x)).numpy()

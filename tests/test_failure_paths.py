@@ -14,7 +14,8 @@ import pytest
 from typer.testing import CliRunner
 
 from rmt_deploy.cli.app import app
-from rmt_deploy.jobs import sources, verify
+from rmt_deploy.jobs import verify
+from rmt_deploy.quant import policy
 
 FAST = ["--bench-iters", "0", "--parity-samples", "4", "--calib-size", "16"]
 
@@ -46,9 +47,10 @@ def test_int8_and_fp16_below_their_floor_fail_and_are_removed(tmp_path, monkeypa
 
 
 def test_cpu_int8_off_the_7bit_grid_is_refused(tmp_path, monkeypatch):
-    # Calibrate the CPU graph on the full 8-bit grid (what TensorRT gets): the export reads the grid
-    # back from the graph it wrote and refuses weights that would saturate on x86 without VNNI.
-    monkeypatch.setattr(sources, "CPU_WEIGHT_RANGE", "full")
+    # A calibration that puts the CPU graph on the full 8-bit grid (what TensorRT gets) although 7 bits were
+    # asked: the export reads the grid back from the graph it wrote and refuses weights that would
+    # saturate on x86 without VNNI.
+    monkeypatch.setitem(policy.WEIGHT_RANGES, "portable", policy.WEIGHT_RANGES["full"])
     out = tmp_path / "out"
     code, output = _export("--target", "onnx", "--int8", "--out", str(out))
     assert code == 1, output

@@ -23,7 +23,7 @@ from rmt_deploy.artifacts import artifact_bytes
 from rmt_deploy.bench.report import render_markdown
 from rmt_deploy.bundled import bundled_images
 
-from .test_cli import EXE, run
+from .conftest import EXE, run
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(sys.platform != "linux", reason="SIGKILL, tmpfs and namespaces: Linux")]
 

@@ -10,6 +10,7 @@ import torch
 from rmt_deploy.model.backbone import create_backbone
 from rmt_deploy.rewrite import to_deploy
 from rmt_deploy.targets import onnx as onnx_target
+from rmt_deploy.targets import onnx_export
 
 from .conftest import random_model, randomize_, real_images
 
@@ -27,13 +28,13 @@ def _reference(model, x: np.ndarray):
 
 
 def _export(model, size, path, dynamic=False):
-    return onnx_target.export(to_deploy(model, size, encoding="onnxruntime"), path, size, dynamic_batch=dynamic,
+    return onnx_export.export(to_deploy(model, size, encoding="onnxruntime"), path, size, dynamic_batch=dynamic,
                               metadata={})
 
 
 def _ort(path, x: np.ndarray) -> dict:
     with onnx_target.TARGET.load(path, threads=2) as runner:
-        return runner.infer({onnx_target.INPUT_NAME: x})
+        return runner.infer({onnx_export.INPUT_NAME: x})
 
 
 @pytest.mark.parametrize("variant", ["rmt-t", "rmt-s", "rmt-b", "rmt-l", "rmt-s-tl"])

@@ -22,6 +22,7 @@ import torch
 from rmt_deploy.model.backbone import create_backbone
 from rmt_deploy.rewrite import to_deploy
 from rmt_deploy.targets import onnx as onnx_target
+from rmt_deploy.targets import onnx_export
 
 from .avx2 import qemu_missing
 from .conftest import REFERENCE_SHAPES, random_model, randomize_
@@ -76,10 +77,10 @@ def test_reference_and_deploy_form_match_the_official_code(name):
 @pytest.mark.parametrize("encoding", ["generic", "onnxruntime"])
 def test_onnx_artifacts_match_the_official_code(encoding, tmp_path):
     model = _seeded("rmt-t")
-    path = onnx_target.export(to_deploy(model, SIZE, encoding=encoding), tmp_path / "m.onnx", SIZE,
+    path = onnx_export.export(to_deploy(model, SIZE, encoding=encoding), tmp_path / "m.onnx", SIZE,
                               dynamic_batch=True, metadata={})
     with onnx_target.TARGET.load(path, threads=2) as runner:
-        got = runner.infer({onnx_target.INPUT_NAME: GOLDEN["input"]})[onnx_target.OUTPUT_NAME]
+        got = runner.infer({onnx_export.INPUT_NAME: GOLDEN["input"]})[onnx_export.OUTPUT_NAME]
     assert np.abs(got - GOLDEN["rmt-t/logits"]).max() <= ATOL
 
 
@@ -90,11 +91,11 @@ def test_backbone_matches_the_official_detection_backbone(tmp_path):
     x = _input()[:1]
     wants = [GOLDEN[f"backbone-rmt-t/feat{i}"] for i in range(4)]
     deploy = to_deploy(model, SIZE)
-    path = onnx_target.export(deploy, tmp_path / "b.onnx", SIZE, dynamic_batch=False, metadata={})
+    path = onnx_export.export(deploy, tmp_path / "b.onnx", SIZE, dynamic_batch=False, metadata={})
     with torch.inference_mode():
         ours, deployed = model(x), deploy(x)
     with onnx_target.TARGET.load(path, threads=2) as runner:
-        exported = runner.infer({onnx_target.INPUT_NAME: x.numpy()})
+        exported = runner.infer({onnx_export.INPUT_NAME: x.numpy()})
     for i, want in enumerate(wants):
         assert np.abs(ours[i].numpy() - want).max() <= ATOL
         assert np.abs(deployed[i].numpy() - want).max() <= ATOL

@@ -21,8 +21,7 @@ from rmt_deploy.model.checkpoint import load_model
 from rmt_deploy.quant import pt2e
 from rmt_deploy.rewrite import to_deploy
 
-from .conftest import real_images
-from .test_cli import run
+from .conftest import real_images, run
 
 pytest.importorskip("litert_torch", reason='litert-torch not installed (pip install -c constraints.txt -e ".[litert]")')
 litert = pytest.importorskip("rmt_deploy.targets.litert")
@@ -147,7 +146,7 @@ def test_backbone_file_matches_pytorch_per_map(tmp_path):
 def test_reverted_layers_run_in_float_in_the_file(demo_weights, tmp_path):
     """The accuracy-aware search writes candidates with some layers reverted: every layer reverted gives
     FP32 back (and float input and output); a few reverted still leave the other layers int8."""
-    model = to_deploy(load_model(demo_weights).model, (64, 64), encoding="executorch")
+    model = to_deploy(load_model(demo_weights).model, (64, 64), encoding="xnnpack")
     x = real_images((64, 64), 3)
     with torch.inference_mode():
         ref = model(torch.from_numpy(x)).numpy()

@@ -12,7 +12,7 @@ from rmt_deploy.errors import UserInputError
 from rmt_deploy.jobs.export import run_export
 from rmt_deploy.jobs.plan import ExportOptions, plan
 
-from .test_cli import run
+from .conftest import run
 
 # (image H, W) → (resized H, W), (padded H, W), from mmcv's rescale_size (scale factor
 # min(1333 / long, 800 / short), each side int(x * factor + 0.5)) and Pad(size_divisor=32).

@@ -10,6 +10,7 @@ import torch
 
 from rmt_deploy.rewrite import to_deploy
 from rmt_deploy.targets import onnx as onnx_target
+from rmt_deploy.targets import onnx_export
 
 from .conftest import random_model, real_images
 
@@ -18,13 +19,13 @@ ATOL = 1e-4
 
 def _export(model, size, tmp_path, dynamic=False, name="m.onnx"):
     path = tmp_path / name
-    onnx_target.export(to_deploy(model, size), path, size, dynamic_batch=dynamic, metadata={"arch": "x", "k": "v"})
+    onnx_export.export(to_deploy(model, size), path, size, dynamic_batch=dynamic, metadata={"arch": "x", "k": "v"})
     return path
 
 
 def _ort(path, x: np.ndarray) -> np.ndarray:
     with onnx_target.TARGET.load(path, threads=2) as runner:
-        return runner.infer({onnx_target.INPUT_NAME: x})[onnx_target.OUTPUT_NAME]
+        return runner.infer({onnx_export.INPUT_NAME: x})[onnx_export.OUTPUT_NAME]
 
 
 def _reference(model, x: np.ndarray) -> np.ndarray:

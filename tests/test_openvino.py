@@ -13,11 +13,10 @@ from rmt_deploy.quant.calibrate import quantize_openvino
 from rmt_deploy.quant.openvino_int8 import int8_summary, quantized_layers, revert
 from rmt_deploy.quant.policy import OPENVINO_QUANTIZED_OPS, QuantPolicy
 from rmt_deploy.rewrite import to_deploy
-from rmt_deploy.targets import onnx as onnx_target
+from rmt_deploy.targets import onnx_export
 from rmt_deploy.targets import openvino as ov_target
 
-from .conftest import random_model, real_images
-from .test_cli import run
+from .conftest import random_model, real_images, run
 
 pytest.importorskip("openvino", reason="openvino not installed (pip install -e '.[openvino]')")
 SIZE = (64, 64)
@@ -139,7 +138,7 @@ def test_revert_restores_the_float_model_exactly(tmp_path):
 
     model = random_model("rmt-demo")
     x = real_images(SIZE, 8)
-    path = onnx_target.export(to_deploy(model, SIZE), tmp_path / "deploy.onnx", SIZE, dynamic_batch=False,
+    path = onnx_export.export(to_deploy(model, SIZE), tmp_path / "deploy.onnx", SIZE, dynamic_batch=False,
                               metadata={})
     float_model = ov_target.convert(path)
     quantized = quantize_openvino(ov_target.convert(path), x, QuantPolicy(calib_size=8))
@@ -233,7 +232,7 @@ def test_rmt_t_fp32_ir_matches_pytorch_at_224(tmp_path):
     model = random_model("rmt-t")
     x = real_images(size, 2)
     folder = tmp_path
-    onnx_path = onnx_target.export(to_deploy(model, size), folder / "deploy.onnx", size, dynamic_batch=False,
+    onnx_path = onnx_export.export(to_deploy(model, size), folder / "deploy.onnx", size, dynamic_batch=False,
                                    metadata={})
     xml = ov_target.save(ov_target.convert(onnx_path), folder / "model.xml", {"precision": "fp32"})
     with torch.inference_mode():
@@ -250,7 +249,7 @@ def test_missing_openvino_names_the_extra(tmp_path):
     import os
     import subprocess
 
-    from .test_cli import EXE
+    from .conftest import EXE
 
     blocker = tmp_path / "block"
     blocker.mkdir()

@@ -16,7 +16,7 @@ from rmt_deploy.jobs.presets import PRESET_KEYS, list_presets, load_preset
 from rmt_deploy.targets import TARGETS
 from rmt_deploy.targets.tensorrt import engine_unavailable_reason
 
-from .test_cli import run
+from .conftest import run
 
 SHIPPED = sorted(p.stem for p in bundled_presets().glob("*.toml"))
 NEEDS = {"coreml": "coremltools", "openvino": "openvino", "litert": "litert_torch", "trt": None}

@@ -19,7 +19,7 @@ from rmt_deploy.quant.fp16 import to_fp16
 from rmt_deploy.quant.int8 import calibrate_int8
 from rmt_deploy.quant.policy import QuantPolicy
 from rmt_deploy.rewrite import to_deploy
-from rmt_deploy.targets import onnx as onnx_target
+from rmt_deploy.targets import onnx_export
 
 SIZE = (64, 64)
 
@@ -37,12 +37,12 @@ def demo(demo_weights):
 @pytest.fixture(scope="module")
 def int8(demo):
     model, calib, _ = demo
-    return calibrate_int8(onnx_target.export_for_calibration(model, SIZE, dynamic_batch=True), calib, QuantPolicy())
+    return calibrate_int8(onnx_export.export_for_calibration(model, SIZE, dynamic_batch=True), calib, QuantPolicy())
 
 
 def _run(proto, x):
     session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
-    return session.run(None, {onnx_target.INPUT_NAME: x})[0]
+    return session.run(None, {onnx_export.INPUT_NAME: x})[0]
 
 
 def _fp32_logits(model, x):
@@ -186,7 +186,7 @@ def test_fit_budget_keeps_best_when_nothing_fits(int8):
 def test_fp16_parity(demo):
     model, _, x = demo
     deploy = to_deploy(model, SIZE)
-    path = onnx_target.export(deploy, __import__("pathlib").Path(__import__("tempfile").mkdtemp()) / "m.onnx",
+    path = onnx_export.export(deploy, __import__("pathlib").Path(__import__("tempfile").mkdtemp()) / "m.onnx",
                               SIZE, dynamic_batch=True, metadata={})
     half = to_fp16(onnx.load(str(path)))
     onnx.checker.check_model(half)

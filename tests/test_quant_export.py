@@ -13,7 +13,7 @@ from rmt_deploy.jobs.export import ExportOptions, run_export
 from rmt_deploy.quant import checks
 from rmt_deploy.quant.encode import quantized_layers
 
-from .test_cli import run
+from .conftest import run
 
 
 @pytest.fixture(scope="module")

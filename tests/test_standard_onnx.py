@@ -17,10 +17,10 @@ from rmt_deploy.jobs.plan import ExportOptions, plan
 from rmt_deploy.rewrite import to_deploy
 from rmt_deploy.targets import TARGETS, resolve_target, target_for_path
 from rmt_deploy.targets import onnx as onnx_target
+from rmt_deploy.targets import onnx_export
 from rmt_deploy.targets.onnx_opset import lower_opset
 
-from .conftest import random_model, real_images
-from .test_cli import run
+from .conftest import random_model, real_images, run
 
 FAST = dict(bench_iters=0, parity_samples=4, calib_size=16)
 STANDARD = ("model.onnx", "model_int8.onnx")
@@ -58,7 +58,7 @@ def test_standard_files_hold_ai_onnx_ops_only(exported, name):
     proto = onnx.load(str(path))
     onnx.checker.check_model(proto, full_check=True)
     assert {n.domain for n in proto.graph.node} <= {"", "ai.onnx"}
-    assert [(o.domain, o.version) for o in proto.opset_import] == [("", onnx_target.OPSET)] and onnx_target.OPSET == 17
+    assert [(o.domain, o.version) for o in proto.opset_import] == [("", onnx_export.OPSET)] and onnx_export.OPSET == 17
     meta = {p.key: p.value for p in proto.metadata_props}
     assert meta["encoding"] == "generic" and meta["domains"] == "ai.onnx" and meta["opset"] == "17"
     assert "requires" not in meta
@@ -87,9 +87,9 @@ def test_openvino_refuses_the_onnxruntime_encoding(exported):
         ov.Core().read_model(str(folder / "model.ort.onnx"))  # why it is a target of its own
     for precision in ("fp32", "int8"):
         entry = exported.artifact("onnxruntime", precision)
-        assert entry.ok and entry.path.endswith(".ort.onnx") and entry.details["requires"] == onnx_target.FUSED_REQUIRES
+        assert entry.ok and entry.path.endswith(".ort.onnx") and entry.details["requires"] == onnx_export.FUSED_REQUIRES
         meta = {p.key: p.value for p in onnx.load(entry.path).metadata_props}
-        assert meta["requires"] == onnx_target.FUSED_REQUIRES and meta["domains"] == "ai.onnx,com.microsoft"
+        assert meta["requires"] == onnx_export.FUSED_REQUIRES and meta["domains"] == "ai.onnx,com.microsoft"
     with pytest.raises(rd.UserInputError, match=r"ONNX Runtime-only.*load model_int8\.onnx \(standard ONNX\)"):
         rd.load(folder / "model_int8.ort.onnx", runtime="CPU")  # an OpenVINO device name
     assert "model.ort.onnx" in (folder / "report.md").read_text() and "needs onnxruntime>=1.23" in \
@@ -102,7 +102,7 @@ def test_second_consumer_parity_with_pytorch(variant, size, tmp_path):
     model = random_model(variant, seed=21)
     x = np.concatenate([np.random.default_rng(0).standard_normal((1, 3, *size)).astype(np.float32),
                         real_images(size, 1)])
-    path = onnx_target.export(to_deploy(model, size), tmp_path / "m.onnx", size, dynamic_batch=True, metadata={})
+    path = onnx_export.export(to_deploy(model, size), tmp_path / "m.onnx", size, dynamic_batch=True, metadata={})
     ref = _reference(model, x)
     assert np.abs(ref).max() > 0.5
     assert np.abs(_openvino(path, x) - ref).max() <= 1e-4

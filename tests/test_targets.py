@@ -18,7 +18,7 @@ from rmt_deploy.bench.parity import compare_logits
 from rmt_deploy.progress import NullProgress
 from rmt_deploy.rewrite import to_deploy
 from rmt_deploy.targets import TARGETS, Exported, ExportRequest, Target, resolve_target, target_for_path
-from rmt_deploy.targets.onnx import FUSED_REQUIRES, OPSET, export, export_fp16
+from rmt_deploy.targets.onnx_export import FUSED_REQUIRES, OPSET, export, export_fp16
 
 from .conftest import random_model, real_images
 

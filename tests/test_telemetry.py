@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from .test_cli import EXE
+from .conftest import EXE
 
 pytest.importorskip("openvino", reason="openvino not installed (pip install -e '.[openvino]')")
 pytest.importorskip("nncf", reason="nncf not installed (pip install -e '.[int8]')")

@@ -13,11 +13,11 @@ from rmt_deploy.quant.int8 import calibrate_int8
 from rmt_deploy.quant.policy import QuantPolicy
 from rmt_deploy.rewrite import to_deploy
 from rmt_deploy.targets import onnx as onnx_target
+from rmt_deploy.targets import onnx_export
 from rmt_deploy.targets import tensorrt
 from rmt_deploy.targets.trt_readiness import readiness, rtx_build
 
-from .conftest import random_model, real_images
-from .test_cli import run
+from .conftest import random_model, real_images, run
 
 SIZE = (224, 224)
 needs_rtx = pytest.mark.skipif(importlib.util.find_spec("tensorrt_rtx") is None,
@@ -31,11 +31,11 @@ def rmt_t_onnx(tmp_path_factory):
     """RMT-T at 224²: the FP16 ONNX and the TensorRT-bound INT8 Q/DQ ONNX, as export writes them."""
     folder = tmp_path_factory.mktemp("trt")
     model = random_model("rmt-t")
-    fp16 = onnx_target.export_fp16(to_deploy(model, SIZE), folder / "model_fp16.trt.onnx", SIZE,
+    fp16 = onnx_export.export_fp16(to_deploy(model, SIZE), folder / "model_fp16.trt.onnx", SIZE,
                                    dynamic_batch=False, metadata={"precision": "fp16"})
-    int8 = calibrate_int8(onnx_target.export_for_calibration(model, SIZE, dynamic_batch=False),
+    int8 = calibrate_int8(onnx_export.export_for_calibration(model, SIZE, dynamic_batch=False),
                           real_images(SIZE, 8), QuantPolicy(calib_size=8, weight_range="full"))
-    path = onnx_target.save(int8.qdq, folder / "model_int8.trt.onnx", {"precision": "int8"})
+    path = onnx_export.save(int8.qdq, folder / "model_int8.trt.onnx", {"precision": "int8"})
     return {"fp16": fp16, "int8": path}
 
 

@@ -17,7 +17,6 @@ Usage (official commit 32ea214 of github.com/qhfan/RMT):
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.util
 import sys
 import tempfile

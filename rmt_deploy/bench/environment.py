@@ -6,17 +6,16 @@ import os
 import platform
 
 from ..cpu import cpu_features, cpu_name
+from ..targets import packages
 
 __all__ = ["environment"]
 
-_PACKAGES = ("rmt-deploy", "torch", "onnx", "onnxruntime", "onnxslim", "numpy", "safetensors",
-             "nncf", "openvino", "coremltools", "tensorrt", "tensorrt-rtx-cu12", "executorch", "litert-torch",
-             "ai-edge-litert", "mnn")
+_OWN = ("rmt-deploy", "numpy", "safetensors")  # beside the target table's packages (targets.packages)
 
 
 def environment() -> dict:
     versions = {}
-    for name in _PACKAGES:
+    for name in (*_OWN, *(p.dist for p in packages())):
         try:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:

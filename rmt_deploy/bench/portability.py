@@ -10,28 +10,19 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..cpu import CpuFeatures, cpu_features
-from ..targets import ONNX_FILES
+from ..targets import Target, resolve_target
 
 __all__ = ["int8_cpu_warning"]
 
 
-def int8_cpu_warning(path: Path, target: str, features: CpuFeatures | None = None) -> str | None:
+def int8_cpu_warning(path: Path, target: Target | str, features: CpuFeatures | None = None) -> str | None:
     """One line for the user when ``path`` would compute wrong int8 results on this CPU, else None."""
     features = features or cpu_features()
-    if not features.int8_saturates or target not in (*ONNX_FILES, "openvino"):
+    if not features.int8_saturates:
         return None
-    if target in ONNX_FILES:
-        import onnx
-
-        from ..quant.checks import weight_grid
-
-        grid = weight_grid(onnx.load(str(path)))
-    else:
-        from ..quant.openvino_int8 import weight_grid
-        from ..targets.openvino import read_model
-
-        grid = weight_grid(read_model(path))
-    layers = grid["saturating_layers"]
+    target = resolve_target(target) if isinstance(target, str) else target
+    grid = target.int8_weight_grid(path)  # None: not run by a CPU's int8 kernels
+    layers = grid["saturating_layers"] if grid else None
     if not layers:
         return None
     return (f"{Path(path).name}: {len(layers)} int8 layers use full 8-bit weights, which this CPU (x86 without "

@@ -146,10 +146,11 @@ def render_markdown(report: dict, has_plot: bool = False) -> str:
     if model.get("dynamic_size"):
         dyn = model["dynamic_size"]
         checked = ", ".join("x".join(map(str, s)) for s in dyn["verified_sizes"])
-        enumerated = any(a["target"] == "coreml" and a["status"] == "ok" for a in report["artifacts"])
+        enumerated = sorted({TARGETS[a["target"]].title for a in report["artifacts"] if a["status"] == "ok"
+                             and a["target"] in TARGETS and TARGETS[a["target"]].enumerated_sizes})
         lines.append(f"- dynamic size: height and width {dyn['min']}–{dyn['max']} (multiples of 32); every artifact "
-                     f"verified at {checked}" + ("; Core ML packages take exactly these sizes (enumerated shapes)"
-                                                 if enumerated else ""))
+                     f"verified at {checked}" + (f"; {', '.join(enumerated)} packages take exactly these sizes "
+                                                 "(enumerated shapes)" if enumerated else ""))
     if model.get("checkpoint"):
         lines.append(f"- checkpoint: `{model['checkpoint']}` (sha256 `{(model.get('sha256') or '')[:16]}…`)")
     if ver.get("images"):

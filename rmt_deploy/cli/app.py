@@ -19,14 +19,19 @@ from rich.markup import escape
 
 from ..errors import RmtDeployError
 from ..progress import RichProgress
+from ..targets import TARGETS
 
 __all__ = ["app", "err", "Output", "errors_to_exit", "WeightsOpt", "ArchOpt", "ImgSizeOpt", "TargetOpt", "OutOpt",
            "JsonOpt", "QuietOpt", "ThreadsOpt"]
 
+def _titles() -> str:
+    titles = list(dict.fromkeys(t.title for t in TARGETS.values()))
+    return ", ".join(titles[:-1]) + " and " + titles[-1]
+
+
 app = typer.Typer(
     name="rmt-deploy",
-    help="Ship RMT vision backbones to ONNX, TensorRT, Core ML, OpenVINO, ExecuTorch, LiteRT and MNN with "
-         "verified numbers and a report.",
+    help=f"Ship RMT vision backbones to {_titles()} with verified numbers and a report.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -45,8 +50,8 @@ ImgSizeOpt = Annotated[Optional[str], typer.Option(
     "--img-size", help="Input size: 224 or HxW such as 256x320, multiples of 32. "
                        "Default: checkpoint hint, else 224.", show_default=False)]
 TargetOpt = Annotated[list[str], typer.Option(
-    "--target", "-t", help="Target(s), comma-separated or repeated: onnx (standard), onnxruntime (ONNX "
-    "Runtime-tuned), trt, coreml, openvino, executorch, litert, mnn.")]
+    "--target", "-t", help="Target(s), comma-separated or repeated: "
+    + ", ".join(f"{t.name} ({t.summary})" if t.summary else t.name for t in TARGETS.values()) + ".")]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder (replaced if it holds an "
                                                           "earlier rmt-deploy report).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout (no progress).")]

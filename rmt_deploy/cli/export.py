@@ -10,7 +10,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ..targets import TARGETS
+from ..targets import DEFAULT_TARGETS, TARGETS
+from ..targets.coreml_settings import CoreMLSettings
+from ..targets.executorch import ExecuTorchOptions
+from ..targets.tensorrt import TensorRTOptions
 from .app import ArchOpt, ImgSizeOpt, JsonOpt, OutOpt, Output, QuietOpt, TargetOpt, WeightsOpt, app, errors_to_exit
 
 EXAMPLES = """
@@ -31,7 +34,6 @@ EXAMPLES = """
 """
 
 VERIFY, INT8 = "Verification", "INT8 calibration"
-_CALIBRATORS = {"nncf": "NNCF", "pt2e": "PT2E", "mnn": "MNN's own quantizer"}
 
 
 def _int8_help() -> str:
@@ -39,12 +41,17 @@ def _int8_help() -> str:
     by = {}
     for t in TARGETS.values():
         if "int8" in t.precisions:
-            by.setdefault(_CALIBRATORS.get(t.calibrator, t.calibrator) if t.calibrated_int8 else "INT8 weights only",
-                          []).append(t.title)
+            by.setdefault(t.calibrator_title if t.calibrated_int8 else "INT8 weights only", []).append(t.title)
     return ("Write an INT8 model, post-training, calibrated on real images (--calib): "
             + "; ".join(f"{', '.join(titles)}: {how}" for how, titles in by.items()) + ".")
-COREML, TENSORRT = f"{TARGETS['coreml'].title} options", f"{TARGETS['trt'].title} options"
-EXECUTORCH = f"{TARGETS['executorch'].title} options"
+
+
+def _panel(options_type) -> str:
+    """The help panel of a target's own flags, named after the target whose options they are."""
+    return next(f"{t.title} options" for t in TARGETS.values() if t.options_type is options_type)
+
+
+COREML, TENSORRT, EXECUTORCH = (_panel(o) for o in (CoreMLSettings, TensorRTOptions, ExecuTorchOptions))
 # CLI parameter → ExportOptions / target options field where the names differ (presets merge by field).
 _FIELD_OF = {"target": "targets", "out_dir": "out", "license_text": "license"}
 
@@ -85,7 +92,7 @@ def export(
     resize_scale: Annotated[Optional[str], typer.Option(
         "--resize-scale", help="With --resize mmdet: the long and short edge limits, LONGxSHORT (default 1333x800).",
         show_default=False)] = None,
-    target: TargetOpt = ["onnx"],  # noqa: B006 — typer reads the default
+    target: TargetOpt = list(DEFAULT_TARGETS),  # noqa: B006 — typer reads the default
     out_dir: OutOpt = Path("rmt-deploy-out"),
     int8: Annotated[bool, typer.Option("--int8/--no-int8", help=_int8_help())] = False,
     fp16: Annotated[bool, typer.Option("--fp16/--no-fp16", help="Write an FP16 model (ONNX: FP32 inputs/outputs).")] = False,

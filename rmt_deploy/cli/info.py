@@ -103,7 +103,7 @@ def build_engine(
 ) -> None:
     """Build a TensorRT engine on this machine (needs TensorRT and an NVIDIA GPU) and its sidecar JSON."""
     with errors_to_exit():
-        from ..targets.tensorrt import EngineSettings, sidecar_path
+        from ..targets.tensorrt import EngineSettings, engine_summary
         from ..targets.tensorrt import build_engine as build
 
         if not onnx_path.is_file():
@@ -114,8 +114,7 @@ def build_engine(
         out = Output().console
         with out.status(f"Building {target.name} with TensorRT (minutes on a Jetson)"):
             sidecar = build(onnx_path, target, settings)
-        out.print(f"engine: {target} (TensorRT {sidecar['tensorrt']}, {sidecar['gpu']}, "
-                  f"{sidecar['build_seconds']:.0f} s); sidecar: {sidecar_path(target)}", highlight=False)
+        out.print(engine_summary(target, sidecar), highlight=False)
 
 
 @app.command()

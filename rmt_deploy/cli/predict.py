@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from ..targets import TARGETS
 from .app import ExecutionOpt, JsonOpt, Output, QuietOpt, ThreadsOpt, app, errors_to_exit
 
 EXAMPLES = """
@@ -39,9 +40,8 @@ def _expand(inputs: list[Path]) -> list[Path]:
 
 @app.command(epilog=EXAMPLES)
 def predict(
-    artifact: Annotated[Path, typer.Argument(help="An exported model: .onnx, .xml (OpenVINO), .engine (TensorRT), "
-                                             ".mlpackage (Core ML), .pte (ExecuTorch), .tflite (LiteRT), .mnn (MNN).",
-                                             show_default=False)],
+    artifact: Annotated[Path, typer.Argument(help="An exported model: " + ", ".join(
+        f"{t.suffix} ({t.title})" for t in TARGETS.values()) + ".", show_default=False)],
     images: Annotated[Optional[list[Path]], typer.Argument(
         help="Image files or folders of images. Default: the bundled demo images.", show_default=False)] = None,
     topk: Annotated[int, typer.Option("--topk", help="Classes to show per image.")] = 5,

@@ -22,7 +22,7 @@ from ..bundled import bundled_images, bundled_weights
 from ..data.images import Preprocess, load_batch, open_image_set
 from ..bench.schema import failure_reason
 from ..errors import PROGRAMMING_ERRORS, BackendUnavailable, UserInputError
-from ..targets import ONNX_FILES, Target, target_for_path
+from ..targets import Target, target_for_path
 from .predict import preprocess_from_metadata
 
 __all__ = ["CompareOptions", "run_compare", "COMPARE_JSON", "COMPARE_PNG"]
@@ -58,7 +58,7 @@ def check_options(opts: CompareOptions) -> None:
     for path in opts.artifacts:
         if not Path(path).exists():
             raise UserInputError(f"artifact not found: {path}")
-        if opts.isolate and target_for_path(Path(path)).name not in (*ONNX_FILES, "openvino"):
+        if opts.isolate and not target_for_path(Path(path)).isolates_int8:
             raise UserInputError(f"--isolate needs INT8 ONNX or OpenVINO artifacts; {Path(path).name} is "
                                  f"{target_for_path(Path(path)).title} (drop --isolate for its per-tap errors)")
     if opts.out is not None and opts.out.exists() and not opts.out.is_dir():
@@ -186,9 +186,7 @@ def compare_one(path: Path, opts: CompareOptions, progress) -> tuple[CompareResu
 
 
 def _runtime(target: Target) -> str:
-    if target.name in ONNX_FILES:
-        return "onnxruntime CPU"
-    return {"openvino": "openvino CPU", "coreml": "coreml numpy evaluator"}.get(target.name, target.name)
+    return target.checked_by or target.name
 
 
 def run_compare(opts: CompareOptions, progress) -> list[CompareResult]:

@@ -11,26 +11,9 @@ from ..errors import UserInputError
 from ..optional import install_hint
 from ..quiet import native_quiet, quiet
 from ..targets import TARGETS
+from ..targets import packages as table_packages
 
 __all__ = ["diagnose"]
-
-# (package to import, distribution name, what it is for, extra that installs it)
-_COMPONENTS = (
-    ("torch", "torch", "reference model, export", None),
-    ("onnx", "onnx", "ONNX graphs", None),
-    ("onnxslim", "onnxslim", "ONNX simplification", None),
-    ("onnxruntime", "onnxruntime", "ONNX Runtime target, verification", None),
-    ("nncf", "nncf", "INT8 calibration (--int8 for ONNX, TensorRT, OpenVINO)", "int8"),
-    ("coremltools", "coremltools", "CoreML target (.mlpackage; predict needs macOS)", "coreml"),
-    ("openvino", "openvino", "OpenVINO target (IR, CPU/GPU/NPU runtime)", "openvino"),
-    ("tensorrt", "tensorrt", "TensorRT engines (needs an NVIDIA GPU)", "trt"),
-    ("tensorrt_rtx", "tensorrt-rtx-cu12", "TensorRT-RTX parse+build proxy (no GPU needed)", "trt-check"),
-    ("executorch", "executorch", "ExecuTorch target (.pte, XNNPACK runtime)", "executorch"),
-    ("litert_torch", "litert-torch", "LiteRT target (.tflite: converter, PT2E INT8)", "litert"),
-    ("ai_edge_litert.interpreter", "ai-edge-litert", "LiteRT runtime (XNNPACK on the CPU)", "litert"),
-    ("MNN", "mnn", "MNN target (.mnn: converter, quantizer and CPU runtime)", "mnn"),
-)
-
 
 def _component(module: str, dist: str) -> tuple[str, str]:
     try:
@@ -45,22 +28,13 @@ def _component(module: str, dist: str) -> tuple[str, str]:
     return "ok", version
 
 
-def _openvino_cpu_default() -> str | None:
-    """What OpenVINO's CPU plugin computes float layers in by default here (bf16 on AVX512-BF16/AMX)."""
-    if TARGETS["openvino"].unavailable_reason():
-        return None
-    from ..targets.openvino import device_default_precision
-
-    return device_default_precision("CPU")
-
-
 def diagnose() -> dict:
     """Rows for packages and targets, plus the machine facts that matter for deployment."""
     packages = []
-    for module, dist, purpose, extra in _COMPONENTS:
-        status, detail = _component(module, dist)
-        hint = install_hint(extra) if status != "ok" and extra else None
-        packages.append({"package": dist, "status": status, "detail": detail, "purpose": purpose,
+    for package in table_packages():
+        status, detail = _component(package.module, package.dist)
+        hint = install_hint(package.extra) if status != "ok" and package.extra else None
+        packages.append({"package": package.dist, "status": status, "detail": detail, "purpose": package.purpose,
                          "install": hint})
     targets = []
     for target in TARGETS.values():
@@ -74,21 +48,11 @@ def diagnose() -> dict:
                             + (", ".join(runtimes) or f"nothing ({target.no_runtime_reason()})"))
         targets.append({"target": target.name, "status": "ok" if reason is None else "unavailable", "detail": detail,
                         "runtimes": runtimes})
-    providers = []
-    try:
-        import onnxruntime
-
-        providers = onnxruntime.get_available_providers()
-    except ImportError:
-        pass
+    machine = {"cpu": cpu_name(), "platform": platform.platform(), "cpu_features": cpu_features().to_dict()}
+    for target in TARGETS.values():
+        machine.update(target.machine_facts())
     return {
-        "machine": {
-            "cpu": cpu_name(),
-            "platform": platform.platform(),
-            "cpu_features": cpu_features().to_dict(),
-            "onnxruntime_providers": providers,
-            "openvino_cpu_default_precision": _openvino_cpu_default(),
-        },
+        "machine": machine,
         "packages": packages,
         "targets": targets,
         "bundled": {

@@ -48,7 +48,7 @@ def group_layers(ops: list[tuple[str, list[str]]], layers: list[str], taps: list
 
 def _backend(path: Path, ctx: dict, tmp: Path):
     """(INT8 model, its FP32 source, reverter, ordered ops, save(model, folder) -> path) per target."""
-    from ..targets.onnx import encoding_of, export, export_for_calibration
+    from ..targets.onnx_export import encoding_of, export, export_for_calibration
 
     model, size, dynamic = ctx["model"], ctx["size"], ctx["dynamic_batch"]
     if ctx["target"].name in ONNX_FILES:
@@ -80,7 +80,7 @@ def _onnx_save(onnx, model, tmp: Path) -> Path:
 def isolate(path: Path, result: CompareResult, ctx: dict, opts, progress) -> list[dict]:
     """The ``--isolate`` ranking, worst first; also fills ``isolated_rel_l2`` on the result's taps."""
     target = ctx["target"]
-    if target.name not in (*ONNX_FILES, "openvino") or result.precision != "int8":
+    if not target.isolates_int8 or result.precision != "int8":
         raise UserInputError(f"--isolate needs an INT8 ONNX or OpenVINO artifact; {path.name} is "
                              f"{target.name}/{result.precision}")
     from ..bench.evaluate import runner_logits

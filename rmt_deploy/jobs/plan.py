@@ -14,7 +14,7 @@ from ..bundled import DEMO_CALIB, bundled_weights
 from ..errors import UserInputError
 from ..optional import require
 from ..quant.policy import STATISTICS
-from ..targets import TARGETS, Target, TargetOptions, resolve_target
+from ..targets import DEFAULT_TARGETS, TARGETS, Target, TargetOptions, resolve_target
 
 __all__ = ["ExportOptions", "Plan", "Cell", "plan", "options_from_flags", "MIN_CALIB_IMAGES", "PRECISIONS", "TASKS"]
 
@@ -40,7 +40,7 @@ class ExportOptions:
     # (with --dynamic): mmdet's own test resize, each image at its own padded size (data.mmdet).
     resize: str | None = None
     resize_scale: tuple[int, int] | None = None  # mmdet: (long, short) edge limits; None: (1333, 800)
-    targets: tuple[str, ...] = ("onnx",)
+    targets: tuple[str, ...] = DEFAULT_TARGETS
     out: Path = Path("rmt-deploy-out")
     eval_dir: Path | None = None  # None: bundled calib/val
     label_map: Path | None = None
@@ -109,7 +109,7 @@ def options_from_flags(flags: dict, preset: str | Path | None = None, given: fro
     flags = dict(flags)
     owned = {t.name: {f.name for f in dataclasses.fields(t.options_type)} for t in TARGETS.values() if t.options_type}
     target_flags = {name: {k: flags.pop(k) for k in names if k in flags} for name, names in owned.items()}
-    targets = flags.get("targets", ("onnx",))
+    targets = flags.get("targets", DEFAULT_TARGETS)
     flags["targets"] = tuple(t for v in ([targets] if isinstance(targets, str) else targets)
                              for t in str(v).split(",") if t.strip())
     size = flags.get("img_size")
@@ -159,9 +159,9 @@ def plan(opts: ExportOptions) -> Plan:
             able = ", ".join(t.name for t in TARGETS.values() if t.dynamic_size)
             raise UserInputError(f"--dynamic: {target.title or target.name} artifacts take one input size here "
                                  f"(dynamic sizes: {able}); drop --dynamic or --target {target.name}")
-        if opts.resize == "mmdet" and target.name == "coreml":
-            raise UserInputError("--resize mmdet gives each image its own size, but a Core ML package takes only "
-                                 "its enumerated sizes; export Core ML without --resize mmdet (letterbox)")
+        if opts.resize == "mmdet" and target.enumerated_sizes:
+            raise UserInputError(f"--resize mmdet gives each image its own size, but {target.title} takes only its "
+                                 f"enumerated sizes; export {target.title} without --resize mmdet (letterbox)")
         dynamic = (opts.dynamic_batch or opts.dynamic) and target.dynamic_batch
         cells += [Cell(target, p, options, dynamic) for p in precisions]
     calibrate = any(c.target.needs_calibration(c.precision, c.options) for c in cells)

@@ -213,10 +213,11 @@ def _check_enumerated_chunks(plan: Plan, loaded, deploy, size_range) -> None:
     # Core ML's converter traces one size (torch.jit.trace) and takes the others as enumerated shapes:
     # chunk offsets computed from a traced size would be wrong at the others.
     chunks = chunk_plan(deploy)
-    if size_range and any(t.name == "coreml" for t in plan.targets) and set(chunks) - set("1/,"):
-        raise UserInputError(f"--target coreml with --dynamic takes no attention in chunks, and --max-size "
+    enumerated = next((t for t in plan.targets if t.enumerated_sizes), None)
+    if size_range and enumerated and set(chunks) - set("1/,"):
+        raise UserInputError(f"--target {enumerated.name} with --dynamic takes no attention in chunks, and --max-size "
                              f"{size_range.high} needs them for {loaded.variant} ({chunks}); lower --max-size, or "
-                             "export Core ML at one size without --dynamic")
+                             f"export {enumerated.title} at one size without --dynamic")
 
 
 def _preprocess(loaded, opts, size: tuple[int, int], backbone: bool) -> Preprocess:

@@ -15,7 +15,7 @@ from pathlib import Path
 from ..bundled import DEMO_CALIB, bundled_presets
 from ..errors import UserInputError
 from ..sizes import parse_img_size
-from ..targets import TARGETS, resolve_target
+from ..targets import DEFAULT_TARGETS, TARGETS, resolve_target
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -36,6 +36,9 @@ PRESET_KEYS: dict[str, tuple[str, tuple[type, ...]]] = {
     "max-size": ("max_size", (int,)), "resize": ("resize", (str,)), "resize-scale": ("resize_scale", (str, list)),
 }
 _PATHS = {"calib", "eval_dir"}
+# Target options a 0.2 preset wrote at the top level (only TensorRT's --require-engine), by their target.
+_TOP_LEVEL_BEFORE_0_3 = {key: t for t in TARGETS.values() if t.options_type
+                         for key in t.options_type.KEYS if key == "require-engine"}
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,7 @@ class Preset:
     def _calibrates(self) -> bool:
         if not self.options.get("int8"):
             return False
-        for name in self.options.get("targets") or ("onnx",):
+        for name in self.options.get("targets") or DEFAULT_TARGETS:
             target = resolve_target(name)
             values = self.target_options.get(target.name) or {}
             options = target.options_type(**values) if target.options_type else None
@@ -99,9 +102,10 @@ def load_preset(name_or_path: str | Path) -> Preset:
         if not isinstance(table, dict):
             raise UserInputError(f"preset {path}: '{target.name}' must be a table ([{target.name}])")
         tables[target.name] = _fields(path, table, target.options_type.KEYS, f"{target.name}.")
-    if "require-engine" in data and "trt" not in tables:  # 0.2 presets had it at the top level
-        tables["trt"] = _fields(path, {"require-engine": data.pop("require-engine")}, TARGETS["trt"].options_type.KEYS,
-                                "")
+    for key in [k for k in data if k in _TOP_LEVEL_BEFORE_0_3]:  # 0.2 presets had target options at the top level
+        owner = _TOP_LEVEL_BEFORE_0_3[key]
+        if owner.name not in tables:
+            tables[owner.name] = _fields(path, {key: data.pop(key)}, owner.options_type.KEYS, "")
     options = _fields(path, data, PRESET_KEYS, "")
     if "targets" in options and not all(isinstance(t, str) for t in options["targets"]):
         raise UserInputError(f"preset {path}: 'targets' must be a list of target names, e.g. [\"onnx\", \"trt\"]")

@@ -18,7 +18,7 @@ from ..quant import checks, openvino_int8
 from ..quant.policy import EXACT_ON, PAIR_SAFE_WEIGHT, WEIGHT_RANGES, QuantPolicy
 from ..rewrite import to_deploy
 from ..targets import Int8Graph
-from ..targets.onnx import export, export_for_calibration, export_fp16
+from ..targets.onnx_export import export, export_for_calibration, export_fp16
 from .plan import ExportOptions
 from .prepare import Prepared
 
@@ -113,14 +113,16 @@ class ExportSources:
                                             len(int8.float_for_speed)),
                          self._metadata(f"int8 {name}", CPU_WEIGHT_RANGE))
 
-    def int8_qdq(self) -> Int8Graph:
+    def int8_qdq(self, label: str) -> Int8Graph:
+        """Full 8-bit Q/DQ for GPUs; ``label``: the report's ``quantization.encoding`` (the asking target)."""
         int8 = self._calibrated("full", "generic")  # GPUs accumulate in int32; TensorRT wants the full grid
         return Int8Graph(int8.qdq, int8.float_model,
-                         self._quantization("tensorrt", int8.calib_seconds, checks.weight_grid(int8.qdq),
+                         self._quantization(label, int8.calib_seconds, checks.weight_grid(int8.qdq),
                                             weight_range="full"),
                          self._metadata("int8 tensorrt q/dq", "full"))
 
-    def int8_openvino(self) -> Int8Graph:
+    def int8_openvino(self, label: str) -> Int8Graph:
+        """NNCF's OpenVINO backend, 7-bit weights; ``label`` as for ``int8_qdq``."""
         def build():
             from ..quant.calibrate import quantize_openvino
             from ..targets.openvino import convert
@@ -133,7 +135,7 @@ class ExportSources:
 
         model, float_model, seconds = self.once("openvino int8", build)
         return Int8Graph(model, float_model,
-                         self._quantization("openvino", seconds, openvino_int8.weight_grid(model)),
+                         self._quantization(label, seconds, openvino_int8.weight_grid(model)),
                          self._metadata("int8 (NNCF OpenVINO backend)", CPU_WEIGHT_RANGE))
 
     def _quantization(self, encoding: str, calib_seconds: float, grid: dict, float_for_speed: int = 0,

@@ -1,6 +1,6 @@
 """INT8: FP32 deploy-form graph (token-layout FFN) → NNCF calibration → one encoding per runtime.
 
-Graph in, graphs out: the caller exports the FP32 graph (``targets.onnx.export_for_calibration``).
+Graph in, graphs out: the caller exports the FP32 graph (``targets.onnx_export.export_for_calibration``).
 """
 from __future__ import annotations
 

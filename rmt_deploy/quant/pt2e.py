@@ -24,7 +24,7 @@ WEIGHT_RANGE = 127  # symmetric int8 weights never reach -128 (Arm's plain-NEON 
 # vpmaddwd; VNNI/AMX, Arm dotprod/i8mm accumulate in int32; plain NEON widens to int16).
 EXACT_ON = "every CPU XNNPACK runs on (x86 with or without VNNI, Arm); weights in [-127, 127]"
 STATISTICS = {"minmax": "MinMaxObserver", "histogram": "HistogramObserver"}  # --statistic → PT2E observer
-QUANTIZERS = ("xnnpack", "litert")  # whose PT2E quantizer annotates the graph: ExecuTorch's or litert-torch's
+QUANTIZERS = ("xnnpack", "litert-torch")  # whose PT2E quantizer annotates the graph: ExecuTorch's or litert-torch's
 
 
 def example_input(shape: tuple[int, ...]):
@@ -78,7 +78,7 @@ def calibrate(module, shape: tuple[int, ...], calib: np.ndarray, statistic: str 
         return prepared
 
 
-_TITLES = {"xnnpack": "ExecuTorch", "litert": "LiteRT"}
+_TITLES = {"xnnpack": "ExecuTorch", "litert-torch": "LiteRT"}
 
 
 def policy_quantizer(quantizer: str, statistic: str):
@@ -89,7 +89,7 @@ def policy_quantizer(quantizer: str, statistic: str):
     from torchao.quantization.pt2e import observer
 
     act_observer = getattr(observer, STATISTICS[statistic]).with_args(eps=2 ** -12)
-    if quantizer == "litert":
+    if quantizer == "litert-torch":
         from litert_torch.quantize import pt2e_quantizer as lq
 
         class LiteRTLayerQuantizer(lq.PT2EQuantizer):

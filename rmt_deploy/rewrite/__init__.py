@@ -14,6 +14,8 @@ from .deploy import ENCODINGS, DeployRMT, stage_grids
 __all__ = ["to_deploy", "chunk_plan", "CHUNK_BYTES", "ENCODINGS", "DeployRMT", "DeployBackbone", "feature_name",
            "table_bytes", "attention_bytes", "runtime_table_bytes"]
 
+_RENAMED = {"executorch": "xnnpack"}  # encoding names before 0.12, still accepted
+
 
 def table_bytes(cfg, input_size: tuple[int, int]) -> int:
     """Bytes of the constant decay and rotary tables the deploy form embeds at this size.
@@ -72,11 +74,12 @@ def to_deploy(model: RMT | RMTBackbone, input_size: tuple[int, int], ffn_layout:
     ``ffn_layout``: "conv" runs the FFN as 1x1 convs (fastest in FP32); "linear" keeps it
     as linear layers on tokens (what ONNX Runtime fuses into int8 QGemm).
     ``encoding`` (``ENCODINGS``): "generic" writes attention and rotary with plain ONNX ops every
-    runtime reads; "onnxruntime" uses ONNX Runtime's fused ops (``rewrite.fused``); "executorch" the
-    forms ExecuTorch's XNNPACK delegate takes (``rewrite.xnnpack``).
+    runtime reads; "onnxruntime" uses ONNX Runtime's fused ops (``rewrite.fused``); "xnnpack" the
+    forms XNNPACK takes whole, in ExecuTorch and in LiteRT (``rewrite.xnnpack``; "executorch", its name
+    before 0.12, is still accepted).
     ``dynamic``: the decay and rotary tables are built in the graph from the input's height and
     width (``rewrite.tables``), so one graph serves every size that is a multiple of the stride;
-    ``input_size`` is then only the size it is verified at. Not for the "executorch" encoding,
+    ``input_size`` is then only the size it is verified at. Not for the "xnnpack" encoding,
     whose lowering needs static shapes.
     ``largest``: the largest size a dynamic form takes (default ``input_size``). Whole attention runs its
     queries in chunks so that one chunk's scores fit ``chunk_bytes`` per image at that size
@@ -85,10 +88,11 @@ def to_deploy(model: RMT | RMTBackbone, input_size: tuple[int, int], ffn_layout:
     """
     if ffn_layout not in ("conv", "linear"):
         raise ValueError(f"ffn_layout must be 'conv' or 'linear', not {ffn_layout!r}")
+    encoding = _RENAMED.get(encoding, encoding)
     if encoding not in ENCODINGS:
         raise ValueError(f"encoding must be one of {', '.join(ENCODINGS)}, not {encoding!r}")
-    if dynamic and encoding == "executorch":
-        raise ValueError("the executorch encoding has static shapes only: dynamic must be False")
+    if dynamic and encoding == "xnnpack":
+        raise ValueError("the xnnpack encoding has static shapes only: dynamic must be False")
     stride = model.cfg.stride
     if input_size[0] % stride or input_size[1] % stride:
         raise ValueError(f"input size {input_size[0]}x{input_size[1]} must be a multiple of {stride}")

@@ -39,7 +39,7 @@ class DeployBackbone(nn.Module):
         if ref.extra_norms is not None:
             for i in ref.out_indices:
                 norm = ref.extra_norms[i]
-                self.norms[str(i)] = xnnpack.LayerNorm(norm) if encoding == "executorch" else norm
+                self.norms[str(i)] = xnnpack.LayerNorm(norm) if encoding == "xnnpack" else norm
         self.output_names = tuple(feature_name(i) for i in ref.out_indices)
 
     def outputs(self) -> list[dict]:

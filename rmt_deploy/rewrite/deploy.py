@@ -24,7 +24,7 @@ What changes against the reference, and why:
 - Three encodings of the attention and rotary (``ENCODINGS``): "generic" keeps MatMul → Add(decay)
   → Softmax → MatMul and the swap of halves, which every runtime, quantizer and TensorRT reads;
   "onnxruntime" uses ONNX Runtime's fused ops on 3-D tokens (``fused.py``), measured ~1.25x faster
-  end to end on RMT-T (docs/design.md "One encoding per runtime"); "executorch" writes LayerNorm, the
+  end to end on RMT-T (docs/design.md "One encoding per runtime"); "xnnpack" writes LayerNorm, the
   attention matmuls, the rotation and the pooling in the forms ExecuTorch's XNNPACK delegate takes
   (``xnnpack.py``), so no op is left to ExecuTorch's slower portable kernels.
 """
@@ -39,7 +39,7 @@ from .fold import GELU, conv1x1, conv_like, dwconv_plus_identity, fold_bn, gelu,
 
 __all__ = ["DeployRMT", "DeployStage", "deploy_stem", "deploy_stages", "ENCODINGS"]
 
-ENCODINGS = ("generic", "onnxruntime", "executorch")
+ENCODINGS = ("generic", "onnxruntime", "xnnpack")
 
 
 class ChannelsLastConv(nn.Module):
@@ -62,7 +62,7 @@ class DeployMaSA(nn.Module):
     def __init__(self, ref: MaSA, gamma: torch.Tensor | None, encoding: str = "generic") -> None:
         super().__init__()
         self.num_heads, self.head_dim, self.decomposed = ref.num_heads, ref.head_dim, ref.decomposed
-        self.fused, self.xnnpack = encoding == "onnxruntime", encoding == "executorch"
+        self.fused, self.xnnpack = encoding == "onnxruntime", encoding == "xnnpack"
         self.chunks = (1,)  # query chunks (whole) or row and column chunks (decomposed): set by the stage
         # A fixed-size stage's token grid, set by the stage: chunk offsets stay ints under torch.jit.trace
         # (Core ML's converter), which gives sizes read from tensors as tensors.
@@ -213,8 +213,8 @@ class DeployBlock(nn.Module):
         g1 = ref.gamma_1 if ref.layerscale else None
         g2 = ref.gamma_2 if ref.layerscale else None
         self.pos = ChannelsLastConv(dwconv_plus_identity(ref.pos.conv))
-        norm = xnnpack.LayerNorm if encoding == "executorch" else (lambda ln: ln)
-        self.gelu = xnnpack.gelu if encoding == "executorch" else gelu
+        norm = xnnpack.LayerNorm if encoding == "xnnpack" else (lambda ln: ln)
+        self.gelu = xnnpack.gelu if encoding == "xnnpack" else gelu
         self.norm1 = norm(ref.retention_layer_norm)
         self.attn = DeployMaSA(ref.retention, g1, encoding)
         self.norm2 = norm(ref.final_layer_norm)
@@ -247,7 +247,7 @@ class DeployStage(nn.Module):
         relpos = ref.Relpos
         self.heads = ref.blocks[0].retention.num_heads
         self.fused = encoding == "onnxruntime"
-        self.stored_whole = encoding == "executorch"  # every head's channels: XNNPACK has no repeat
+        self.stored_whole = encoding == "xnnpack"  # every head's channels: XNNPACK has no repeat
         self.decomposed = ref.blocks[0].retention.decomposed
         self.dynamic = dynamic
         # Attention in chunks (``chunks.py``) where one image's scores would not fit the budget; whole
@@ -348,7 +348,7 @@ def deploy_stem(ref: nn.Module, encoding: str = "generic") -> nn.Sequential:
         conv, bn = seq[i], seq[i + 1]
         stem.append(conv_like(conv, *fold_bn(conv.weight.detach(), conv.bias.detach(), bn)))
         if i + 2 < len(seq):
-            stem.append(nn.GELU() if encoding == "executorch" else GELU())
+            stem.append(nn.GELU() if encoding == "xnnpack" else GELU())
     return nn.Sequential(*stem)
 
 
@@ -407,7 +407,7 @@ class DeployRMT(nn.Module):
             x = stage(x)
         y = self.proj(x)
         y = y * torch.sigmoid(y)
-        y = xnnpack.token_mean(y) if self.encoding == "executorch" else y.mean(dim=(1, 2))
+        y = xnnpack.token_mean(y) if self.encoding == "xnnpack" else y.mean(dim=(1, 2))
         logits = self.head(y)
         if self.aux_head is not None:
             logits = logits + 0.5 * self.aux_head(x).amax(dim=(1, 2))

@@ -1,4 +1,4 @@
-"""Ops of the deploy form's ExecuTorch encoding (``to_deploy(encoding="executorch")``), each written
+"""Ops of the deploy form's XNNPACK encoding (``to_deploy(encoding="xnnpack")``), each written
 in the form ExecuTorch's XNNPACK partitioner (1.5) takes into its delegate, so the whole network
 runs as XNNPACK kernels instead of ExecuTorch's portable ones. What each replaces, and why:
 

@@ -20,11 +20,23 @@ from ..artifacts import artifact_stem
 from ..errors import BackendUnavailable
 from .runner import Runner
 
-__all__ = ["Target", "TargetOptions", "ExportRequest", "Exported", "Int8Graph", "Sources", "EXECUTIONS"]
+__all__ = ["Target", "TargetOptions", "ExportRequest", "Exported", "Int8Graph", "Sources", "Package", "EXECUTIONS"]
+
+CALIBRATORS = {"nncf": "NNCF", "pt2e": "PT2E"}  # shared calibrators, by Target.calibrator; others: the backend's own
 
 # How a runner compiles an artifact: with the settings its numbers were verified with (recorded in
 # the artifact), or with the runtime's own defaults. Only OpenVINO's differ (bf16 CPUs).
 EXECUTIONS = ("verified", "default")
+
+
+@dataclass(frozen=True)
+class Package:
+    """A Python package a target uses: ``doctor`` imports it, every report records its version."""
+
+    module: str  # what to import
+    dist: str  # the distribution that installs it (its version goes into the report)
+    purpose: str  # doctor's "used for" column
+    extra: str | None = None  # the rmt-deploy extra that installs it (None: a core dependency)
 
 
 @dataclass(frozen=True)
@@ -71,8 +83,8 @@ class Sources(Protocol):
     def deploy_onnx(self, dynamic: bool, encoding: str = "generic") -> Path: ...
     def fp16_onnx(self, dynamic: bool) -> Path: ...  # FP16 with FP32 inputs and outputs
     def int8_onnx(self, encoding: str) -> Int8Graph: ...  # 7-bit weights for CPUs, in that encoding
-    def int8_qdq(self) -> Int8Graph: ...  # 8-bit weights, plain Q/DQ (TensorRT)
-    def int8_openvino(self) -> Int8Graph: ...  # 7-bit weights, NNCF's OpenVINO backend
+    def int8_qdq(self, label: str) -> Int8Graph: ...  # 8-bit weights, plain Q/DQ (TensorRT)
+    def int8_openvino(self, label: str) -> Int8Graph: ...  # 7-bit weights, NNCF's OpenVINO backend
     def parity(self, runner: Runner, dynamic: bool) -> dict: ...  # logits vs PyTorch on the parity images
     dynamic_size: bool  # --dynamic: one graph for many sizes
     sizes: list[tuple[int, int]]  # the (H, W) verified: [size], or with --dynamic the range's ends too
@@ -121,10 +133,20 @@ class Target:
     needs: str | None = None  # hardware the runtime needs ("nvidia-gpu", "macos"), for docs and skips
     options_type: type[TargetOptions] | None = None
     gates_accuracy: bool = True  # --max-drop applies to its INT8 artifact here
-    title: str = ""  # how help panels and messages name it ("CoreML")
+    title: str = ""  # how help panels and messages name it ("Core ML")
+    summary: str = ""  # what --target's help says of it, when its title does not ("standard")
+    packages: tuple[Package, ...] = ()  # beyond the core ones (targets.CORE_PACKAGES): doctor, report environment
+    enumerated_sizes: bool = False  # one artifact takes a list of sizes only (Core ML), not any size in a range
+    isolates_int8: bool = False  # `compare --isolate` can quantize one block at a time in its INT8 graph
+    checked_by: str = ""  # what computes its outputs in `compare` (default: its title)
 
     def __repr__(self) -> str:
         return f"<target {self.name}>"
+
+    @property
+    def calibrator_title(self) -> str:
+        """Who calibrates its INT8, as help texts say it ("NNCF", "MNN's own quantizer")."""
+        return CALIBRATORS.get(self.calibrator) or f"{self.title}'s own quantizer"
 
     # -- what this machine can do --------------------------------------------------------
     def unavailable_reason(self) -> str | None:
@@ -154,6 +176,10 @@ class Target:
         here = self.runtimes()
         return (f"runtime {runtime!r} is not available for {self.title} here; choose from "
                 f"{', '.join(here) or 'none (' + self.no_runtime_reason() + ')'}")
+
+    def machine_facts(self) -> dict:
+        """What ``doctor`` shows about this machine for this target (ONNX Runtime's providers …)."""
+        return {}
 
     # -- export ------------------------------------------------------------------------------
     def precisions_for(self, asked: tuple[str, ...]) -> tuple[str, ...]:
@@ -224,6 +250,11 @@ class Target:
     def candidate_runner(self, model, threads: int | None = None) -> Runner | None:
         """A runner over an in-memory INT8 candidate for ranking layers, where saving and loading
         each one is slow (ExecuTorch: lowering); None: the search saves and loads every candidate."""
+        return None
+
+    def int8_weight_grid(self, path: Path) -> dict | None:
+        """For INT8 artifacts run by a CPU's int8 kernels (ONNX Runtime, OpenVINO): the weight grid
+        read back from the file (``saturating_layers``: saturate on x86 without VNNI); None elsewhere."""
         return None
 
     # -- report -----------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from ..errors import BackendUnavailable, UserInputError
 from ..optional import install_hint
 from ..quiet import quiet
 from ..sizes import ENUMERATED_KEY, format_sizes
-from .base import Exported, ExportRequest, Sources, Target
+from .base import ExportRequest, Exported, Package, Sources, Target
 from .formats import check_mlpackage
 from .coreml_mil import tap_map
 from .coreml_settings import MIN_TARGETS, CoreMLSettings
@@ -86,7 +86,7 @@ def export(model, path: Path, input_size: tuple[int, int], *, precision: str,
     """
     import torch
 
-    from .onnx import output_names
+    from .onnx_export import output_names
 
     ct = require_coremltools()
     settings.check((precision,))
@@ -328,10 +328,13 @@ def render_graph(entry: dict) -> list[str]:
 
 
 class CoreMLTarget(Target):
-    name, title, aliases, suffix = "coreml", "CoreML", ("mlpackage", "mlprogram"), ".mlpackage"
+    name, title, aliases, suffix = "coreml", "Core ML", ("mlpackage", "mlprogram"), ".mlpackage"
     precisions, default_precision = ("fp16", "fp32", "int8"), "fp16"
     extra, needs, dynamic_batch, dynamic_size = "coreml", "macos", False, True
     options_type = CoreMLSettings
+    packages = (Package("coremltools", "coremltools", "Core ML target (.mlpackage; predict needs macOS)", "coreml"),)
+    enumerated_sizes = True  # --dynamic: the verified sizes, enumerated in the package
+    checked_by = "coreml numpy evaluator"
 
     def unavailable_reason(self) -> str | None:
         try:

@@ -31,7 +31,7 @@ from ..errors import BackendUnavailable, UserInputError
 from ..optional import install_hint
 from ..quiet import quiet
 from ..quant.pt2e import EXACT_ON, convert, example_input, max_abs_weight
-from .base import Exported, ExportRequest, Sources, TargetOptions
+from .base import ExportRequest, Exported, Package, Sources, TargetOptions
 from .formats import check_pte
 from .pt2e_int8 import INPUT_NAME, Int8Candidate, PT2ERunner, PT2ETarget
 from .runner import Runner
@@ -225,8 +225,9 @@ class ExecuTorchTarget(PT2ETarget):
     name, title, aliases, suffix = "executorch", "ExecuTorch", ("pte", "et"), ".pte"
     precisions, default_precision = ("fp32", "int8"), "fp32"
     extra, dynamic_batch = "executorch", False
-    quantizer, encoding = "xnnpack", "executorch"  # INT8: PT2E with XNNPACK's quantizer
+    quantizer, encoding = "xnnpack", "xnnpack"  # INT8: PT2E with XNNPACK's quantizer
     options_type = ExecuTorchOptions
+    packages = (Package("executorch", "executorch", "ExecuTorch target (.pte, XNNPACK runtime)", "executorch"),)
     no_taps_reason = ("an ExecuTorch program runs as one XNNPACK delegate call: intermediate tensors inside it "
                       "cannot be read (ETDump sees delegate calls only); compare the ONNX or OpenVINO artifact")
 
@@ -253,7 +254,7 @@ class ExecuTorchTarget(PT2ETarget):
     def export(self, sources: Sources, request: ExportRequest) -> Exported:
         options = request.options or ExecuTorchOptions()
         delegate = options.delegate
-        module = sources.deploy_form("executorch")
+        module = sources.deploy_form(self.encoding)
         # In place: the accuracy-aware search saves its candidates with this metadata.
         request.metadata.update(delegate=delegate, output_names=json.dumps(list(module.output_names)))
         fields: dict = {"delegate": delegate}
@@ -261,7 +262,7 @@ class ExecuTorchTarget(PT2ETarget):
             calibrated, seconds = self.calibrated(sources)
             module = convert(calibrated)
             fields["quantization"] = {
-                "encoding": "executorch", "calibrator": "pt2e (XNNPACKQuantizer)", "statistic": sources.statistic,
+                "encoding": self.encoding, "calibrator": "pt2e (XNNPACKQuantizer)", "statistic": sources.statistic,
                 "calib_images": int(len(sources.calib)), "calib_seconds": seconds, "float_for_speed": 0,
                 "weights": "int8 symmetric per output channel", "weight_bits": 8,
                 "max_abs_weight": max_abs_weight(module), "activations": "int8 per tensor (asymmetric)",

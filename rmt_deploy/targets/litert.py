@@ -36,7 +36,7 @@ from ..errors import BackendUnavailable, UserInputError
 from ..optional import install_hint
 from ..quant.pt2e import EXACT_ON, convert, max_abs_weight, policy_quantizer
 from ..quiet import native_quiet, quiet
-from .base import Exported, ExportRequest, Sources
+from .base import ExportRequest, Exported, Package, Sources
 from .formats import check_tflite
 from .pt2e_int8 import INPUT_NAME, Int8Candidate, PT2ETarget
 from .runner import Runner
@@ -307,7 +307,9 @@ class LiteRTTarget(PT2ETarget):
     name, title, aliases, suffix = "litert", "LiteRT", ("tflite",), ".tflite"
     precisions, default_precision = ("fp32", "fp16", "int8"), "fp32"
     extra, dynamic_batch = "litert", False
-    quantizer, encoding = "litert", "executorch"  # the encoding XNNPACK takes whole (module docstring)
+    quantizer, encoding = "litert-torch", "xnnpack"  # the encoding XNNPACK takes whole (module docstring)
+    packages = (Package("litert_torch", "litert-torch", "LiteRT target (.tflite: converter, PT2E INT8)", "litert"),
+                Package("ai_edge_litert.interpreter", "ai-edge-litert", "LiteRT runtime (XNNPACK on the CPU)", "litert"))
     no_taps_reason = ("a LiteRT model runs as XNNPACK delegate calls: intermediate tensors inside them cannot be "
                       "read; compare the ONNX or OpenVINO artifact")
 
@@ -332,7 +334,7 @@ class LiteRTTarget(PT2ETarget):
             with sources.progress.step("Converting to LiteRT (INT8)"):
                 max_weight = self.write_int8(candidate, request.path, request.metadata)
             return Exported(request.path, {"quantization": {
-                "encoding": "executorch", "calibrator": "pt2e (litert-torch PT2EQuantizer)",
+                "encoding": self.encoding, "calibrator": "pt2e (litert-torch PT2EQuantizer)",
                 "statistic": sources.statistic, "calib_images": int(len(sources.calib)), "calib_seconds": seconds,
                 "float_for_speed": 0, "weights": "int8 symmetric per output channel", "weight_bits": 8,
                 "max_abs_weight": max_weight, "activations": "int8 per tensor (asymmetric)",
@@ -349,7 +351,7 @@ class LiteRTTarget(PT2ETarget):
 
         graph = move_exported_model_to_eval(convert(candidate.calibrated, fold_weights=False))
         # The converter reads only whether the quantizer is static or dynamic: its observers are done.
-        data = convert_module(graph, candidate.size, candidate.outputs, policy_quantizer("litert", "minmax"))
+        data = convert_module(graph, candidate.size, candidate.outputs, policy_quantizer(self.quantizer, "minmax"))
         metadata.update(quantization="int8 pt2e litert", int8_weight_bits="8", int8_exact_on=EXACT_ON)
         self._save(data, path, metadata)
         return max_abs_weight(convert(candidate.calibrated))  # folded: the int8 weights as stored

@@ -37,7 +37,7 @@ from ..cpu import usable_cores
 from ..errors import UserInputError
 from ..optional import install_hint, require
 from ..quiet import native_quiet
-from .base import EXECUTIONS, Exported, ExportRequest, Sources, Target
+from .base import EXECUTIONS, ExportRequest, Exported, Package, Sources, Target
 from .formats import check_mnn
 from .runner import Runner
 
@@ -186,6 +186,7 @@ class MNNTarget(Target):
     calibrated_int8, extra = True, "mnn"
     calibrator = "mnn"  # INT8 is calibrated by MNN's own offline quantizer, not NNCF
     statistics = ("minmax",)  # its activation ranges are EMA of min/max; no other estimator
+    packages = (Package("MNN", "mnn", "MNN target (.mnn: converter, quantizer and CPU runtime)", "mnn"),)
 
     def unavailable_reason(self) -> str | None:
         missing = [m for m in ("MNN", "_tools") if importlib.util.find_spec(m) is None]  # _tools: its native converter

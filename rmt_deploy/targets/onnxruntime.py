@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .onnx import FUSED_REQUIRES, OnnxTarget
+from .onnx import OnnxTarget
+
+from .onnx_export import FUSED_REQUIRES
 
 __all__ = ["TARGET", "OnnxRuntimeTarget", "MIN_VERSION"]
 
@@ -27,6 +29,7 @@ def _version(text: str) -> tuple[int, ...]:
 
 class OnnxRuntimeTarget(OnnxTarget):
     name, title, aliases, suffix = "onnxruntime", "ONNX Runtime", ("ort",), ".ort.onnx"
+    summary = "ONNX Runtime-tuned"
     precisions = ("fp32", "int8")  # FP16 runs the generic ops: --target onnx --fp16
     encoding = "onnxruntime"
 

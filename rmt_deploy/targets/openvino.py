@@ -27,7 +27,7 @@ from ..atomic import atomic_path
 from ..cpu import restricted_threads
 from ..errors import UserInputError
 from ..optional import install_hint, require
-from .base import EXECUTIONS, Exported, ExportRequest, Sources, Target
+from .base import EXECUTIONS, ExportRequest, Exported, Package, Sources, Target
 from .formats import check_openvino_ir
 from .openvino_tables import unfold_position_tables
 from .runner import Runner
@@ -61,7 +61,7 @@ def save(model, path: Path, metadata: dict[str, str]) -> Path:
     Weights are FP16-compressed unless the metadata says the precision is fp32 (int8 weights
     stay int8 either way).
     """
-    from .onnx import FOLD_LIMIT
+    from .onnx_export import FOLD_LIMIT
 
     ov = _ov()
     model = model.clone()  # rt_info and compression must not touch the caller's model
@@ -307,6 +307,8 @@ class OpenVINOTarget(Target):
     precisions, default_precision = ("fp16", "int8", "fp32"), "fp16"
     calibrated_int8, extra = True, "openvino"
     dynamic_size = True
+    packages = (Package("openvino", "openvino", "OpenVINO target (IR, CPU/GPU/NPU runtime)", "openvino"),)
+    isolates_int8, checked_by = True, "openvino CPU"
 
     def unavailable_reason(self) -> str | None:
         try:
@@ -330,7 +332,7 @@ class OpenVINOTarget(Target):
         onnx_path = sources.deploy_onnx(request.dynamic_batch)  # INT8 is calibrated from it too (same names)
         request.metadata.update({**_tap_map(onnx_path), "compile_config": json.dumps(VERIFIED_CONFIG)})
         if request.precision == "int8":
-            int8 = sources.int8_openvino()
+            int8 = sources.int8_openvino(self.name)
             request.metadata.update(int8.metadata)
             fields["quantization"] = int8.quantization
             model = int8.model
@@ -342,6 +344,16 @@ class OpenVINOTarget(Target):
 
     def inspect(self, path: Path) -> dict:
         return inspect_graph(path)
+
+    def machine_facts(self) -> dict:
+        """What OpenVINO's CPU plugin computes float layers in by default here (bf16 on AVX512-BF16/AMX)."""
+        return {"openvino_cpu_default_precision": None if self.unavailable_reason()
+                else device_default_precision("CPU")}
+
+    def int8_weight_grid(self, path: Path) -> dict:
+        from ..quant.openvino_int8 import weight_grid
+
+        return weight_grid(read_model(path))
 
     def describe(self, path: Path) -> dict:
         return describe(path)
@@ -363,7 +375,7 @@ class OpenVINOTarget(Target):
     def revertible(self, path: Path, sources: Sources):
         from ..quant.openvino_int8 import OPENVINO_FQ
 
-        return read_model(path), sources.int8_openvino().float_model, OPENVINO_FQ
+        return read_model(path), sources.int8_openvino(self.name).float_model, OPENVINO_FQ
 
     def save_model(self, model, path: Path, metadata: dict[str, str]) -> Path:
         return save(model, path, metadata)

@@ -63,7 +63,7 @@ class PT2ETarget(Target):
 
     calibrated_int8, calibrator = True, "pt2e"  # not NNCF: the int8 extra is not needed
     statistics = tuple(STATISTICS)
-    quantizer, encoding = "xnnpack", "executorch"
+    quantizer, encoding = "xnnpack", "xnnpack"
 
     def calibrated(self, sources: Sources):
         """(the calibrated PT2E graph, calibration seconds), once per run: export and the search share it."""

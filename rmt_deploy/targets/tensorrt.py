@@ -21,14 +21,14 @@ import numpy as np
 from ..artifacts import artifact_stem
 from ..atomic import atomic_path, write_text_atomic
 from ..errors import BackendUnavailable, ConversionError, UserInputError
-from ..optional import install_hint
-from .base import Exported, ExportRequest, Sources, Target, TargetOptions
+from .base import ExportRequest, Exported, Package, Sources, Target, TargetOptions
 from .formats import read_engine_sidecar, sidecar_path
 from .runner import Runner
-from .trt_readiness import profile_shapes
+from .trt_readiness import profile_shapes, render_readiness
 
 __all__ = ["TARGET", "TensorRTTarget", "TensorRTOptions", "EngineSettings", "engine_unavailable_reason",
-           "trtexec_command", "write_build_script", "build_engine", "describe", "sidecar_path", "BUILD_SCRIPT"]
+           "trtexec_command", "write_build_script", "build_engine", "engine_summary", "describe", "sidecar_path",
+           "BUILD_SCRIPT"]
 
 BUILD_SCRIPT = "build_engine.sh"
 
@@ -130,6 +130,12 @@ def write_build_script(folder: Path, commands: list[list[str]]) -> Path:
              "set -euo pipefail", 'cd "$(dirname "$0")"']
     lines += [" ".join(shlex.quote(part) for part in cmd) for cmd in commands]
     return write_text_atomic(folder / BUILD_SCRIPT, "\n".join(lines) + "\n", mode=0o755)
+
+
+def engine_summary(engine: Path, sidecar: dict) -> str:
+    """One line about a built engine and where its sidecar is."""
+    return (f"engine: {engine} (TensorRT {sidecar['tensorrt']}, {sidecar['gpu']}, {sidecar['build_seconds']:.0f} s); "
+            f"sidecar: {sidecar_path(engine)}")
 
 
 def build_engine(onnx_path: Path, engine_path: Path, settings: EngineSettings) -> dict:
@@ -294,25 +300,6 @@ class TensorRTRunner(Runner):
         return outputs
 
 
-def render_readiness(entry: dict) -> list[str]:
-    ready = entry.get("readiness")
-    if not ready:
-        return []
-    lines = [f"### {entry['target']} / {entry['precision']} readiness", "",
-             f"- `{entry['onnx']}` is **{ready['status']}** for {ready['checked_for']}"
-             + (f": {'; '.join(ready['problems'])}" if ready["problems"] else "")
-             + (" (explicit quantization: Q/DQ)" if ready["explicit_quantization"] else "")]
-    rtx = ready.get("rtx_build")
-    lines.append(f"- parse + build with {rtx['proxy']}: {rtx['status']} ({rtx['layers']} layers, {rtx['seconds']} s)"
-                 + (f" — {'; '.join(rtx['errors'])}" if rtx["errors"] else "") if rtx else
-                 f"- TensorRT-RTX not installed: no parse/build proxy ({install_hint('trt-check')})")
-    if entry.get("onnx_parity"):
-        lines.append(f"- the same ONNX in ONNX Runtime vs PyTorch: cosine {entry['onnx_parity']['cosine']:.6f}")
-    if entry.get("trtexec"):
-        lines.append(f"- on the device: `{' '.join(entry['trtexec'])}` (all in `{BUILD_SCRIPT}`)")
-    return lines + [""]
-
-
 class TensorRTTarget(Target):
     """Writes the TensorRT-ready ONNX and checks it everywhere; builds and verifies the engine
     where TensorRT and a GPU are."""
@@ -322,6 +309,9 @@ class TensorRTTarget(Target):
     calibrated_int8, extra, needs = True, "trt", "nvidia-gpu"
     dynamic_size = True  # height and width in the optimisation profile, from the artifact's dynamic_size
     options_type = TensorRTOptions
+    packages = (Package("tensorrt", "tensorrt", "TensorRT engines (needs an NVIDIA GPU)", "trt"),
+                Package("tensorrt_rtx", "tensorrt-rtx-cu12", "TensorRT-RTX parse+build proxy (no GPU needed)",
+                        "trt-check"))
     gates_accuracy = False  # the engine's accuracy is the device's: gate it there with `rmt-deploy check`
     no_taps_reason = ("engines cannot be tapped here: marking outputs needs a GPU build and changes TensorRT's "
                       "fusions; compare the .trt.onnx beside the engine instead")
@@ -349,14 +339,14 @@ class TensorRTTarget(Target):
 
         from .onnx import OnnxRuntimeRunner
         from .onnx import describe as describe_onnx
-        from .onnx import save as save_onnx
+        from .onnx_export import save as save_onnx
         from .trt_readiness import readiness, rtx_build, with_trial_build
 
         precision, dynamic = request.precision, request.dynamic_batch
         onnx_path, fields = self.onnx_path(request.path.parent, precision), {}
         request.metadata["intended_runtime"] = "tensorrt"
         if precision == "int8":
-            int8 = sources.int8_qdq()  # GPUs accumulate in int32: TensorRT gets the full 8-bit grid
+            int8 = sources.int8_qdq(self.name)  # GPUs accumulate in int32: TensorRT gets the full 8-bit grid
             request.metadata.update(int8.metadata)
             fields["quantization"] = int8.quantization
             proto = copy.deepcopy(int8.model)
@@ -405,7 +395,7 @@ class TensorRTTarget(Target):
         return TensorRTRunner(path)
 
     def render(self, entry: dict) -> list[str]:
-        return render_readiness(entry)
+        return render_readiness(entry, BUILD_SCRIPT)
 
 
 TARGET = TensorRTTarget()

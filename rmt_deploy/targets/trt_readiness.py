@@ -11,7 +11,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-__all__ = ["readiness", "rtx_build", "with_trial_build", "profile_shapes", "TRT_ONNX_OPS", "TARGET_VERSIONS"]
+from ..optional import install_hint
+
+__all__ = ["readiness", "rtx_build", "with_trial_build", "render_readiness", "profile_shapes", "TRT_ONNX_OPS",
+           "TARGET_VERSIONS"]
 
 TARGET_VERSIONS = "TensorRT 10.x / 11.x"
 OPSET_RANGE = (9, 22)  # opsets TensorRT 10.x's parser accepts
@@ -158,3 +161,23 @@ def _metadata(path: Path) -> dict[str, str]:
     import onnx
 
     return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+
+
+def render_readiness(entry: dict, build_script: str) -> list[str]:
+    """report.md lines of a TensorRT artifact: readiness, the RTX trial build, the device's build command."""
+    ready = entry.get("readiness")
+    if not ready:
+        return []
+    lines = [f"### {entry['target']} / {entry['precision']} readiness", "",
+             f"- `{entry['onnx']}` is **{ready['status']}** for {ready['checked_for']}"
+             + (f": {'; '.join(ready['problems'])}" if ready["problems"] else "")
+             + (" (explicit quantization: Q/DQ)" if ready["explicit_quantization"] else "")]
+    rtx = ready.get("rtx_build")
+    lines.append(f"- parse + build with {rtx['proxy']}: {rtx['status']} ({rtx['layers']} layers, {rtx['seconds']} s)"
+                 + (f" — {'; '.join(rtx['errors'])}" if rtx["errors"] else "") if rtx else
+                 f"- TensorRT-RTX not installed: no parse/build proxy ({install_hint('trt-check')})")
+    if entry.get("onnx_parity"):
+        lines.append(f"- the same ONNX in ONNX Runtime vs PyTorch: cosine {entry['onnx_parity']['cosine']:.6f}")
+    if entry.get("trtexec"):
+        lines.append(f"- on the device: `{' '.join(entry['trtexec'])}` (all in `{build_script}`)")
+    return lines + [""]
