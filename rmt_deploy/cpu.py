@@ -1,7 +1,7 @@
 """What this CPU offers for int8 and half-precision math, recorded next to every figure.
 
 INT8 artifacts bound for CPUs must be right on CPUs other than the one that exported them
-(DESIGN §4). The fact that matters is how the CPU accumulates u8 x s8 products:
+(docs/int8.md, "INT8 on every CPU"). The fact that matters is how the CPU accumulates u8 x s8 products:
 
 - x86 without VNNI (AVX2-only: AMD Zen 1-3, older Intel, Atom; AVX-512 without VNNI) sums
   pairs of products into int16 (``vpmaddubsw``), which saturates beyond 32767;

@@ -124,7 +124,7 @@ def test_unsupported_flags_fail_before_any_work(flags, message, tmp_path):
     assert "Traceback" not in done.stderr
 
 
-def test_int8_runs_on_mnn_at_batch_one_only_when_fixed(exported):
+def test_a_fixed_batch_file_runs_one_image_per_call(exported):
     _, out, _, _ = exported
     with rd.load(out / "model.mnn") as model:
         x = np.stack([model.tensor(p) for p in VAL[:3]])

@@ -1,8 +1,9 @@
 """Peak memory of one inference, measured in a fresh process: what a device must have free to run
 an artifact, not what this (long-lived, torch-laden) process happens to hold.
 
-The child imports only the target's runtime, loads the artifact with the runner verification uses,
-runs one zero image of the given size twice, and prints its high-water marks (Linux ``VmHWM``): after
+The child imports only the target's runtime, loads the artifact with the target's ``load`` runner
+(the runtime's defaults, as a user loads it), runs one zero image of the given size twice, and
+prints its high-water marks (Linux ``VmHWM``): after
 the imports, after the load (the runtime's own weights and folded constants), after the first run and
 after the second. The second run is the steady state: ONNX Runtime's default memory pattern plans its
 buffers on the first run and allocates the plan as one block on the second, which for RMT-T at

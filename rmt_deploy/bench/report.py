@@ -1,4 +1,4 @@
-"""report.json / report.md writer (DESIGN §6: the contract CI gates read)."""
+"""report.json / report.md writer (the contract CI gates read: docs/reference/report.md)."""
 from __future__ import annotations
 
 import json

@@ -1,4 +1,4 @@
-"""The report schema (DESIGN §6) in code: the types export and bench write and the Python API
+"""The report schema (docs/reference/report.md) in code: the types export and bench write and the Python API
 returns.
 
 ``report.json`` stays plain JSON. Each type reads its block with ``from_dict`` and writes it with
@@ -270,9 +270,6 @@ class Report:
         values = {**head, "model": self.model, "verification": self.verification,
                   "artifacts": [a.to_dict() for a in self.artifacts], "environment": self.environment, **self.extra}
         return _as_read(values, self.keys)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2)
 
     @classmethod
     def from_dict(cls, data: dict, report_path: Path | None = None) -> Report:

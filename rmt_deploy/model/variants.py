@@ -12,7 +12,7 @@ Stage4 = tuple[int, int, int, int]
 
 @dataclass(frozen=True)
 class RMTConfig:
-    """Architecture numbers of one RMT variant (DESIGN §2, one row per variant)."""
+    """Architecture numbers of one RMT variant (docs/checkpoints.md lists them; one row per variant)."""
 
     embed_dims: tuple[int, ...]
     depths: tuple[int, ...]

@@ -1,9 +1,10 @@
-"""Accuracy-aware INT8: revert the most sensitive layers to float until a top-1 budget holds.
+"""Accuracy-aware INT8: revert the most sensitive layers to float until a budget holds — a top-1
+drop on a labelled set (``--max-drop``) or a worst-image cosine on every output (``--min-cosine``).
 
-Sensitivity of a layer = how much closer the logits get to FP32 (mean squared error on a
+Sensitivity of a layer = how much closer the outputs get to FP32 (mean squared error on a
 small ranking set) when that layer alone runs in float. Layers are then reverted in that
-order, 1, 2, 4, … at a time, each step scored on the whole evaluation set, until the top-1
-drop is within the budget.
+order, 1, 2, 4, … at a time, each step scored by the budget's measure (``jobs.budget``), until
+it holds.
 
 The search is the same for every backend; a ``Reverter`` says how one backend's INT8 graph
 lists and reverts its quantized layers (ONNX Q/DQ here, OpenVINO FakeQuantize in

@@ -1,6 +1,6 @@
 """Structural rules for INT8 graphs; each returns a list of problems (empty: the graph passes).
 
-``tensorrt_problems`` is what TensorRT's explicit quantization accepts (DESIGN §4/§5);
+``tensorrt_problems`` is what TensorRT's explicit quantization accepts (docs/targets/tensorrt.md);
 ``onnxruntime_problems`` what our ONNX Runtime encoding promises.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The INT8 quantization policy (DESIGN §5): one place for the choices, all measured.
+"""The INT8 quantization policy (docs/int8.md): one place for the choices, all measured.
 
 Weights are int8 per output channel, activations int8 per tensor, symmetric, zero point 0
 (what TensorRT's explicit quantization accepts). Only the inputs of Conv, Gemm and MatMul

@@ -1,4 +1,4 @@
-"""Reference model → deploy form (DESIGN §3)."""
+"""Reference model → deploy form (docs/design.md, "The deploy form")."""
 from __future__ import annotations
 
 import copy

@@ -20,7 +20,7 @@ computed from the queries (``runtime_zero``): with constant inputs ONNX Runtime 
 chunk's mask at load, which is the whole (heads, N, N) mask again.
 
 Fixed-size graphs slice at constant offsets. Dynamic ones keep the chunk count of the largest size
-they take and compute each chunk's rows from the input's height (``chunk_rows``).
+they take and compute each chunk's rows or columns from the input's height or width (``chunk_rows``).
 """
 from __future__ import annotations
 

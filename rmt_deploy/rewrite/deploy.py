@@ -1,4 +1,4 @@
-"""Deploy form of RMT: the same function as ``model.rmt.RMT``, built for export (DESIGN §3).
+"""Deploy form of RMT: the same function as ``model.rmt.RMT``, built for export (docs/design.md, "The deploy form").
 
 What changes against the reference, and why:
 

@@ -18,7 +18,7 @@ from .runner import Runner
 
 __all__ = ["TARGET", "OnnxTarget", "describe", "inspect_graph", "render_graph", "OnnxRuntimeRunner", "FORBIDDEN_OPS"]
 
-# Ops that would mean shape arithmetic or table generation survived in the graph (DESIGN §3).
+# Ops that would mean shape arithmetic or table generation survived in the graph (docs/design.md, "The deploy form").
 FORBIDDEN_OPS = {"Range", "Shape", "ConstantOfShape", "Cast", "Expand", "NonZero", "Loop", "If",
                  "Gather", "ScatterND", "Unsqueeze", "Squeeze"}
 
