@@ -15,12 +15,20 @@ from ..targets import Target, resolve_target
 __all__ = ["int8_cpu_warning"]
 
 
-def int8_cpu_warning(path: Path, target: Target | str, features: CpuFeatures | None = None) -> str | None:
-    """One line for the user when ``path`` would compute wrong int8 results on this CPU, else None."""
+def int8_cpu_warning(path: Path, target: Target | str, features: CpuFeatures | None = None,
+                     metadata: dict | None = None) -> str | None:
+    """One line for the user when ``path`` would compute wrong int8 results on this CPU, else None:
+    a CPU feature the artifact's metadata names (``wrong_on_isa``), or x86 int16 saturation."""
     features = features or cpu_features()
+    target = resolve_target(target) if isinstance(target, str) else target
+    if metadata is None:
+        metadata = target.describe(path).get("metadata") or {}
+    named = [isa for isa in str(metadata.get("wrong_on_isa", "")).split(",") if isa and isa in features.isa]
+    if named:
+        return (f"{Path(path).name}: this CPU has {', '.join(named)}: {metadata.get('wrong_on', 'outputs differ')}; "
+                "its outputs here are wrong, timings are real")
     if not features.int8_saturates:
         return None
-    target = resolve_target(target) if isinstance(target, str) else target
     grid = target.int8_weight_grid(path)  # None: not run by a CPU's int8 kernels
     layers = grid["saturating_layers"] if grid else None
     if not layers:

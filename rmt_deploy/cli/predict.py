@@ -74,6 +74,8 @@ def predict(
             raise UserInputError("no images found in the folders given")
         output = Output(as_json, quiet)
         with Model.open(artifact, runtime=runtime, threads=threads, execution=execution.strip().lower()) as model:
+            if model.cpu_warning:
+                output.progress.log(f"warning: {model.cpu_warning}")
             if not images:
                 output.progress.log(f"no images given: predicting on the {len(paths)} bundled demo images")
             with output.progress.bar(f"Predicting with {artifact.name}", len(paths)) as advance:

@@ -214,7 +214,7 @@ def _bench_artifact(entry: dict, path: Path, size, sizes, cfg, opts: BenchOption
     try:
         info = target.describe(path)
         runtimes = target.runtimes(opts.device)
-        warning = int8_cpu_warning(path, target)
+        warning = int8_cpu_warning(path, target, metadata=info.get("metadata") or {})
     except Exception as e:  # noqa: BLE001 — one broken artifact must not stop the matrix
         cells.extend({**_failed(b, e), "size": list(s)} for s in sizes for b in opts.batches)
         return

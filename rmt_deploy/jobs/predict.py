@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..bench.portability import int8_cpu_warning
 from ..bench.schema import failure_reason
 from ..data.images import Preprocess, UnreadableImage, read_image
 from ..errors import PROGRAMMING_ERRORS, UserInputError
@@ -70,6 +71,9 @@ class Model:
         profile = self.metadata.get("profile")  # TensorRT engines: (min, opt, max) batch
         self.max_batch: int | None = (int(fixed or 1) if not info["dynamic_batch"]
                                       else int(profile[2]) if isinstance(profile, (list, tuple)) else None)
+        # Why this CPU computes other results than the artifact was verified to (an ISA its metadata
+        # names, x86 int16 saturation), or None.
+        self.cpu_warning: str | None = int8_cpu_warning(path, target, metadata=self.metadata)
 
     @classmethod
     def open(cls, path: Path, runtime: str | None = None, threads: int | None = None,

@@ -46,6 +46,13 @@ __all__ = ["TARGET", "MNNTarget", "MNNRunner", "convert", "quantize", "describe"
 # MNN's BackendConfig precision modes. "high" computes float layers in FP32 on every CPU; MNN's own
 # default, "normal", may use FP16 arithmetic where the CPU has it (ARMv8.2 and later).
 PRECISION = {"verified": ("high", 1), "default": ("normal", 0)}
+# Measured under qemu 10 (tests/test_arm64.py): MNN 3.6's int8 kernels for CPUs with I8MM (ARMv8.6:
+# Cortex-A710/X2 and later, Neoverse N2/V1) compute other results than its NEON/dot-product ones, SVE on
+# or off; the I8MM instructions themselves emulate right. Recorded in every INT8 file; predict and
+# bench warn on such a CPU (bench.portability).
+INT8_WRONG_ON = {"wrong_on_isa": "I8MM",
+                 "wrong_on": "MNN 3.6's int8 kernels for ARM CPUs with I8MM (Cortex-A710/X2 and later, Neoverse "
+                             "N2/V1) compute other results: max abs 4.3 on the demo's logits, 88-94 % top-1 agreement"}
 QUANT_CONFIG = {"feature_quantize_method": "EMA", "weight_quantize_method": "MAX_ABS", "input_type": "sequence"}
 QUANTIZATION = {"encoding": "generic", "calibrator": "mnn (offline quantizer: EMA activation ranges)", "statistic": "minmax",
                 "weights": "int8 symmetric per output channel (largest |w|)", "activations": "int8 per tensor (EMA of min/max)",
@@ -207,10 +214,11 @@ class MNNTarget(Target):
             return Exported(request.path, {})
         with tempfile.TemporaryDirectory(prefix="rmt-mnn-") as work:
             float_model = convert(onnx_path, Path(work) / "float.mnn", metadata)
+            metadata = {**metadata, **INT8_WRONG_ON}
             with sources.progress.step(f"Calibrating INT8 with MNN's quantizer on {len(sources.calib)} images"):
                 quantization = quantize(float_model, sources.calib, request.path, metadata,
                                         describe(float_model)["input_name"])
-        return Exported(request.path, {"quantization": quantization})
+        return Exported(request.path, {"quantization": quantization, "wrong_on": INT8_WRONG_ON["wrong_on"]})
 
     def describe(self, path: Path) -> dict:
         return describe(path)
@@ -224,7 +232,12 @@ class MNNTarget(Target):
         return MNNRunner(path, threads, "default") if _has_fp16_arithmetic() else None
 
     def render(self, entry: dict) -> list[str]:
-        return [f"- MNN `{entry['path'] or 'removed'}`, verified by MNN's CPU runtime at precision high (FP32 float layers)"]
+        lines = [f"- MNN `{entry['path'] or 'removed'}`, verified by MNN's CPU runtime at precision high (FP32 float "
+                 "layers)"]
+        if entry.get("wrong_on"):
+            lines.append(f"- **not exact everywhere:** {entry['wrong_on']}; on those CPUs ship `model.mnn` or the ONNX "
+                         "file instead (`predict` and `bench` warn there)")
+        return lines
 
 
 TARGET = MNNTarget()
