@@ -27,6 +27,22 @@ def on_page_markdown(markdown: str, page, config, files) -> str:
     return markdown
 
 
+# href="/…", src="/…", and Material's page config ("base": "/", "search": "/assets/…")
+_ROOT_ABSOLUTE = re.compile(r'(?P<attr>\b(?:href|src|action)="|"(?:base|search)":\s*")/(?!/)')
+
+
+def on_post_build(config) -> None:
+    """404.html links its styles, scripts and pages from the site root ("/assets/…"), which works only
+    when the site is served at a domain's root. Relative to the site's root folder, they also work
+    under a path (GitHub Pages' /<repo>/) and from the files on disk; the 404 page is then styled at
+    a missing page one level below the site root (the usual mistyped address)."""
+    from pathlib import Path
+
+    page = Path(config["site_dir"]) / "404.html"
+    if page.is_file() and not config.get("site_url"):
+        page.write_text(_ROOT_ABSOLUTE.sub(lambda m: f'{m["attr"]}./', page.read_text()))
+
+
 def _plain(text: str | None) -> str:
     """Help text without rich markup, as the terminal shows it."""
     return _RICH_TAG.sub("", text or "").replace("\\[", "[").strip()
