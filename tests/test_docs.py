@@ -383,3 +383,13 @@ def test_pipeline_figure_keeps_its_arrows_at_phone_width():
     A desktop rule more specific than the phone one would keep ← beside steps 5-7 in one column."""
     assert [_arrow(1280, step) for step in range(1, 9)] == ["→", "→", "→", "↓", "←", "←", "←", None]
     assert [_arrow(390, step) for step in range(1, 9)] == ["↓"] * 7 + [None]
+
+
+def test_no_comment_line_inside_a_continued_command():
+    """A comment line after a `\\` continuation ends the command there: bash then runs the rest as
+    a command of its own. Wrapped commands keep their comment above the first line."""
+    broken = [f"{block.where}: {line.strip()}" for page in pages() for block in blocks(page)
+              if block.language == "bash"
+              for before, line in zip(block.code.splitlines(), block.code.splitlines()[1:])
+              if before.rstrip().endswith("\\") and line.strip().startswith("#")]
+    assert broken == []
