@@ -51,8 +51,12 @@ def test_readme_links_point_to_pages_that_exist():
 
 
 def test_pages_do_not_install_from_a_registry():
-    """rmt-deploy is not on PyPI: pages and the tool's own hints install it from a checkout or a built wheel."""
-    wrong = re.compile(r"pip install [^\n`&;|]*?(?<![\w/.-])[\"']?rmt[-_]deploy(?=[\[\"'\s`=<>~!]|$)")
+    """rmt-deploy is not on PyPI: pages and the tool's own hints install it from a checkout, a built wheel,
+    or a direct reference to its repository (``"rmt-deploy[int8] @ git+https://…@v0.12.0"``)."""
+    wrong = re.compile(r"pip install [^\n`&;|]*?(?<![\w/.-])[\"']?rmt[-_]deploy(?:\[[\w,]*\])?"
+                       r"(?=[\"'\s`=<>~!]|$)(?!\s*@)")
+    assert wrong.search('pip install -c constraints.txt "rmt-deploy[int8]"')
+    assert not wrong.search('pip install -c c.txt "rmt-deploy[int8] @ git+https://github.com/o/rmt-deploy@v1"')
     files = [*pages(), *sorted((REPO / "rmt_deploy").rglob("*.py"))]
     found = [f"{path.relative_to(REPO)}:{n}" for path in files
              for n, line in enumerate(path.read_text().splitlines(), 1) if wrong.search(line)]
@@ -268,3 +272,124 @@ def test_page_code_runs_on_the_demo(page, tmp_path):
         if report.relative_to(work).parts[0] not in (*CHECKOUT, DEMO_COPY[0]):
             keys |= _report_keys(json.loads(report.read_text()))
     assert _undocumented(keys) == [], "docs/reference/report.md does not name these report.json keys"
+
+
+# -- layout ---------------------------------------------------------------------------------------
+
+CODE_WIDTH = 88  # characters of a code line the content column shows at 1280 px without a scrollbar
+
+
+def _generated_blocks() -> list[tuple[str, str]]:
+    """(where, code) of the fenced blocks the site's hooks generate (the CLI reference's examples)."""
+    sys.path.insert(0, str(REPO / "tools"))
+    try:
+        import mkdocs_hooks
+    finally:
+        sys.path.remove(str(REPO / "tools"))
+    text = mkdocs_hooks.cli_reference()
+    return [(f"generated CLI reference, block {n}", code)
+            for n, code in enumerate(re.findall(r"^```\w*\n(.*?)^```", text, re.M | re.S), 1)]
+
+
+def test_code_lines_fit_the_column():
+    """No line of a fenced block is wider than the column at 1280 px, where a trailing comment would
+    hide behind a scrollbar. README's two CI blocks (run verbatim by .ci/run) are exempt."""
+    wide = []
+    for page in pages():
+        for block in blocks(page):
+            if block.marker and block.marker.startswith("<!-- ci:"):
+                continue
+            for n, line in enumerate(block.code.splitlines(), block.line + 1):
+                if len(line) > CODE_WIDTH:
+                    wide.append(f"{block.page}:{n} ({len(line)} characters)")
+    if importlib.util.find_spec("typer") is not None:
+        for where, code in _generated_blocks():
+            wide += [f"{where}: {line[:40]}… ({len(line)})" for line in code.splitlines() if len(line) > CODE_WIDTH]
+    assert wide == [], f"code lines over {CODE_WIDTH} characters: " + ", ".join(wide)
+
+
+STYLESHEET = REPO / "docs" / "assets" / "stylesheets" / "extra.css"
+_NTH = re.compile(r":nth-child\(\s*([^)]*?)\s*\)")
+
+
+def _css_rules(css: str) -> list[tuple[str, str, str, int]]:
+    """(media condition or "", selector, declarations, source order) for every rule of a flat stylesheet
+    with one level of @media nesting, which is what extra.css uses."""
+    css = re.sub(r"/\*.*?\*/", "", css, flags=re.S)
+    rules, order, pos = [], 0, 0
+    for found in re.finditer(r"@media([^{]*)\{((?:[^{}]*\{[^{}]*\})*)\s*\}|([^{}@]+)\{([^{}]*)\}", css):
+        if found.group(1) is not None:
+            for inner in re.finditer(r"([^{}]+)\{([^{}]*)\}", found.group(2)):
+                for selector in inner.group(1).split(","):
+                    rules.append((found.group(1).strip(), selector.strip(), inner.group(2), order))
+                order += 1
+        else:
+            for selector in found.group(3).split(","):
+                rules.append(("", selector.strip(), found.group(4), order))
+            order += 1
+        pos = found.end()
+    return rules
+
+
+def _media_applies(condition: str, width_px: int) -> bool:
+    for kind, value in re.findall(r"\((max|min)-width:\s*([\d.]+)em\)", condition):
+        px = float(value) * 16
+        if (kind == "max" and width_px > px) or (kind == "min" and width_px < px):
+            return False
+    return True
+
+
+def _nth_matches(formula: str, index: int) -> bool:
+    formula = formula.replace(" ", "")
+    if formula in ("odd", "even"):
+        return index % 2 == (formula == "odd")
+    if "n" not in formula:
+        return index == int(formula)
+    a, _, b = formula.partition("n")
+    a = -1 if a == "-" else (1 if a in ("", "+") else int(a))
+    b = int(b) if b else 0
+    return (index - b) % a == 0 and (index - b) // a >= 0 if a else index == b
+
+
+def _specificity(selector: str) -> tuple[int, int, int]:
+    plain = re.sub(r"::[\w-]+", " ", selector)
+    pseudo_elements = len(re.findall(r"::[\w-]+", selector))
+    ids = len(re.findall(r"#[\w-]+", plain))
+    classes = len(re.findall(r"\.[\w-]+|\[[^\]]*\]|:[\w-]+(?:\([^)]*\))?", plain))
+    types = len(re.findall(r"(?:^|[\s>+~])([a-zA-Z][\w-]*)", plain)) + pseudo_elements
+    return ids, classes, types
+
+
+def _arrow(width_px: int, step: int) -> str | None:
+    """The ``content`` of step ``step``'s ::after in the pipeline figure at a viewport ``width_px`` wide."""
+    best = None
+    for condition, selector, declarations, order in _css_rules(STYLESHEET.read_text()):
+        if "rd-flow" not in selector or not selector.endswith("::after") \
+                or not _media_applies(condition, width_px):
+            continue
+        li = selector.rsplit(" ", 1)[-1]
+        if not li.startswith("li") or not all(_nth_matches(f, step) for f in _NTH.findall(li)):
+            continue
+        content = re.search(r"content:\s*\"([^\"]*)\"", declarations)
+        if content:
+            rank = (_specificity(selector), order)
+            if best is None or rank >= best[0]:
+                best = (rank, content.group(1))
+    return best[1] if best else None
+
+
+def test_pipeline_figure_keeps_its_arrows_at_phone_width():
+    """The home page's figure: a snake on desktops (→ → → ↓ ← ← ←), one column of ↓ on a 390 px phone.
+    A desktop rule more specific than the phone one would keep ← beside steps 5-7 in one column."""
+    assert [_arrow(1280, step) for step in range(1, 9)] == ["→", "→", "→", "↓", "←", "←", "←", None]
+    assert [_arrow(390, step) for step in range(1, 9)] == ["↓"] * 7 + [None]
+
+
+def test_no_comment_line_inside_a_continued_command():
+    """A comment line after a `\\` continuation ends the command there: bash then runs the rest as
+    a command of its own. Wrapped commands keep their comment above the first line."""
+    broken = [f"{block.where}: {line.strip()}" for page in pages() for block in blocks(page)
+              if block.language == "bash"
+              for before, line in zip(block.code.splitlines(), block.code.splitlines()[1:])
+              if before.rstrip().endswith("\\") and line.strip().startswith("#")]
+    assert broken == []

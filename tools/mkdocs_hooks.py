@@ -16,6 +16,7 @@ import typer.main
 
 MARKERS = {"<!-- generated: cli-reference -->": lambda: cli_reference(),
            "<!-- generated: target-options -->": lambda: target_options()}
+CODE_WIDTH = 88  # the characters a code line shows at 1280 px without a scrollbar (tests/test_docs.py)
 _RICH_TAG = re.compile(r"\[/?(?:b|bold|dim|i|italic|u|cyan|green|red|yellow)\]")
 
 
@@ -24,6 +25,22 @@ def on_page_markdown(markdown: str, page, config, files) -> str:
         if marker in markdown:
             markdown = markdown.replace(marker, build())
     return markdown
+
+
+# href="/…", src="/…", and Material's page config ("base": "/", "search": "/assets/…")
+_ROOT_ABSOLUTE = re.compile(r'(?P<attr>\b(?:href|src|action)="|"(?:base|search)":\s*")/(?!/)')
+
+
+def on_post_build(config) -> None:
+    """404.html links its styles, scripts and pages from the site root ("/assets/…"), which works only
+    when the site is served at a domain's root. Relative to the site's root folder, they also work
+    under a path (GitHub Pages' /<repo>/) and from the files on disk; the 404 page is then styled at
+    a missing page one level below the site root (the usual mistyped address)."""
+    from pathlib import Path
+
+    page = Path(config["site_dir"]) / "404.html"
+    if page.is_file() and not config.get("site_url"):
+        page.write_text(_ROOT_ABSOLUTE.sub(lambda m: f'{m["attr"]}./', page.read_text()))
 
 
 def _plain(text: str | None) -> str:
@@ -85,8 +102,31 @@ def _command_section(name: str, command) -> list[str]:
     if epilog:
         title, _, body = epilog.partition("\n")
         commands = [line.strip() for line in body.splitlines() if line.strip()]
-        lines += [f"**{title.strip()}**", "", "```bash", *commands, "```", ""]
+        lines += [f"**{title.strip()}**", "", "```bash", *(w for c in commands for w in _wrap_shell(c)), "```", ""]
     return lines
+
+
+def _wrap_shell(line: str, width: int = CODE_WIDTH) -> list[str]:
+    """A command as lines of at most ``width`` characters where it can be: a trailing comment on a
+    line of its own above it, then the command broken before an option with ``\\`` continuations."""
+    found = re.match(r"^(?P<command>.*?\S)\s+#\s+(?P<comment>.*)$", line)
+    if len(line) <= width:
+        return [line]
+    out = [f"# {found['comment']}"] if found else []
+    groups: list[str] = []
+    for word in (found["command"] if found else line).split(" "):
+        if word.startswith("-") or not groups:
+            groups.append(word)
+        else:
+            groups[-1] += " " + word
+    current = groups[0]
+    for group in groups[1:]:
+        if len(f"{current} {group}") > width - 2:
+            out.append(current + " \\")
+            current = "    " + group
+        else:
+            current += " " + group
+    return out + [current]
 
 
 def cli_reference() -> str:
@@ -166,10 +206,35 @@ def target_flags(target) -> dict[str, str]:
     return cells
 
 
+def _flag_cells(target) -> list[str]:
+    """One row of the flags table: precisions, dynamic shapes, INT8 calibration, --max-drop, own flags."""
+    cells = target_flags(target)
+    precisions = []
+    for precision, flag in PRECISION_FLAGS.items():
+        if cells[flag]:
+            how = {"yes": "", "default": " (default)", "always written": " (always)"}[cells[flag]]
+            precisions.append(precision.upper() + how)
+    dynamic = [name for name, flag in (("batch", "--dynamic-batch"), ("size", "--dynamic")) if cells[flag]]
+    if cells["--calib"]:
+        statistics = cells["--statistic"].split(", ")
+        calibration = f"{target.calibrator}: " + ("any" if len(statistics) > 2 else ", ".join(statistics))
+    elif "w8a8" in (target.options_type.KEYS if target.options_type else {}):
+        calibration = "with `--w8a8` only"
+    else:
+        calibration = ""
+    own = [f"`--{key}`" for key in (target.options_type.KEYS if target.options_type else {})]
+    return [", ".join(precisions), ", ".join(dynamic), calibration, cells["--max-drop"], "<br>".join(own)]
+
+
 def _targets() -> list:
     from rmt_deploy.targets import TARGETS
 
     return list(TARGETS.values())
+
+
+def _title(target) -> str:
+    """The target's name in prose: "Core ML" with a space (the code's title reads "CoreML")."""
+    return (target.title or target.name).replace("CoreML", "Core ML")
 
 
 def _cell(text: str) -> str:
@@ -178,6 +243,8 @@ def _cell(text: str) -> str:
 
 def target_options() -> str:
     """Markdown: every target's names, files, precisions and extra, then which export flag applies to which."""
+    from rmt_deploy.quant.policy import STATISTICS
+
     targets = _targets()
     params = _export_params()
     lines = ["## Targets", "",
@@ -193,22 +260,33 @@ def target_options() -> str:
         if t.calibrated_int8 and t.calibrator == "nncf" and "int8" in t.precisions:
             extra += ", `int8` for `--int8`"
         needs = f"`{t.needs}`" if t.needs else "—"
-        lines.append(f"| {t.title or t.name} | {names} | {precisions} | {files} | {extra} | {needs} |")
+        lines.append(f"| {_title(t)} | {names} | {precisions} | {files} | {extra} | {needs} |")
+    statistics = ", ".join(f"`{s}`" for s in STATISTICS)
     lines += ["", "## Export flags by target", "",
+              "One row per target: the `rmt-deploy export` flags whose effect depends on the target. "
               "Flags not listed here (`--weights`, `--img-size`, `--eval`, `--atol`, `--threads` …) apply to "
-              "every target. — : the target does not take the flag.", ""]
-    header = "| flag | " + " | ".join(f"`{t.name}`" for t in targets) + " | default |"
-    lines += [header, "|---|" + "---|" * (len(targets) + 1)]
-    per_target = {t.name: target_flags(t) for t in targets}
-    for flag in per_target[targets[0].name]:
-        default = _default(params[flag]) if flag in params else None
-        row = " | ".join(_cell(per_target[t.name][flag]) for t in targets)
-        lines.append(f"| `{flag}` | {row} | {f'`{default}`' if default else ''} |")
+              "every target. — : none.", "",
+              "- **precisions**: `--fp32`, `--fp16`, `--int8`; *always*: FP32 is written on every run.",
+              "- **dynamic**: *batch* takes `--dynamic-batch`; *size* takes `--dynamic` with `--min-size` "
+              "and `--max-size`.",
+              "- **calibration**: the calibrator that `--calib` and `--calib-size` feed with `--int8`, and the "
+              f"`--statistic` values it takes (*any*: {statistics}).",
+              "- **`--max-drop`**: the INT8 top-1 budget (with a labelled `--eval`); *not checked here*: the "
+              "export does not gate that target's INT8 on it; gate the report with `rmt-deploy check` on "
+              "the device.", "",
+              "| target | precisions | dynamic | calibration | `--max-drop` | its own flags |",
+              "|---|---|---|---|---|---|"]
+    for t in targets:
+        lines.append(f"| `{t.name}` | " + " | ".join(_cell(c) for c in _flag_cells(t)) + " |")
+    defaults = [f"`{flag}` {_default(params[flag])}" for flag in ("--calib-size", "--statistic")
+                if flag in params and _default(params[flag])]
+    if defaults:
+        lines += ["", "Defaults: " + ", ".join(defaults) + "."]
     for t in targets:
         if not t.options_type:
             continue
         defaults = t.options_type()
-        lines += ["", f"## {t.title or t.name} options", "", "| flag | meaning | default |", "|---|---|---|"]
+        lines += ["", f"## {_title(t)} options", "", "| flag | meaning | default |", "|---|---|---|"]
         for key, (field_name, _) in t.options_type.KEYS.items():
             param = params.get(f"--{key}")
             meaning = _plain(getattr(param, "help", "")).replace("|", "\\|").replace("\n", " ")
