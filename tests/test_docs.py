@@ -316,7 +316,7 @@ def _css_rules(css: str) -> list[tuple[str, str, str, int]]:
     """(media condition or "", selector, declarations, source order) for every rule of a flat stylesheet
     with one level of @media nesting, which is what extra.css uses."""
     css = re.sub(r"/\*.*?\*/", "", css, flags=re.S)
-    rules, order, pos = [], 0, 0
+    rules, order = [], 0
     for found in re.finditer(r"@media([^{]*)\{((?:[^{}]*\{[^{}]*\})*)\s*\}|([^{}@]+)\{([^{}]*)\}", css):
         if found.group(1) is not None:
             for inner in re.finditer(r"([^{}]+)\{([^{}]*)\}", found.group(2)):
@@ -327,7 +327,6 @@ def _css_rules(css: str) -> list[tuple[str, str, str, int]]:
             for selector in found.group(3).split(","):
                 rules.append(("", selector.strip(), found.group(4), order))
             order += 1
-        pos = found.end()
     return rules
 
 

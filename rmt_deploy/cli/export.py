@@ -96,7 +96,7 @@ def export(
     out_dir: OutOpt = Path("rmt-deploy-out"),
     int8: Annotated[bool, typer.Option("--int8/--no-int8", help=_int8_help())] = False,
     fp16: Annotated[bool, typer.Option("--fp16/--no-fp16", help="Write an FP16 model (ONNX: FP32 inputs/outputs).")] = False,
-    fp32: Annotated[bool, typer.Option("--fp32/--no-fp32", help="Write an FP32 model (ONNX always does; CoreML's "
+    fp32: Annotated[bool, typer.Option("--fp32/--no-fp32", help="Write an FP32 model (ONNX always does; Core ML's "
                                                       "default is FP16).")] = False,
     eval_dir: Annotated[Optional[Path], typer.Option(
         "--eval", help="ImageFolder (accuracy + parity), flat folder or .txt list (parity only). "
@@ -157,7 +157,7 @@ def export(
     """Export a checkpoint to deploy-ready artifacts, verify them on real images, write a report.
 
     ONNX always writes FP32 (the baseline); --int8 and --fp16 add artifacts to the same report.
-    Other targets write the precisions asked for, or their default (CoreML: FP16)."""
+    Other targets write the precisions asked for, or their default (Core ML: FP16)."""
     with errors_to_exit():
         from ..jobs.export import run_export
         from ..jobs.plan import options_from_flags

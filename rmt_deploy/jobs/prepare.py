@@ -20,6 +20,7 @@ from ..model.checkpoint import LoadedModel, load_model, metadata_json
 from ..model.dense import LoadedBackbone, load_backbone
 from ..rewrite import CHUNK_BYTES, attention_bytes, chunk_plan, runtime_table_bytes, to_deploy
 from ..sizes import SizeRange, parse_img_size
+from ..targets import TARGETS
 from ..version import __version__
 from .plan import MIN_CALIB_IMAGES, Plan
 
@@ -122,7 +123,8 @@ def prepare(plan: Plan, progress) -> Prepared:
     if opts.dynamic_batch:
         for target in plan.targets:
             if not target.dynamic_batch:
-                progress.log(f"{target.name}: batch fixed at 1 (--dynamic-batch applies to ONNX only)")
+                able = ", ".join(t.name for t in TARGETS.values() if t.dynamic_batch)
+                progress.log(f"{target.name}: batch fixed at 1 (--dynamic-batch applies to {able})")
     # Class names: an explicit --label-map wins, then names stored in the checkpoint, then
     # the evaluation set's folder names.
     stored = None if backbone else metadata_json(loaded.checkpoint, "rmt_deploy.classes")
