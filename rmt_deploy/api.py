@@ -7,15 +7,16 @@ never ``sys.exit``; nothing is printed unless ``progress=True``.
 """
 from __future__ import annotations
 
+import contextvars
 import functools
 import inspect
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from .bench.schema import CheckSummary, Report
-from .targets import DEFAULT_TARGETS
 from .bench.taps import CompareResult, TapError
 from .jobs.predict import Model, Prediction
+from .targets import DEFAULT_TARGETS
 
 __all__ = ["export", "load", "bench", "check", "compare", "Report", "Model", "Prediction", "CheckSummary",
            "CompareResult", "TapError"]
@@ -27,18 +28,23 @@ def _progress(progress: bool):
     return RichProgress(quiet=False) if progress else NullProgress()
 
 
+# The arguments the caller of a ``_tracks_given`` function wrote, for the length of that call.
+_GIVEN: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar("rmt_deploy_given", default=frozenset())
+
+
 def _tracks_given(fn):
-    """Pass ``fn`` the names of the keyword arguments the caller wrote (a preset fills the rest),
-    keeping its documented signature for ``help()``."""
-    signature = inspect.signature(fn)
-    public = signature.replace(parameters=[p for p in signature.parameters.values() if p.name != "_given"])
+    """Let ``fn`` read from ``_GIVEN`` which arguments its caller wrote (a preset fills the rest);
+    its signature stays the one documented."""
+    names = list(inspect.signature(fn).parameters)
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        named = set(kwargs) | set(list(public.parameters)[:len(args)])
-        return fn(*args, _given=frozenset(named), **kwargs)
+        token = _GIVEN.set(frozenset(kwargs) | frozenset(names[:len(args)]))
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _GIVEN.reset(token)
 
-    wrapper.__signature__ = public
     return wrapper
 
 
@@ -54,7 +60,8 @@ def export(weights: str | Path | None = None, *, targets: Sequence[str] | str = 
            statistic: str = "minmax", parity_samples: int = 16,
            atol: float = 1e-4, bench_iters: int = 30, threads: int | None = None, strict: bool = False,
            image_input: bool = False, min_target: str = "iOS16", w8a8: bool = False, license: str = "",
-           require_engine: bool = False, delegate: str = "xnnpack", progress: bool = False, _given: frozenset[str] = frozenset()) -> Report:
+           require_engine: bool = False, delegate: str = "xnnpack",
+           progress: bool = False) -> Report:
     """Export a checkpoint like ``rmt-deploy export`` and return its report.
 
     Keyword arguments are the CLI's flags (``--calib-size`` → ``calib_size``, ``--eval`` → ``eval``);
@@ -84,7 +91,7 @@ def export(weights: str | Path | None = None, *, targets: Sequence[str] | str = 
                  label_map=label_map, calib=calib, calib_size=calib_size, max_drop=max_drop, min_cosine=min_cosine,
                  statistic=statistic, parity_samples=parity_samples, atol=atol, bench_iters=bench_iters, threads=threads, strict=strict, image_input=image_input,
                  min_target=min_target, w8a8=w8a8, license=license, require_engine=require_engine, delegate=delegate)
-    given = {_FIELD.get(name, name) for name in _given}  # what the caller wrote wins over a preset
+    given = {_FIELD.get(name, name) for name in _GIVEN.get()}  # what the caller wrote wins over a preset
     opts = options_from_flags(flags, preset, given)
     written = Path(opts.out) / "report.json"
     before = written.stat().st_mtime_ns if written.exists() else None
@@ -103,7 +110,8 @@ _FIELD = {"eval": "eval_dir"}  # this function's keyword → ExportOptions field
 
 def load(path: str | Path, *, runtime: str | None = None, threads: int | None = None, preprocess=None,
          execution: str = "verified") -> Model:
-    """An exported artifact (ONNX, OpenVINO IR, TensorRT engine, Core ML package, ExecuTorch program) as a model.
+    """An exported artifact as a model: any file a target writes (ONNX, OpenVINO IR, TensorRT engine, Core ML
+    package, ExecuTorch program, LiteRT model, MNN model; ``rmt_deploy.targets.TARGETS``), by its suffix.
 
     Preprocessing (input size, resize/crop, mean/std) is read from the artifact's metadata;
     pass ``preprocess`` (a ``data.images.Preprocess``) for artifacts rmt-deploy did not write.

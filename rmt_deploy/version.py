@@ -1,2 +1,2 @@
 """The package version, in one place (pyproject.toml reads it from here)."""
-__version__ = "0.11.1"
+__version__ = "0.12.0"

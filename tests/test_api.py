@@ -270,3 +270,19 @@ def test_every_pixel_format_predicts_like_rgb(exported, tmp_path, mode):
     with rd.load(exported.report_path.parent / "model.onnx") as model:
         want, got = model.predict([rgb, path], topk=1)
     assert got.ok and got.indices == want.indices and abs(got.probabilities[0] - want.probabilities[0]) <= 2e-2
+
+
+def test_public_functions_show_no_private_parameters():
+    """help() and the API reference (read from the source) show only what a user passes."""
+    import ast
+    import inspect
+
+    import rmt_deploy.api as api
+
+    tree = ast.parse(Path(api.__file__).read_text())
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name in api.__all__:
+            args = node.args
+            names = [a.arg for a in (*args.posonlyargs, *args.args, *args.kwonlyargs)]
+            assert not [n for n in names if n.startswith("_")], node.name
+            assert not [n for n in inspect.signature(getattr(api, node.name)).parameters if n.startswith("_")]

@@ -35,6 +35,11 @@ def test_one_artifact_gets_two_filled_panels_and_no_top1_above_100():
     assert "< 1e-09" in " ".join(t.get_text() for t in closeness.texts)  # 1 − cosine of 0 is said, not plotted as 0
 
 
+def test_the_slowest_dot_is_inside_the_frame():
+    fig = figure(_report(_entry("fp32", 0.5, 100.0, 1.0), _entry("int8", 0.53, 100.0, 0.9999)))
+    assert fig.axes[0].get_xlim()[1] >= 0.53 * 1.05  # not cut in half by the right edge
+
+
 def test_closeness_shows_each_artifacts_gap_and_its_precisions_limit():
     fig = figure(_report(_entry("fp32", 0.5, 100.0, 1.0), _entry("int8", 0.4, 99.7, 0.99997)))
     closeness = fig.axes[1]

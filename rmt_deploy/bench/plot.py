@@ -84,7 +84,7 @@ def _accuracy_vs_latency(ax, rows: list[dict], color: dict, report: dict) -> Non
     bottom, top = max(0.0, low - 0.5 * span), max(tops) + 0.08 * span
     ax.set_ylim(bottom, top)
     ax.set_yticks([t for t in ax.get_yticks() if bottom <= t <= 100.0])  # no tick above 100 %
-    ax.set_xlim(left=0)
+    ax.set_xlim(0, 1.1 * max(a["latency_ms"]["p50"] for a in scored))  # room for the slowest dot
     ax.set_xlabel("p50 latency, batch 1 (ms)")
     ax.set_ylabel("top-1 (%)")
     ax.set_title("accuracy vs latency")
