@@ -160,8 +160,8 @@ def plan(opts: ExportOptions) -> Plan:
             raise UserInputError(f"--dynamic: {target.title or target.name} artifacts take one input size here "
                                  f"(dynamic sizes: {able}); drop --dynamic or --target {target.name}")
         if opts.resize == "mmdet" and target.enumerated_sizes:
-            raise UserInputError(f"--resize mmdet gives each image its own size, but {target.title} takes only its "
-                                 f"enumerated sizes; export {target.title} without --resize mmdet (letterbox)")
+            raise UserInputError(f"--resize mmdet gives each image its own size, but a {target.title} package takes "
+                                 f"only its enumerated sizes; export {target.title} without --resize mmdet (letterbox)")
         dynamic = (opts.dynamic_batch or opts.dynamic) and target.dynamic_batch
         cells += [Cell(target, p, options, dynamic) for p in precisions]
     calibrate = any(c.target.needs_calibration(c.precision, c.options) for c in cells)
